@@ -1,0 +1,1 @@
+"""The zoo: a shared tokenizer and small Llama models trained here, reproducibly."""

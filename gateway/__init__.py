@@ -1,0 +1,1 @@
+"""tandem gateway: the OpenAI-compatible HTTP surface, config, storage, limits and the CLI."""

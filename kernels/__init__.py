@@ -1,0 +1,1 @@
+"""Fused logit combination: reference, CPU path, Triton kernel, dispatch."""
