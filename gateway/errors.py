@@ -16,7 +16,8 @@ does. The tree::
     │   └── BudgetExceeded           429 insufficient_quota
     ├── BackendError                 502 upstream_error          (a backend answered badly / died)
     │   └── BackendUnavailable       503 service_unavailable     (no backend could be reached)
-    │       └── BackendTimeout       504 timeout
+    │       ├── BackendTimeout       504 timeout
+    │       └── LimitStoreUnavailable 503 limit_store_unavailable (Redis down: limits fail closed)
     └── ConfigError                  (start-up only; names the offending field)
 
 What it leaves out: HTTP wiring (see ``gateway.app``), which maps these to responses and SSE error events.
@@ -113,6 +114,12 @@ class BackendUnavailable(BackendError):
 
 class BackendTimeout(BackendUnavailable):
     status, code = 504, "timeout"
+
+
+class LimitStoreUnavailable(BackendUnavailable):
+    """The shared limit store (Redis) cannot be reached: 503, limits fail closed."""
+
+    code = "limit_store_unavailable"
 
 
 class ConfigError(TandemError):

@@ -166,7 +166,7 @@ class Backend(abc.ABC):
             chars += 8
         return chars // 3 + 1
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections, threads and memory."""
 
 

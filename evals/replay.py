@@ -1,0 +1,330 @@
+"""Replay evaluation of query-level routers on recorded per-model scores and costs (no model runs).
+
+`main(argv)` backs `tandem eval replay --data FILE... --routers a,b,c [--test FILE...] [--folds 5] [--json]`:
+1. Load the score matrices (`evals.replay_data.load_any`, several files are concatenated) and drop rows where a
+   model has no score (a replayed call needs the chosen model's recorded score).
+2. k-fold cross-validation (shuffled, seeded), or train on --data and evaluate on --test.
+3. Per router and fold: fit on the training rows, prepare the test rows once, sweep the router's calibration knob
+   (`knob_grid()`, calibrated from the training rows) and record each knob value's (mean cost, accuracy) point and,
+   for two-model data, its share of calls to the expensive model.
+4. Pool the folds: the router's curve is the row-weighted mean of the per-fold upper hulls (each fold's router can
+   mix its own knob settings), evaluated on a common cost grid; AIQ integrates it between the cheapest and the most
+   expensive single model's cost. APGR (two models) is the mean of the per-fold APGRs.
+Reported per router: AIQ (and the per-fold spread), accuracy / cost / cost-of-pass at the router's default knob,
+the best accuracy on the curve, the curve's cost span, the cost of reaching 95% of the best single model's
+accuracy (as a share of that model's cost), and APGR. Also every single model, the oracle and the zero router
+(upper hull of the single models). Progress goes to stderr; a table to stdout; with --json the last line is one
+JSON object keyed by router.
+
+Left out: live runs through the gateway, HTML reports, bootstrap intervals on the curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from evals.metrics import aiq, apgr, cost_of_pass, hull_value, upper_hull
+from evals.replay_data import ScoreMatrix, load_any
+from routers.base import Router, RouteQuery
+from routers.registry import RouterRegistry, default_router_registry
+
+Point = tuple[float, float]
+TARGET_SHARE_OF_BEST = 0.95
+
+# ----------------------------------------------------------------------------------------------- pure helpers
+
+
+def outcome(sm: ScoreMatrix, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the recorded score and cost of the chosen model."""
+    rows = np.arange(sm.n)
+    return sm.scores[rows, chosen], sm.costs[rows, chosen]
+
+
+def oracle_choice(scores: np.ndarray, costs: np.ndarray) -> np.ndarray:
+    """Per row: the cheapest model among those with the best score."""
+    best = np.nanmax(scores, axis=1, keepdims=True)
+    c = np.where(scores >= best - 1e-12, costs, np.inf)
+    return np.argmin(c, axis=1)
+
+
+def pooled_curve(fold_points: Sequence[Sequence[Point]], weights: Sequence[float]) -> list[Point]:
+    """Row-weighted mean of the per-fold upper hulls, on the union of the folds' hull costs."""
+    hulls = [upper_hull(p) for p in fold_points]
+    grid = sorted({c for h in hulls for c, _ in h})
+    w = np.asarray(weights, dtype=float) / np.sum(weights)
+    return [(c, float(sum(wi * hull_value(h, c, "zero") for wi, h in zip(w, hulls, strict=True)))) for c in grid]
+
+
+def cost_to_reach(curve: Sequence[Point], target_acc: float) -> float:
+    """Smallest cost at which the upper hull of `curve` reaches `target_acc` (inf when it never does)."""
+    hull = upper_hull(curve)
+    for k, (c, a) in enumerate(hull):
+        if a >= target_acc:
+            if k == 0:
+                return c
+            c0, a0 = hull[k - 1]
+            return c0 + (target_acc - a0) * (c - c0) / (a - a0)
+    return math.inf
+
+
+# ---------------------------------------------------------------------------------------------------- running
+
+
+@dataclass
+class RouterResult:
+    name: str
+    fold_points: list[list[Point]] = field(default_factory=list)
+    fold_weights: list[float] = field(default_factory=list)
+    fold_aiq: list[float] = field(default_factory=list)
+    fold_apgr: list[float] = field(default_factory=list)
+    default_scores: list[np.ndarray] = field(default_factory=list)
+    default_costs: list[np.ndarray] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def folds_for(n: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import KFold
+
+    return [(tr, te) for tr, te in KFold(k, shuffle=True, random_state=seed).split(np.arange(n))]
+
+
+def evaluate_router(
+    router_factory: Any,
+    name: str,
+    train: ScoreMatrix,
+    train_q: list[RouteQuery],
+    test: ScoreMatrix,
+    test_q: list[RouteQuery],
+    res: RouterResult,
+) -> None:
+    """Fit on train, sweep the knob on test, append this fold's numbers to `res`."""
+    t0 = time.perf_counter()
+    router: Router = router_factory(name)
+    router.fit(train, queries=train_q)
+    prepared = router.prepare(test_q)
+    two = test.m == 2
+    if two:
+        strong = int(np.argmax(np.nanmean(train.costs, axis=0)))
+        weak_acc = float(np.mean(test.scores[:, 1 - strong]))
+        strong_acc = float(np.mean(test.scores[:, strong]))
+    points: list[Point] = []
+    shares: list[Point] = []
+    for knob in router.knob_grid():
+        s, c = outcome(test, router.choose(prepared, knob))
+        points.append((float(np.mean(c)), float(np.mean(s))))
+        if two:
+            shares.append((float(np.mean(router.choose(prepared, knob) == strong)), float(np.mean(s))))
+    s, c = outcome(test, router.choose(prepared, router.default_knob()))
+    c_lo, c_hi = _cost_bounds(test)
+    res.fold_points.append(points)
+    res.fold_weights.append(test.n)
+    res.fold_aiq.append(aiq(points, c_lo, c_hi))
+    if two:
+        res.fold_apgr.append(apgr(shares, weak_acc, strong_acc))
+    res.default_scores.append(s)
+    res.default_costs.append(c)
+    res.seconds += time.perf_counter() - t0
+
+
+def _cost_bounds(sm: ScoreMatrix) -> tuple[float, float]:
+    costs = [c for c, _ in sm.model_points()]
+    return min(costs), max(costs)
+
+
+def summarize(res: RouterResult, data: ScoreMatrix) -> dict[str, Any]:
+    c_lo, c_hi = _cost_bounds(data)
+    pts = data.model_points()
+    best_j = int(np.argmax([a for _, a in pts]))
+    best_cost, best_acc = pts[best_j]
+    curve = pooled_curve(res.fold_points, res.fold_weights)
+    s, c = np.concatenate(res.default_scores), np.concatenate(res.default_costs)
+    reach = cost_to_reach(curve, TARGET_SHARE_OF_BEST * best_acc)
+    raw = [p for f in res.fold_points for p in f]
+    return {
+        "aiq": aiq(curve, c_lo, c_hi),
+        "aiq_fold_std": float(np.std(res.fold_aiq)) if len(res.fold_aiq) > 1 else 0.0,
+        "accuracy": float(np.mean(s)),
+        "cost_per_1k": float(np.mean(c) * 1000),
+        "cost_of_pass": cost_of_pass(c, s),
+        "max_accuracy": max(a for _, a in curve),
+        "curve_cost_min_per_1k": min(p[0] for p in raw) * 1000,
+        "curve_cost_max_per_1k": max(p[0] for p in raw) * 1000,
+        "cost_share_for_95pct_best": reach / best_cost if best_cost > 0 else math.nan,
+        "apgr": float(np.mean(res.fold_apgr)) if res.fold_apgr else None,
+        "curve": [[c * 1000, a] for c, a in curve],
+        "seconds": res.seconds,
+    }
+
+
+def reference_rows(data: ScoreMatrix) -> dict[str, dict[str, Any]]:
+    """Single models, the oracle and the zero router, on the whole (pooled) data."""
+    c_lo, c_hi = _cost_bounds(data)
+    pts = data.model_points()
+    best_acc = max(a for _, a in pts)
+    best_cost = pts[int(np.argmax([a for _, a in pts]))][0]
+    out: dict[str, dict[str, Any]] = {}
+    for j, m in enumerate(data.models):
+        s, c = data.scores[:, j], data.costs[:, j]
+        out[f"single:{m}"] = {
+            "accuracy": float(np.mean(s)),
+            "cost_per_1k": float(np.mean(c) * 1000),
+            "cost_of_pass": cost_of_pass(c, s),
+            "aiq": aiq([pts[j]], c_lo, c_hi),
+        }
+    s, c = outcome(data, oracle_choice(data.scores, data.costs))
+    out["oracle"] = {"accuracy": float(np.mean(s)), "cost_per_1k": float(np.mean(c) * 1000),
+                     "cost_of_pass": cost_of_pass(c, s), "aiq": aiq([(float(np.mean(c)), float(np.mean(s)))], c_lo, c_hi)}
+    reach = cost_to_reach(pts, TARGET_SHARE_OF_BEST * best_acc)
+    out["zero"] = {
+        "aiq": aiq(pts, c_lo, c_hi),
+        "max_accuracy": best_acc,
+        "cost_share_for_95pct_best": reach / best_cost if best_cost > 0 else math.nan,
+        "apgr": 0.5 if data.m == 2 else None,
+    }
+    return out
+
+
+def run_replay(
+    data: ScoreMatrix,
+    routers: Sequence[str],
+    folds: int = 5,
+    seed: int = 0,
+    test: ScoreMatrix | None = None,
+    registry: RouterRegistry | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """All the numbers of a replay run, keyed by router (plus single models, oracle, zero)."""
+    from tqdm import tqdm
+
+    reg = registry or default_router_registry()
+
+    def factory(name: str) -> Router:
+        return reg.create(name, seed=seed)
+
+    queries = [RouteQuery(prompt=p, category=c) for p, c in zip(data.prompts, data.categories, strict=True)]
+    if test is None:
+        splits = [(data.subset(tr), [queries[i] for i in tr], data.subset(te), [queries[i] for i in te])
+                  for tr, te in folds_for(data.n, folds, seed)]
+        evaluated = data
+    else:
+        test = test.select_models(data.models)
+        tq = [RouteQuery(prompt=p, category=c) for p, c in zip(test.prompts, test.categories, strict=True)]
+        splits = [(data, queries, test, tq)]
+        evaluated = test
+    results = {name: RouterResult(name) for name in routers}
+    bar = tqdm(total=len(routers) * len(splits), desc="replay", file=sys.stderr, disable=not progress)
+    for tr, trq, te, teq in splits:
+        for name in routers:
+            bar.set_postfix_str(name)
+            evaluate_router(factory, name, tr, trq, te, teq, results[name])
+            bar.update(1)
+    bar.close()
+    out = {name: summarize(res, evaluated) for name, res in results.items()}
+    out.update(reference_rows(evaluated))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------- CLI
+
+
+def _load(paths: Sequence[str]) -> ScoreMatrix:
+    parts = [load_any(p) for p in paths]
+    sm = parts[0] if len(parts) == 1 else ScoreMatrix.concat(parts)
+    before = sm.n
+    sm = sm.dropna("any")
+    if sm.n < before:
+        print(f"dropped {before - sm.n} rows with a missing score", file=sys.stderr)
+    return sm
+
+
+def _fmt(v: Any, spec: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float) and math.isinf(v):
+        return "inf"
+    return format(v, spec)
+
+
+def render_table(results: dict[str, dict[str, Any]]) -> str:
+    head = f"{'router':<44} {'AIQ':>7} {'±':>6} {'acc':>6} {'$/1k':>9} {'$/pass':>9} {'maxacc':>6} " \
+           f"{'span $/1k':>17} {'95%best':>8} {'APGR':>6}"
+    lines = [head, "-" * len(head)]
+    for name, r in results.items():
+        span = "-"
+        if "curve_cost_min_per_1k" in r:
+            span = f"{r['curve_cost_min_per_1k']:.4f}–{r['curve_cost_max_per_1k']:.4f}"
+        lines.append(
+            f"{name[:44]:<44} {_fmt(r.get('aiq'), '.4f'):>7} {_fmt(r.get('aiq_fold_std'), '.4f'):>6} "
+            f"{_fmt(r.get('accuracy'), '.4f'):>6} {_fmt(r.get('cost_per_1k'), '.4f'):>9} "
+            f"{_fmt(r.get('cost_of_pass'), '.6f'):>9} {_fmt(r.get('max_accuracy'), '.4f'):>6} {span:>17} "
+            f"{_fmt(r.get('cost_share_for_95pct_best'), '.3f'):>8} {_fmt(r.get('apgr'), '.3f'):>6}"
+        )
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tandem eval replay", description="Replay-evaluate query-level routers.")
+    p.add_argument("--data", nargs="+", required=True, help="score files (RouterBench CSV, RouteLLM, JSONL, dirs)")
+    p.add_argument("--routers", default=None, help="comma-separated router names (default: all registered)")
+    p.add_argument("--test", nargs="+", default=None, help="evaluate on these files instead of cross-validating")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-rows", type=int, default=None, help="random subsample of the data (quick runs)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (keyed by router) as the last line")
+    p.add_argument("--no-curve", action="store_true", help="leave the curves out of the JSON")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    reg = default_router_registry()
+    names = [n.strip() for n in args.routers.split(",")] if args.routers else reg.names()
+    unknown = [n for n in names if n not in reg]
+    if unknown:
+        print(f"unknown router(s): {', '.join(unknown)}; known: {', '.join(reg.names())}", file=sys.stderr)
+        return 2
+    data = _load(args.data)
+    if args.max_rows and data.n > args.max_rows:
+        rows = np.sort(np.random.default_rng(args.seed).choice(data.n, args.max_rows, replace=False))
+        data = data.subset(rows)
+    test = _load(args.test) if args.test else None
+    print(f"data: {data.source} ({data.n} rows, {data.m} models)" + (f"; test: {test.n} rows" if test else
+          f"; {args.folds}-fold cross-validation"), file=sys.stderr)
+    results = run_replay(data, names, folds=args.folds, seed=args.seed, test=test, registry=reg)
+    print(render_table(results))
+    if args.json:
+        if args.no_curve:
+            for r in results.values():
+                r.pop("curve", None)
+        print(json.dumps(_finite(results), default=_json_default))
+    return 0
+
+
+def _finite(x: Any) -> Any:
+    """NaN / ±inf → None, so the line is strict JSON."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    raise TypeError(type(x))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,209 @@
+"""Routes and dispatch: resolve a client's ``model`` to a route, then call it with retries and fallbacks.
+
+A :class:`RouteTable` maps names to :class:`BackendRoute`. :func:`call_chat` and :func:`open_chat_stream` walk the
+route's chain — the route itself, then its fallbacks in order — retrying retryable failures (connection refused,
+timeouts, 5xx) up to each route's ``retries`` with a short backoff. A client mistake (``InvalidRequest``) is never
+retried. A stream is only "open" once its first event has arrived, so a backend that fails before streaming
+anything still falls back; after that a failure reaches the client as an SSE error.
+
+What it leaves out: query-level routers and collaborations (their own route kinds, added by ``routers``/``collab``
+integration), cooldowns shared across replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from gateway.backends.base import (
+    CAP_COMPLETIONS,
+    CAP_LOGPROBS,
+    CAP_N,
+    CAP_TOOLS,
+    Backend,
+    ChatRequest,
+    CompletionRequest,
+    StreamEvent,
+)
+from gateway.errors import BackendError, InvalidRequest, ModelNotFound, TandemError
+
+ALIASES = ("auto", "default")
+T = TypeVar("T")
+
+
+@dataclass
+class BackendRoute:
+    """A route that calls one backend, with retries and fallback routes."""
+
+    name: str
+    backend: Backend
+    fallbacks: list[str] = field(default_factory=list)
+    retries: int = 1
+    description: str = ""
+    kind: str = "backend"
+
+
+@dataclass
+class Attempted:
+    """Which route finally answered, and why."""
+
+    route: BackendRoute
+    reason: str
+    failures: list[str] = field(default_factory=list)
+
+    def decision(self, requested: str) -> dict[str, Any]:
+        return {"route": requested, "chosen": self.route.name, "backend": self.route.backend.name,
+                "kind": "backend", "reason": self.reason, "failures": self.failures}
+
+
+class RouteTable:
+    """Named routes plus the default used for ``auto``/``default``."""
+
+    def __init__(self, routes: dict[str, BackendRoute], default: str):
+        if default not in routes:
+            raise ValueError(f"default route '{default}' is not a route")
+        self.routes = routes
+        self.default = default
+
+    def names(self) -> list[str]:
+        return list(self.routes)
+
+    def resolve(self, model: str) -> BackendRoute:
+        if model in ALIASES:
+            model = self.default
+        route = self.routes.get(model)
+        if route is None:
+            raise ModelNotFound(model, self.names() + list(ALIASES))
+        return route
+
+    def chain(self, route: BackendRoute) -> list[BackendRoute]:
+        """The route, then its fallbacks depth-first, each route once."""
+        out: list[BackendRoute] = []
+        seen: set[str] = set()
+
+        def walk(r: BackendRoute) -> None:
+            if r.name in seen:
+                return
+            seen.add(r.name)
+            out.append(r)
+            for f in r.fallbacks:
+                walk(self.routes[f])
+
+        walk(route)
+        return out
+
+
+def required_capabilities(req: ChatRequest | CompletionRequest) -> dict[str, str]:
+    """Capabilities the request needs, each with the request field that needs it."""
+    need: dict[str, str] = {}
+    if isinstance(req, ChatRequest):
+        if req.n > 1:
+            need[CAP_N] = "n"
+        if req.tools:
+            need[CAP_TOOLS] = "tools"
+        if req.logprobs or req.top_logprobs:
+            need[CAP_LOGPROBS] = "logprobs"
+    else:
+        need[CAP_COMPLETIONS] = "model"
+        if req.logprobs:
+            need[CAP_LOGPROBS] = "logprobs"
+    return need
+
+
+def check_capabilities(route: BackendRoute, req: ChatRequest | CompletionRequest) -> None:
+    """A clear 400 when the route cannot do what the request asks (e.g. n > 1 on an in-process model)."""
+    for cap, param in required_capabilities(req).items():
+        if cap not in route.backend.capabilities:
+            what = "/v1/completions" if cap == CAP_COMPLETIONS else f"'{param}'"
+            raise InvalidRequest(f"route '{route.name}' (backend {route.backend.kind} '{route.backend.name}') "
+                                 f"does not support {what}", param=param)
+
+
+def is_retryable(e: BaseException) -> bool:
+    return isinstance(e, BackendError) and getattr(e, "retryable", True)
+
+
+async def _with_fallbacks(table: RouteTable, route: BackendRoute, req: ChatRequest | CompletionRequest,
+                          call: Callable[[BackendRoute], Awaitable[T]]) -> tuple[T, Attempted]:
+    check_capabilities(route, req)
+    failures: list[str] = []
+    last: TandemError | None = None
+    for i, r in enumerate(table.chain(route)):
+        if i > 0:
+            try:
+                check_capabilities(r, req)
+            except InvalidRequest:
+                failures.append(f"{r.name}: lacks a needed capability")
+                continue
+        for attempt in range(r.retries + 1):
+            try:
+                out = await call(r)
+            except BackendError as e:
+                last = e
+                failures.append(f"{r.name}: {e.message}")
+                if not is_retryable(e):
+                    break
+                if attempt < r.retries:
+                    await asyncio.sleep(0.05 * (2**attempt))
+                continue
+            reason = "direct route" if i == 0 and attempt == 0 else (
+                f"retry {attempt} of route {r.name}" if i == 0 else f"fallback to {r.name}")
+            return out, Attempted(r, reason, failures)
+    assert last is not None
+    raise last
+
+
+async def call_chat(table: RouteTable, route: BackendRoute, req: ChatRequest):
+    """Non-streaming chat through the route's chain. Returns (ChatResult, Attempted, backend seconds)."""
+
+    async def call(r: BackendRoute):
+        t0 = time.perf_counter()
+        res = await r.backend.chat(req)
+        return res, time.perf_counter() - t0
+
+    (res, secs), att = await _with_fallbacks(table, route, req, call)
+    return res, att, secs
+
+
+async def call_complete(table: RouteTable, route: BackendRoute, req: CompletionRequest):
+    async def call(r: BackendRoute):
+        t0 = time.perf_counter()
+        res = await r.backend.complete(req)
+        return res, time.perf_counter() - t0
+
+    (res, secs), att = await _with_fallbacks(table, route, req, call)
+    return res, att, secs
+
+
+async def open_stream(table: RouteTable, route: BackendRoute, req: ChatRequest | CompletionRequest
+                      ) -> tuple[StreamEvent | None, AsyncIterator[StreamEvent], Attempted, float]:
+    """Start streaming through the chain; returns once the first event arrived (or the stream ended empty).
+    Returns (first event, the rest, which route, seconds waited for the first event)."""
+
+    async def call(r: BackendRoute):
+        t0 = time.perf_counter()
+        it = (r.backend.stream_chat(req) if isinstance(req, ChatRequest) else r.backend.stream_complete(req))
+        it = it.__aiter__()
+        try:
+            first = await it.__anext__()
+        except StopAsyncIteration:
+            first = None
+        except BaseException:
+            await _aclose(it)
+            raise
+        return first, it, time.perf_counter() - t0
+
+    (first, it, secs), att = await _with_fallbacks(table, route, req, call)
+    return first, it, att, secs
+
+
+async def _aclose(it: Any) -> None:
+    close = getattr(it, "aclose", None)
+    if close is not None:
+        try:
+            await close()
+        except Exception:  # noqa: BLE001 - closing a broken stream must not hide the real error
+            pass

@@ -1,0 +1,292 @@
+"""One request's life: key → limits reserve → route → backend(s) → response → settle → log row → metrics.
+
+:class:`RequestFlow` runs chat and text completions, streamed or not. Whatever happens — a client mistake, a backend
+failure, a stream broken midway, a client that disconnects — exactly one request-log row is submitted (with the
+partial usage seen so far), the budget reservation is settled or released, and metrics are updated.
+
+What it leaves out: HTTP parsing and error rendering (``gateway.app``), retries and fallbacks (``gateway.dispatch``).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.backends.base import ChatRequest, CompletionRequest, StreamEvent
+from gateway.dispatch import Attempted, BackendRoute, call_chat, call_complete, open_stream
+from gateway.errors import AuthenticationError, InvalidRequest, PromptTooLarge, TandemError
+from gateway.limits import KeyLimits, Reservation
+from gateway.schemas import ChatCompletionRequest, CompletionRequestBody
+from gateway.state import Gateway
+from gateway.storage.keys import ApiKey
+from gateway.storage.request_log import LogRow
+from gateway.usage import Usage, price_usage
+
+KEY_PREFIX = "tdm-"
+
+
+@dataclass
+class Flow:
+    """Mutable facts about one request, gathered as it runs, written once to the log."""
+
+    request_id: str
+    started: float
+    endpoint: str
+    route: str = ""
+    key: ApiKey | None = None
+    usage: Usage = field(default_factory=Usage)
+    attempted: Attempted | None = None
+    reservation: Reservation | None = None
+    backend_s: float = 0.0
+    ttft_s: float | None = None
+    status: str = "ok"
+    http_status: int = 200
+    error: str | None = None
+    prompt: Any = None
+    response: str | None = None
+    stream: bool = False
+
+    def overhead_ms(self) -> float:
+        return max((time.perf_counter() - self.started - self.backend_s) * 1000.0, 0.0)
+
+    def tandem_object(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "route": self.route,
+            "decision": self.attempted.decision(self.route) if self.attempted else None,
+            "usage": self.usage.to_list(),
+            "cost_usd": self.usage.cost_usd,
+            "overhead_ms": round(self.overhead_ms(), 3),
+        }
+
+    def headers(self, with_cost: bool = True) -> dict[str, str]:
+        h = {"x-request-id": self.request_id, "x-tandem-route": self.attempted.route.name if self.attempted
+             else self.route, "x-tandem-overhead-ms": f"{self.overhead_ms():.3f}"}
+        if with_cost:
+            h["x-tandem-cost-usd"] = f"{self.usage.cost_usd:.10f}"
+        return h
+
+
+def new_flow(endpoint: str) -> Flow:
+    return Flow(uuid.uuid4().hex, time.perf_counter(), endpoint)
+
+
+class RequestFlow:
+    """Runs requests against one :class:`Gateway`."""
+
+    def __init__(self, gw: Gateway):
+        self.gw = gw
+
+    # ---- keys and limits -------------------------------------------------------------------------------------
+
+    async def authenticate(self, flow: Flow, authorization: str | None) -> None:
+        token = None
+        if authorization:
+            scheme, _, token = authorization.partition(" ")
+            token = token.strip() if scheme.lower() == "bearer" else None
+        required = self.gw.cfg.auth.require_keys
+        if not token or (not required and not token.startswith(KEY_PREFIX)):
+            if required:
+                raise AuthenticationError("missing API key: send 'Authorization: Bearer tdm-…'")
+            return
+        key = await self.gw.lookup_key(token)
+        if key is None:
+            raise AuthenticationError("invalid or revoked API key")
+        flow.key = key
+
+    def _limits(self, flow: Flow) -> KeyLimits | None:
+        k = flow.key
+        if k is None or (k.budget_usd is None and k.rpm is None and k.tpm is None):
+            return None
+        return KeyLimits(budget_usd=k.budget_usd, rpm=k.rpm, tpm=k.tpm)
+
+    async def reserve(self, flow: Flow, route: BackendRoute, prompt_tokens: int, max_tokens: int) -> None:
+        limits = self._limits(flow)
+        if limits is None:
+            return
+        # Bound the cost by the dearest backend the route may fall back to.
+        chain = self.gw.table.chain(route) if self.gw.table else [route]
+        est = max(price_usage(r.backend.price, prompt_tokens, max_tokens) for r in chain)
+        flow.reservation = await self.gw.limits.reserve(flow.key.id, limits, est, prompt_tokens + max_tokens)
+
+    # ---- common ----------------------------------------------------------------------------------------------
+
+    def _check_size(self, req: ChatRequest | CompletionRequest) -> None:
+        lim = self.gw.cfg.limits
+        if req.max_tokens is not None and req.max_tokens > lim.max_tokens_cap:
+            raise InvalidRequest(f"max_tokens: {req.max_tokens} is above this gateway's cap of {lim.max_tokens_cap}",
+                                 param="max_tokens")
+        chars = len(req.prompt) if isinstance(req, CompletionRequest) and isinstance(req.prompt, str) else (
+            len(req.prompt) * 4 if isinstance(req, CompletionRequest) else sum(
+                len(orjson.dumps(m.get("content"))) for m in req.messages))
+        if chars > lim.max_prompt_chars:
+            raise PromptTooLarge(f"prompt is {chars} characters, above the limit of {lim.max_prompt_chars}",
+                                 param="messages" if isinstance(req, ChatRequest) else "prompt")
+
+    def _log_prompts(self, flow: Flow) -> bool:
+        return self.gw.cfg.storage.log_prompts and (flow.key is None or flow.key.log_prompts)
+
+    async def prepare(self, flow: Flow, body: ChatCompletionRequest | CompletionRequestBody
+                      ) -> tuple[BackendRoute, ChatRequest | CompletionRequest]:
+        flow.route = body.model
+        route = self.gw.table.resolve(body.model)
+        flow.route = route.name if body.model not in ("auto", "default") else body.model
+        req = body.to_backend(self.gw.cfg.limits.default_max_tokens)
+        self._check_size(req)
+        flow.stream = body.stream
+        if self._log_prompts(flow):
+            flow.prompt = req.messages if isinstance(req, ChatRequest) else req.prompt
+        if isinstance(req, ChatRequest):
+            est_prompt = route.backend.estimate_prompt_tokens(req.messages)
+        else:
+            est_prompt = len(req.prompt) if isinstance(req.prompt, list) else len(req.prompt) // 3 + 1
+        await self.reserve(flow, route, est_prompt, req.max_tokens or self.gw.cfg.limits.default_max_tokens)
+        return route, req
+
+    async def finish(self, flow: Flow, exc: BaseException | None = None) -> None:
+        """Settle limits, write the log row, update metrics. Never raises."""
+        if exc is not None:
+            flow.status = "error"
+            if isinstance(exc, TandemError):
+                flow.http_status, flow.error = exc.status, f"{type(exc).__name__}: {exc.message}"
+            else:
+                flow.http_status, flow.error = 499 if _is_cancel(exc) else 500, f"{type(exc).__name__}: {exc}"
+        if flow.reservation is not None:
+            try:
+                await self.gw.limits.settle(flow.reservation, flow.usage.cost_usd,
+                                            flow.usage.prompt_tokens + flow.usage.completion_tokens)
+            except Exception as e:  # noqa: BLE001 - a limits outage must not lose the log row
+                flow.error = (flow.error or "") + f" (settle failed: {e})"
+        elapsed = time.perf_counter() - flow.started
+        att = flow.attempted
+        self.gw.request_log.submit(LogRow(
+            id=flow.request_id, created_at=time.time() - elapsed, key_id=flow.key.id if flow.key else None,
+            route=flow.route or "?", model_chosen=att.route.backend.name if att else None,
+            decision=att.decision(flow.route) if att else None, usage=flow.usage.to_list(),
+            prompt_tokens=flow.usage.prompt_tokens, completion_tokens=flow.usage.completion_tokens,
+            cost_usd=flow.usage.cost_usd, latency_ms=elapsed * 1000.0,
+            ttft_ms=None if flow.ttft_s is None else flow.ttft_s * 1000.0, status=flow.status,
+            http_status=flow.http_status, error=flow.error, stream=flow.stream, prompt=flow.prompt,
+            response=flow.response if self._log_prompts(flow) else None, eval_run=None,
+        ))
+        self.gw.metrics.observe(flow.route or "?", flow.status, elapsed, elapsed - flow.backend_s, flow.usage)
+
+    def account(self, flow: Flow, route: BackendRoute, counts) -> None:
+        if counts is not None:
+            b = route.backend
+            flow.usage.add(b.name, b.price, counts.prompt_tokens, counts.completion_tokens, counts.cached_tokens,
+                           flow.backend_s)
+
+    # ---- non-streaming ---------------------------------------------------------------------------------------
+
+    async def chat(self, flow: Flow, body: ChatCompletionRequest) -> dict[str, Any]:
+        route, req = await self.prepare(flow, body)
+        res, flow.attempted, flow.backend_s = await call_chat(self.gw.table, route, req)
+        self.account(flow, flow.attempted.route, res.counts)
+        flow.response = res.message.get("content")
+        choice = {"index": 0, "message": res.message, "logprobs": res.logprobs, "finish_reason": res.finish_reason}
+        choices = getattr(res, "choices", None) or [choice]
+        return {
+            "id": "chatcmpl-" + flow.request_id, "object": "chat.completion", "created": int(time.time()),
+            "model": res.model or flow.attempted.route.backend.name, "choices": choices,
+            "usage": flow.usage.openai_usage(), "tandem": flow.tandem_object(),
+        }
+
+    async def complete(self, flow: Flow, body: CompletionRequestBody) -> dict[str, Any]:
+        route, req = await self.prepare(flow, body)
+        res, flow.attempted, flow.backend_s = await call_complete(self.gw.table, route, req)
+        self.account(flow, flow.attempted.route, res.counts)
+        flow.response = res.text
+        return {
+            "id": "cmpl-" + flow.request_id, "object": "text_completion", "created": int(time.time()),
+            "model": res.model or flow.attempted.route.backend.name,
+            "choices": [{"index": 0, "text": res.text, "logprobs": res.logprobs, "finish_reason": res.finish_reason}],
+            "usage": flow.usage.openai_usage(), "tandem": flow.tandem_object(),
+        }
+
+    # ---- streaming -------------------------------------------------------------------------------------------
+
+    async def open(self, flow: Flow, body: ChatCompletionRequest | CompletionRequestBody
+                   ) -> tuple[StreamEvent | None, AsyncIterator[StreamEvent], bool]:
+        """Start the stream (falls back while nothing has been sent). Returns (first event, rest, include_usage)."""
+        route, req = await self.prepare(flow, body)
+        first, rest, flow.attempted, flow.backend_s = await open_stream(self.gw.table, route, req)
+        flow.ttft_s = time.perf_counter() - flow.started
+        return first, rest, body.include_usage
+
+    async def sse(self, flow: Flow, first: StreamEvent | None, rest: AsyncIterator[StreamEvent],
+                  include_usage: bool, chat: bool) -> AsyncIterator[bytes]:
+        """SSE bytes for an opened stream; the last chunk carries usage (if asked) and the ``tandem`` object.
+        A failure midway ends with an ``error`` event and no ``[DONE]``."""
+        att = flow.attempted
+        assert att is not None
+        model = att.route.backend.name
+        base = {"id": ("chatcmpl-" if chat else "cmpl-") + flow.request_id,
+                "object": "chat.completion.chunk" if chat else "text_completion", "created": int(time.time()),
+                "model": model}
+        text: list[str] = []
+        pieces = 0
+        exc: BaseException | None = None
+        t_wait = time.perf_counter()
+        try:
+            ev = first
+            while ev is not None:
+                if ev.counts is not None:
+                    self.account(flow, att.route, ev.counts)
+                if ev.delta is not None or ev.finish_reason is not None or ev.text is not None or ev.logprobs:
+                    piece = ev.delta.get("content") if ev.delta else ev.text
+                    if piece:
+                        text.append(piece)
+                        pieces += 1
+                    if chat:
+                        choice = {"index": 0, "delta": ev.delta or {}, "logprobs": ev.logprobs,
+                                  "finish_reason": ev.finish_reason}
+                    else:
+                        choice = {"index": 0, "text": ev.text or "", "logprobs": ev.logprobs,
+                                  "finish_reason": ev.finish_reason}
+                    yield b"data: " + orjson.dumps({**base, "choices": [choice]}) + b"\n\n"
+                t_wait = time.perf_counter()
+                try:
+                    ev = await rest.__anext__()
+                except StopAsyncIteration:
+                    ev = None
+                flow.backend_s += time.perf_counter() - t_wait
+            flow.response = "".join(text)
+            final: dict[str, Any] = {**base, "choices": []}
+            if include_usage:
+                final["usage"] = flow.usage.openai_usage()
+            final["tandem"] = flow.tandem_object()
+            yield b"data: " + orjson.dumps(final) + b"\n\ndata: [DONE]\n\n"
+        except TandemError as e:
+            exc = e
+            flow.response = "".join(text)
+            if not flow.usage.models:  # partial usage: what was streamed before the break
+                flow.usage.add(model, att.route.backend.price, 0, pieces)
+            body = e.to_body()
+            body["tandem"] = flow.tandem_object()
+            yield b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
+        except BaseException as e:  # client went away (cancelled) or a bug: log it, never lose the row
+            exc = e
+            flow.response = "".join(text)
+            if not flow.usage.models:
+                flow.usage.add(model, att.route.backend.price, 0, pieces)
+            raise
+        finally:
+            close = getattr(rest, "aclose", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception:  # noqa: BLE001
+                    pass
+            await self.finish(flow, exc)
+
+
+def _is_cancel(e: BaseException) -> bool:
+    import asyncio
+
+    return isinstance(e, (asyncio.CancelledError, GeneratorExit))

@@ -1,0 +1,237 @@
+"""Triton kernel of the dense logit combination for CUDA tensors: split vocabulary, then a small reduction.
+
+Pass 1 (grid ``B × S``): each program streams one row's vocabulary slice in ``BLOCK``-wide chunks, accumulating
+``Σ_m w·x (+ bias)`` in registers, optionally ``/ T`` and + Gumbel noise (the same integer hash as
+``kernels.common``), and keeps per-lane running (max, argmax) and an online log-sum-exp. It writes one partial per
+(row, split). ``S`` is chosen so that ``B × S`` fills the GPU even at B = 1. Pass 2 (grid ``B``): merges the ``S``
+partials (ties → the smallest index), recomputes ``y`` at the chosen (or target) token and writes token and logprob.
+
+Same answer as ``kernels.reference`` up to float rounding (Triton's ``log``/division may differ from torch's by an
+ulp, so near-ties can break differently). What it leaves out: non-CUDA devices and sparse inputs. Importing this
+module without Triton is fine; ``available()`` says whether the kernel can run.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernels.common import CombineResult, check_dense, check_mode, row_keys, weights_matrix
+
+try:  # Triton is optional (CPU-only installs have none)
+    import triton
+    import triton.language as tl
+
+    HAVE_TRITON = True
+except ImportError:  # pragma: no cover - depends on the install
+    HAVE_TRITON = False
+
+BLOCK = 2048
+NUM_WARPS = 8
+
+
+def available() -> bool:
+    """True when Triton is importable and a CUDA device is present."""
+    return HAVE_TRITON and torch.cuda.is_available()
+
+
+if HAVE_TRITON:
+
+    @triton.jit
+    def _hash(x):
+        x = x ^ (x >> 16)
+        x = x * tl.full([], 0x7FEB352D, tl.uint32)
+        x = x ^ (x >> 15)
+        x = x * tl.full([], 0x846CA68B, tl.uint32)
+        return x ^ (x >> 16)
+
+    @triton.jit
+    def _partial_kernel(
+        X,
+        stride_xm,
+        stride_xb,
+        W,
+        BIAS,
+        stride_bias,
+        KEYS,
+        P_BEST,
+        P_IDX,
+        P_MAX,
+        P_SUM,
+        M,
+        V,
+        S,
+        split_len,
+        temperature,
+        HAS_BIAS: tl.constexpr,
+        SAMPLE: tl.constexpr,
+        NEED_LSE: tl.constexpr,
+        SCALE_T: tl.constexpr,
+        BLOCK_V: tl.constexpr,
+    ):
+        b = tl.program_id(0)
+        s = tl.program_id(1)
+        offs = tl.arange(0, BLOCK_V)
+        start = s * split_len
+        end = tl.minimum(start + split_len, V)
+        best = tl.full([BLOCK_V], float("-inf"), tl.float32)
+        best_i = tl.zeros([BLOCK_V], tl.int32)
+        run_m = tl.full([BLOCK_V], float("-inf"), tl.float32)
+        run_s = tl.zeros([BLOCK_V], tl.float32)
+        key = tl.load(KEYS + b).to(tl.uint32)
+        x_row = X + b.to(tl.int64) * stride_xb
+        for c in range(start, end, BLOCK_V):
+            cols = c + offs
+            mask = cols < end
+            acc = tl.zeros([BLOCK_V], tl.float32)
+            for m in range(M):
+                w = tl.load(W + b * M + m)
+                x = tl.load(x_row + m * stride_xm + cols, mask=mask, other=0.0).to(tl.float32)
+                acc += tl.where(w == 0.0, 0.0, x * w)
+            if HAS_BIAS:
+                acc += tl.load(BIAS + b.to(tl.int64) * stride_bias + cols, mask=mask, other=0.0).to(tl.float32)
+            if SCALE_T:
+                acc = acc / temperature
+            acc = tl.where(mask, acc, float("-inf"))
+            if SAMPLE:
+                h = _hash(key ^ cols.to(tl.uint32))
+                u = ((h >> 8).to(tl.float32) + 0.5) * (1.0 / 16777216.0)
+                sc = acc - tl.log(-tl.log(u))
+            else:
+                sc = acc
+            upd = sc > best
+            best = tl.where(upd, sc, best)
+            best_i = tl.where(upd, cols, best_i)
+            if NEED_LSE:
+                new_m = tl.maximum(run_m, acc)
+                safe = tl.where(new_m == float("-inf"), 0.0, new_m)
+                run_s = run_s * tl.exp(run_m - safe) + tl.exp(acc - safe)
+                run_m = new_m
+        bmax = tl.max(best, axis=0)
+        bidx = tl.min(tl.where(best == bmax, best_i, 2147483647), axis=0)
+        tl.store(P_BEST + b * S + s, bmax)
+        tl.store(P_IDX + b * S + s, bidx)
+        if NEED_LSE:
+            pm = tl.max(run_m, axis=0)
+            psafe = tl.where(pm == float("-inf"), 0.0, pm)
+            tl.store(P_MAX + b * S + s, pm)
+            tl.store(P_SUM + b * S + s, tl.sum(run_s * tl.exp(run_m - psafe), axis=0))
+
+    @triton.jit
+    def _reduce_kernel(
+        X,
+        stride_xm,
+        stride_xb,
+        W,
+        BIAS,
+        stride_bias,
+        TARGETS,
+        P_BEST,
+        P_IDX,
+        P_MAX,
+        P_SUM,
+        OUT_IDS,
+        OUT_LP,
+        M,
+        S,
+        temperature,
+        HAS_BIAS: tl.constexpr,
+        HAS_TARGETS: tl.constexpr,
+        NEED_LSE: tl.constexpr,
+        SCALE_T: tl.constexpr,
+        BLOCK_S: tl.constexpr,
+    ):
+        b = tl.program_id(0)
+        offs = tl.arange(0, BLOCK_S)
+        mask = offs < S
+        best = tl.load(P_BEST + b * S + offs, mask=mask, other=float("-inf"))
+        idx = tl.load(P_IDX + b * S + offs, mask=mask, other=2147483647)
+        bmax = tl.max(best, axis=0)
+        tok = tl.min(tl.where(best == bmax, idx, 2147483647), axis=0)
+        tok = tl.where(bmax == float("-inf"), -1, tok)
+        if HAS_TARGETS:
+            tok = tl.load(TARGETS + b).to(tl.int32)
+        tl.store(OUT_IDS + b, tok.to(tl.int64))
+        if NEED_LSE:
+            pm = tl.load(P_MAX + b * S + offs, mask=mask, other=float("-inf"))
+            ps = tl.load(P_SUM + b * S + offs, mask=mask, other=0.0)
+            gm = tl.max(pm, axis=0)
+            gsafe = tl.where(gm == float("-inf"), 0.0, gm)
+            lse = gsafe + tl.log(tl.sum(ps * tl.exp(pm - gsafe), axis=0))
+            t = tl.maximum(tok, 0)
+            y = 0.0
+            x_row = X + b.to(tl.int64) * stride_xb
+            for m in range(M):
+                w = tl.load(W + b * M + m)
+                x = tl.load(x_row + m * stride_xm + t).to(tl.float32)
+                y += tl.where(w == 0.0, 0.0, x * w)
+            if HAS_BIAS:
+                y += tl.load(BIAS + b.to(tl.int64) * stride_bias + t).to(tl.float32)
+            if SCALE_T:
+                y = y / temperature
+            lp = tl.where((tok < 0) | (gm == float("-inf")), float("-inf"), y - lse)
+            tl.store(OUT_LP + b, lp)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def num_splits(b: int, v: int, sms: int, block: int = BLOCK) -> int:
+    """Vocabulary splits per row: enough programs for ~4 per multiprocessor, at least one block per split."""
+    want = max(1, _cdiv(4 * sms, b))
+    return max(1, min(want, _cdiv(v, block)))
+
+
+def combine_triton(
+    logits: torch.Tensor,
+    weights: torch.Tensor | list[float] | tuple[float, ...],
+    *,
+    bias: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    mode: str = "greedy",
+    seed: int = 0,
+    targets: torch.Tensor | None = None,
+    return_logprobs: bool = False,
+) -> CombineResult:
+    """``combine`` on dense CUDA logits ``[M, B, V]`` with the Triton kernels; see ``kernels.combine``."""
+    if not HAVE_TRITON:
+        raise RuntimeError("Triton is not installed")
+    check_mode(mode, temperature, targets)
+    m, b, v = check_dense(logits, bias, targets)
+    dev = logits.device
+    if logits.stride(-1) != 1:
+        logits = logits.contiguous()
+    if bias is not None and bias.stride(-1) != 1:
+        bias = bias.contiguous()
+    w = weights_matrix(weights, m, b).to(dev).contiguous()
+    need_lse = return_logprobs or mode == "logprobs"
+    sample = mode == "sample"
+    scale_t = (need_lse or sample) and temperature != 1.0
+    # (CPU tensors only reach here under TRITON_INTERPRET=1, Triton's interpreter)
+    sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 4
+    s = num_splits(b, v, sms)
+    split_len = _cdiv(_cdiv(v, s), BLOCK) * BLOCK
+    s = _cdiv(v, split_len)
+    keys = row_keys(seed, torch.arange(b, device=dev)) if sample else torch.zeros(b, dtype=torch.int64, device=dev)
+    p_best = torch.empty(b, s, dtype=torch.float32, device=dev)
+    p_idx = torch.empty(b, s, dtype=torch.int32, device=dev)
+    p_max = torch.empty(b, s, dtype=torch.float32, device=dev) if need_lse else p_best
+    p_sum = torch.empty(b, s, dtype=torch.float32, device=dev) if need_lse else p_best
+    bias_t = bias if bias is not None else w
+    stride_bias = bias.stride(0) if bias is not None else 0
+    _partial_kernel[(b, s)](
+        logits, logits.stride(0), logits.stride(1), w, bias_t, stride_bias, keys,
+        p_best, p_idx, p_max, p_sum, m, v, s, split_len, float(temperature),
+        HAS_BIAS=bias is not None, SAMPLE=sample, NEED_LSE=need_lse, SCALE_T=scale_t,
+        BLOCK_V=BLOCK, num_warps=NUM_WARPS,
+    )  # fmt: skip
+    ids = torch.empty(b, dtype=torch.int64, device=dev)
+    lp = torch.empty(b, dtype=torch.float32, device=dev) if need_lse else p_best
+    tgt = targets.to(device=dev, dtype=torch.int64) if targets is not None else ids
+    _reduce_kernel[(b,)](
+        logits, logits.stride(0), logits.stride(1), w, bias_t, stride_bias, tgt,
+        p_best, p_idx, p_max, p_sum, ids, lp, m, s, float(temperature),
+        HAS_BIAS=bias is not None, HAS_TARGETS=mode == "logprobs", NEED_LSE=need_lse, SCALE_T=scale_t,
+        BLOCK_S=max(16, triton.next_power_of_2(s)), num_warps=1,
+    )  # fmt: skip
+    return CombineResult(ids, lp if need_lse else None)

@@ -1,0 +1,308 @@
+"""EllieSQL-style complexity-aware routers over ordered tiers (cheap → expensive).
+
+Tiers are the candidates ordered by mean training cost. A query's label is the cheapest tier whose answer passes
+(score ≥ 0.5); unsolved queries are labelled with the top tier. Routers:
+- `ellie-heuristic`: a least-squares complexity score from hand features (length, digits, keyword counts);
+  tier thresholds are the score quantiles that reproduce the training label distribution; knob = shift of the
+  score in standard deviations.
+- `ellie-knn`: tier distribution of the k nearest training prompts (embeddings).
+- `ellie-classifier`: multinomial logistic regression on embeddings → tier distribution.
+- `ellie-preference`: a linear ranker per tier trained on pairs (a passing tier ≻ a failing one, a cheaper passing
+  tier ≻ a dearer passing one); softmax of the ranking scores is the tier distribution.
+- `ellie-cascade`: one binary "tier t suffices" classifier per tier below the top; go to the first tier with
+  p_t ≥ τ_t. τ_t is calibrated on out-of-fold training predictions as the smallest threshold whose precision
+  reaches the knob κ (a target pass rate for the calls a tier keeps).
+The distribution routers pick the smallest tier whose cumulative probability reaches the knob q ∈ [0, 1].
+
+Left out: pipelines as tiers (self-consistency with execution voting) — a tier is any candidate route, so a
+pipeline appears here only through its recorded scores and costs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from routers.base import Router, RouteQuery, TrainingTable
+from routers.features import embeddings, hand_matrix
+
+PASS = 0.5
+
+# --------------------------------------------------------------------------------------------------- pure rules
+
+
+def tier_labels(scores_by_tier: np.ndarray, threshold: float = PASS) -> np.ndarray:
+    """Cheapest tier (column, cheap → expensive) whose score passes; the top tier when none does. NaN = fail."""
+    passed = np.nan_to_num(scores_by_tier, nan=0.0) >= threshold
+    first = np.argmax(passed, axis=1)
+    return np.where(passed.any(axis=1), first, scores_by_tier.shape[1] - 1)
+
+
+def quantile_tier(probs: np.ndarray, q: float) -> np.ndarray:
+    """Smallest tier whose cumulative probability reaches q (q ≤ 0 → tier 0, q ≥ 1 → top tier)."""
+    n_tiers = probs.shape[1]
+    if q <= 0:
+        return np.zeros(len(probs), dtype=int)
+    if q >= 1:
+        return np.full(len(probs), n_tiers - 1, dtype=int)
+    cdf = np.cumsum(probs, axis=1)
+    cdf[:, -1] = np.inf
+    return np.argmax(cdf >= q - 1e-12, axis=1)
+
+
+def cascade_pick(p_suffices: np.ndarray, taus: np.ndarray) -> np.ndarray:
+    """First tier t with p_suffices[:, t] ≥ taus[t]; the top tier (index = number of columns) when none."""
+    ok = p_suffices >= np.asarray(taus)[None, :]
+    return np.where(ok.any(axis=1), np.argmax(ok, axis=1), p_suffices.shape[1])
+
+
+def precision_threshold(p: np.ndarray, y: np.ndarray, target: float) -> float:
+    """Smallest threshold v (among the p values) with precision(y | p ≥ v) ≥ target; +inf when none reaches it."""
+    if target <= 0:
+        return 0.0
+    order = np.argsort(-p, kind="stable")
+    ps, ys = p[order], y[order].astype(float)
+    prec = np.cumsum(ys) / np.arange(1, len(ys) + 1)
+    # a threshold v keeps every row with p ≥ v: evaluate precision at the last index of each distinct value
+    last = np.r_[ps[1:] != ps[:-1], True]
+    ok = (prec >= target - 1e-12) & last
+    if not ok.any():
+        return float("inf")
+    return float(ps[np.flatnonzero(ok)[-1]])
+
+
+def mask_tiers(tiers: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Move each tier up to the next allowed tier (down to the highest allowed one when none is above)."""
+    ok = np.flatnonzero(allowed)
+    pos = np.searchsorted(ok, tiers)
+    return ok[np.minimum(pos, len(ok) - 1)]
+
+
+# ------------------------------------------------------------------------------------------------------ routers
+
+
+class TierRouter(Router):
+    """Common parts: tier order, labels, knob → tier → model index."""
+
+    def __init__(self, knob: float | None = 0.9, seed: int = 0) -> None:
+        super().__init__(knob=knob, seed=seed)
+
+    def _tiers(self, table: TrainingTable) -> np.ndarray:
+        self.tier_order = np.argsort(self.model_costs, kind="stable")  # tier index → model index
+        self.n_tiers = len(self.tier_order)
+        labels = tier_labels(table.scores[:, self.tier_order])
+        self.metadata["label_share"] = np.bincount(labels, minlength=self.n_tiers).tolist()
+        return labels
+
+    def _to_models(self, tiers: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        if mask is not None:
+            tiers = mask_tiers(tiers, np.asarray(mask, dtype=bool)[self.tier_order])
+        return self.tier_order[tiers]
+
+    def knob_grid(self) -> list[float]:
+        return [float(x) for x in np.linspace(0.0, 1.0, 41)]
+
+
+class DistributionTierRouter(TierRouter):
+    """prepare → tier distribution [n, T]; choose → quantile rule."""
+
+    def choose(self, prepared: Any, knob: float | None = None, mask: np.ndarray | None = None) -> np.ndarray:
+        q = float(knob if knob is not None else self.knob)
+        return self._to_models(quantile_tier(prepared, q), mask)
+
+    def row_scores(self, prepared: Any, i: int) -> dict[str, float]:
+        return {self.models[self.tier_order[t]]: float(prepared[i, t]) for t in range(self.n_tiers)}
+
+
+class EllieKnnRouter(DistributionTierRouter):
+    name = "ellie-knn"
+
+    def __init__(self, k: int = 20, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.k = k
+
+    def fit(self, data: Any, queries: Sequence[RouteQuery] | None = None) -> EllieKnnRouter:
+        table, qs = self._table_and_queries(data, queries)
+        self.labels = self._tiers(table)
+        self.train_emb = embeddings(qs).astype(np.float32)
+        return self
+
+    def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:
+        sims = embeddings(queries) @ self.train_emb.T
+        k = min(self.k, len(self.labels))
+        idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        probs = np.zeros((len(queries), self.n_tiers))
+        for j in range(k):
+            probs[np.arange(len(queries)), self.labels[idx[:, j]]] += 1.0 / k
+        return probs
+
+
+class EllieClassifierRouter(DistributionTierRouter):
+    name = "ellie-classifier"
+
+    def __init__(self, c: float = 1.0, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.c = c
+
+    def fit(self, data: Any, queries: Sequence[RouteQuery] | None = None) -> EllieClassifierRouter:
+        from sklearn.linear_model import LogisticRegression
+
+        table, qs = self._table_and_queries(data, queries)
+        labels = self._tiers(table)
+        self.classes = np.unique(labels)
+        self.clf = None
+        if len(self.classes) > 1:
+            self.clf = LogisticRegression(C=self.c, max_iter=500).fit(embeddings(qs), labels)
+        return self
+
+    def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:
+        probs = np.zeros((len(queries), self.n_tiers))
+        if self.clf is None:
+            probs[:, self.classes[0]] = 1.0
+        else:
+            probs[:, self.clf.classes_] = self.clf.predict_proba(embeddings(queries))
+        return probs
+
+
+class EllieHeuristicRouter(TierRouter):
+    name = "ellie-heuristic"
+
+    def __init__(self, knob: float | None = 0.0, seed: int = 0) -> None:
+        super().__init__(knob=knob, seed=seed)
+
+    def fit(self, data: Any, queries: Sequence[RouteQuery] | None = None) -> EllieHeuristicRouter:
+        table, qs = self._table_and_queries(data, queries)
+        labels = self._tiers(table)
+        x = hand_matrix(qs)
+        self.mu, self.sd = x.mean(axis=0), x.std(axis=0) + 1e-9
+        z = np.c_[np.ones(len(x)), (x - self.mu) / self.sd]
+        self.w, *_ = np.linalg.lstsq(z, labels.astype(float), rcond=None)
+        s = z @ self.w
+        self.s_sd = float(s.std()) + 1e-9
+        self.s_span = float((s.max() - s.min()) / self.s_sd) + 1.0
+        cdf = np.cumsum(np.bincount(labels, minlength=self.n_tiers)) / len(labels)
+        self.thresholds = np.quantile(s, np.clip(cdf[:-1], 0.0, 1.0))  # tier t ⇔ θ_{t-1} < s ≤ θ_t
+        return self
+
+    def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:
+        x = hand_matrix(queries)
+        return np.c_[np.ones(len(x)), (x - self.mu) / self.sd] @ self.w
+
+    def choose(self, prepared: Any, knob: float | None = None, mask: np.ndarray | None = None) -> np.ndarray:
+        shift = float(knob if knob is not None else self.knob) * self.s_sd
+        tiers = np.searchsorted(self.thresholds, prepared + shift, side="left")
+        return self._to_models(np.minimum(tiers, self.n_tiers - 1), mask)
+
+    def knob_grid(self) -> list[float]:
+        return [float(x) for x in np.linspace(-self.s_span, self.s_span, 41)]
+
+    def row_scores(self, prepared: Any, i: int) -> dict[str, float]:
+        return {"complexity": float(prepared[i])}
+
+
+class EllieCascadeRouter(TierRouter):
+    name = "ellie-cascade"
+
+    def __init__(self, c: float = 1.0, inner_folds: int = 3, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.c, self.inner_folds = c, inner_folds
+
+    def fit(self, data: Any, queries: Sequence[RouteQuery] | None = None) -> EllieCascadeRouter:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+        table, qs = self._table_and_queries(data, queries)
+        self._tiers(table)
+        x = embeddings(qs)
+        self.heads: list[Any] = []  # per tier below the top: a classifier, or a constant probability
+        self.oof: list[tuple[np.ndarray, np.ndarray]] = []
+        for t in range(self.n_tiers - 1):
+            col = table.scores[:, self.tier_order[t]]
+            have = np.isfinite(col)
+            y = (col[have] >= PASS).astype(int)
+            if len(y) == 0 or y.min() == y.max() or min(np.bincount(y)) < self.inner_folds:
+                const = float(y.mean()) if len(y) else 0.0
+                self.heads.append(const)
+                self.oof.append((np.full(len(y), const), y))
+                continue
+            clf = LogisticRegression(C=self.c, max_iter=500)
+            cv = StratifiedKFold(self.inner_folds, shuffle=True, random_state=self.seed)
+            p = cross_val_predict(clf, x[have], y, cv=cv, method="predict_proba")[:, 1]
+            self.heads.append(clf.fit(x[have], y))
+            self.oof.append((p, y))
+        return self
+
+    def taus(self, kappa: float) -> np.ndarray:
+        """Per-tier thresholds for a target precision κ, from the out-of-fold training predictions."""
+        return np.array([precision_threshold(p, y, kappa) for p, y in self.oof])
+
+    def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:
+        x = embeddings(queries)
+        cols = [
+            np.full(len(queries), h) if isinstance(h, float) else h.predict_proba(x)[:, 1] for h in self.heads
+        ]
+        return np.stack(cols, axis=1) if cols else np.zeros((len(queries), 0))
+
+    def choose(self, prepared: Any, knob: float | None = None, mask: np.ndarray | None = None) -> np.ndarray:
+        kappa = float(knob if knob is not None else self.knob)
+        p = prepared
+        if mask is not None:  # a disallowed tier never suffices
+            p = np.where(np.asarray(mask, dtype=bool)[self.tier_order][None, :-1], p, -1.0)
+        return self._to_models(cascade_pick(p, self.taus(kappa)), mask)
+
+    def row_scores(self, prepared: Any, i: int) -> dict[str, float]:
+        return {self.models[self.tier_order[t]]: float(prepared[i, t]) for t in range(prepared.shape[1])}
+
+
+class ElliePreferenceRouter(DistributionTierRouter):
+    name = "ellie-preference"
+
+    def __init__(self, steps: int = 300, lr: float = 0.05, weight_decay: float = 1e-4, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.steps, self.lr, self.weight_decay = steps, lr, weight_decay
+
+    def fit(self, data: Any, queries: Sequence[RouteQuery] | None = None) -> ElliePreferenceRouter:
+        table, qs = self._table_and_queries(data, queries)
+        self._tiers(table)
+        pairs = preference_pairs(table.scores[:, self.tier_order])  # [n, T, T] a ≻ b
+        x = torch.tensor(embeddings(qs), dtype=torch.float32)
+        pm = torch.tensor(pairs, dtype=torch.float32)
+        g = torch.Generator().manual_seed(self.seed)
+        w = torch.nn.Parameter(torch.randn(self.n_tiers, x.shape[1], generator=g) * 0.01)
+        b = torch.nn.Parameter(torch.zeros(self.n_tiers))
+        opt = torch.optim.Adam([w, b], lr=self.lr, weight_decay=self.weight_decay)
+        denom = pm.sum().clamp(min=1)
+        for _ in range(self.steps):
+            opt.zero_grad()
+            f = x @ w.T + b
+            diff = f[:, :, None] - f[:, None, :]
+            loss = (pm * torch.nn.functional.softplus(-diff)).sum() / denom
+            loss.backward()
+            opt.step()
+        self.w, self.b = w.detach().numpy(), b.detach().numpy()
+        self.metadata["train_loss"] = float(loss.item())
+        return self
+
+    def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:
+        f = embeddings(queries) @ self.w.T + self.b
+        f = f - f.max(axis=1, keepdims=True)
+        e = np.exp(f)
+        return e / e.sum(axis=1, keepdims=True)
+
+
+def preference_pairs(scores_by_tier: np.ndarray, threshold: float = PASS) -> np.ndarray:
+    """pairs[i, a, b] = 1 when tier a ≻ tier b for row i: a passes and (b fails, or both pass and a is cheaper).
+
+    Rows where no tier passes prefer the top tier to every other (matching the "unsolved → top" label).
+    """
+    passed = np.nan_to_num(scores_by_tier, nan=0.0) >= threshold
+    n, t = passed.shape
+    a_pass, b_pass = passed[:, :, None], passed[:, None, :]
+    cheaper = np.arange(t)[:, None] < np.arange(t)[None, :]
+    pairs = a_pass & (~b_pass | cheaper[None])
+    none = ~passed.any(axis=1)
+    pairs[none, t - 1, : t - 1] = True
+    return pairs.astype(np.float32)

@@ -1,0 +1,38 @@
+"""Routing text extraction, hand features, hashed TF-IDF and cached embeddings (routers/features.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from routers.base import RouteQuery
+from routers.features import Embedder, Tfidf, hand_features, routing_text
+
+
+def test_routing_text_parses_turn_lists_and_cuts_few_shot_blocks() -> None:
+    shots = "\n\n".join(f"Question {i}: what is {i}?\nAnswer: {i}" for i in range(100))
+    prompt = repr([shots + "\n\nWhich gas do plants absorb?\nA) O2\nB) CO2\nAnswer:"])
+    assert routing_text(prompt) == "Which gas do plants absorb?\nA) O2\nB) CO2\nAnswer:"
+    assert routing_text("short question?") == "short question?"
+    assert routing_text("[not a list") == "[not a list"
+
+
+def test_hand_features_count_things() -> None:
+    v = hand_features("Write a python function. How many items? 12345")
+    assert v[2] == np.log1p(5) and v[3] >= 2 and v[4] >= 1 and v[6] == 1
+
+
+def test_tfidf_fit_transform() -> None:
+    train = [RouteQuery(prompt=t) for t in ["sum of numbers", "python code", "sum of code"]]
+    t = Tfidf().fit(train)
+    x = t.transform([RouteQuery(prompt="sum python")])
+    assert x.shape[0] == 1 and abs(np.linalg.norm(x.toarray()) - 1.0) < 1e-9
+
+
+def test_embedder_caches_to_disk(tmp_path) -> None:
+    e = Embedder(cache_path=tmp_path / "emb.sqlite")
+    a = e.embed(["hello world", "a different sentence"])
+    assert a.shape == (2, 384) and np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    fresh = Embedder(cache_path=tmp_path / "emb.sqlite")
+    b = fresh.embed(["a different sentence"])
+    assert fresh._model is None  # served from the disk cache
+    assert np.allclose(b[0], a[1])
