@@ -34,7 +34,7 @@ import numpy as np
 
 from evals.metrics import aiq, apgr, cost_of_pass, hull_value, upper_hull
 from evals.replay_data import ScoreMatrix, load_any
-from routers.base import Router, RouteQuery
+from routers.base import RouteQuery, Router
 from routers.registry import RouterRegistry, default_router_registry
 
 Point = tuple[float, float]

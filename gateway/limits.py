@@ -153,7 +153,7 @@ def denial_error(
     if verdict == DENY_RPM:
         return RateLimited(
             f"Rate limit reached: {requests} of {limits.rpm} requests per minute used; "
-            f"retry in {window_retry_after(now):.0f}s.", retry_after=window_retry_after(now), code="rpm_exceeded")
+            f"retry in {window_retry_after(now):.0f}s.", retry_after=window_retry_after(now), limit="rpm")
     if verdict == DENY_TPM:
         assert limits.tpm is not None
         if est_tokens > limits.tpm:
@@ -162,7 +162,7 @@ def denial_error(
         else:
             msg = (f"Rate limit reached: {tokens} of {limits.tpm} tokens per minute used and this request may use "
                    f"up to {est_tokens}; retry in {window_retry_after(now):.0f}s.")
-        return RateLimited(msg, retry_after=window_retry_after(now), code="tpm_exceeded")
+        return RateLimited(msg, retry_after=window_retry_after(now), limit="tpm")
     assert verdict == DENY_BUDGET and limits.budget_usd is not None
     budget = usd_to_nanos(limits.budget_usd)
     retry = budget_retry_after(spent, reserved, est_nanos, budget) or RETRY_LATER_S

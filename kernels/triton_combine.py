@@ -13,9 +13,11 @@ module without Triton is fine; ``available()`` says whether the kernel can run.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
-from kernels.common import CombineResult, check_dense, check_mode, row_keys, weights_matrix
+from kernels.common import CombineResult, check_dense, check_mode, lowbias32_int
 
 try:  # Triton is optional (CPU-only installs have none)
     import triton
@@ -50,9 +52,10 @@ if HAVE_TRITON:
         stride_xm,
         stride_xb,
         W,
+        stride_w,
         BIAS,
         stride_bias,
-        KEYS,
+        seed_key,
         P_BEST,
         P_IDX,
         P_MAX,
@@ -77,14 +80,14 @@ if HAVE_TRITON:
         best_i = tl.zeros([BLOCK_V], tl.int32)
         run_m = tl.full([BLOCK_V], float("-inf"), tl.float32)
         run_s = tl.zeros([BLOCK_V], tl.float32)
-        key = tl.load(KEYS + b).to(tl.uint32)
+        key = _hash((seed_key ^ b).to(tl.uint32))
         x_row = X + b.to(tl.int64) * stride_xb
         for c in range(start, end, BLOCK_V):
             cols = c + offs
             mask = cols < end
             acc = tl.zeros([BLOCK_V], tl.float32)
             for m in range(M):
-                w = tl.load(W + b * M + m)
+                w = tl.load(W + b * stride_w + m)
                 x = tl.load(x_row + m * stride_xm + cols, mask=mask, other=0.0).to(tl.float32)
                 acc += tl.where(w == 0.0, 0.0, x * w)
             if HAS_BIAS:
@@ -122,6 +125,7 @@ if HAVE_TRITON:
         stride_xm,
         stride_xb,
         W,
+        stride_w,
         BIAS,
         stride_bias,
         TARGETS,
@@ -161,7 +165,7 @@ if HAVE_TRITON:
             y = 0.0
             x_row = X + b.to(tl.int64) * stride_xb
             for m in range(M):
-                w = tl.load(W + b * M + m)
+                w = tl.load(W + b * stride_w + m)
                 x = tl.load(x_row + m * stride_xm + t).to(tl.float32)
                 y += tl.where(w == 0.0, 0.0, x * w)
             if HAS_BIAS:
@@ -170,6 +174,36 @@ if HAVE_TRITON:
                 y = y / temperature
             lp = tl.where((tok < 0) | (gm == float("-inf")), float("-inf"), y - lse)
             tl.store(OUT_LP + b, lp)
+
+
+@functools.lru_cache(maxsize=16)
+def _sm_count(dev: torch.device) -> int:
+    # (CPU tensors only reach here under TRITON_INTERPRET=1, Triton's interpreter)
+    return torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 4
+
+
+_WEIGHTS: dict[tuple[tuple[float, ...], torch.device], torch.Tensor] = {}
+
+
+def _device_weights(weights: torch.Tensor | list[float] | tuple[float, ...], m: int, b: int, dev: torch.device):
+    """Weights as float32 on ``dev`` with their row stride (0 for ``[M]``); lists are cached (no copy per call)."""
+    if isinstance(weights, torch.Tensor):
+        w = weights.to(device=dev, dtype=torch.float32)
+    else:
+        key = (tuple(float(x) for x in weights), dev)
+        w = _WEIGHTS.get(key)  # type: ignore[assignment]
+        if w is None:
+            if len(_WEIGHTS) > 256:
+                _WEIGHTS.clear()
+            w = _WEIGHTS[key] = torch.tensor(key[0], dtype=torch.float32, device=dev)
+    if w.dim() == 1:
+        if w.shape[0] != m:
+            raise ValueError(f"weights [M] must have M={m} entries, got {tuple(w.shape)}")
+        return w.contiguous(), 0
+    if tuple(w.shape) != (b, m):
+        raise ValueError(f"weights [B, M] must have shape {(b, m)}, got {tuple(w.shape)}")
+    w = w.contiguous()
+    return w, m
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -203,24 +237,21 @@ def combine_triton(
         logits = logits.contiguous()
     if bias is not None and bias.stride(-1) != 1:
         bias = bias.contiguous()
-    w = weights_matrix(weights, m, b).to(dev).contiguous()
+    w, stride_w = _device_weights(weights, m, b, dev)
     need_lse = return_logprobs or mode == "logprobs"
     sample = mode == "sample"
     scale_t = (need_lse or sample) and temperature != 1.0
-    # (CPU tensors only reach here under TRITON_INTERPRET=1, Triton's interpreter)
-    sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 4
-    s = num_splits(b, v, sms)
+    s = num_splits(b, v, _sm_count(dev))
     split_len = _cdiv(_cdiv(v, s), BLOCK) * BLOCK
     s = _cdiv(v, split_len)
-    keys = row_keys(seed, torch.arange(b, device=dev)) if sample else torch.zeros(b, dtype=torch.int64, device=dev)
-    p_best = torch.empty(b, s, dtype=torch.float32, device=dev)
-    p_idx = torch.empty(b, s, dtype=torch.int32, device=dev)
-    p_max = torch.empty(b, s, dtype=torch.float32, device=dev) if need_lse else p_best
-    p_sum = torch.empty(b, s, dtype=torch.float32, device=dev) if need_lse else p_best
+    seed_key = lowbias32_int(seed) if sample else 0
+    work = torch.empty(4 if need_lse else 2, b, s, dtype=torch.float32, device=dev)
+    p_best, p_idx = work[0], work[1].view(torch.int32)
+    p_max, p_sum = (work[2], work[3]) if need_lse else (p_best, p_best)
     bias_t = bias if bias is not None else w
     stride_bias = bias.stride(0) if bias is not None else 0
     _partial_kernel[(b, s)](
-        logits, logits.stride(0), logits.stride(1), w, bias_t, stride_bias, keys,
+        logits, logits.stride(0), logits.stride(1), w, stride_w, bias_t, stride_bias, seed_key,
         p_best, p_idx, p_max, p_sum, m, v, s, split_len, float(temperature),
         HAS_BIAS=bias is not None, SAMPLE=sample, NEED_LSE=need_lse, SCALE_T=scale_t,
         BLOCK_V=BLOCK, num_warps=NUM_WARPS,
@@ -229,7 +260,7 @@ def combine_triton(
     lp = torch.empty(b, dtype=torch.float32, device=dev) if need_lse else p_best
     tgt = targets.to(device=dev, dtype=torch.int64) if targets is not None else ids
     _reduce_kernel[(b,)](
-        logits, logits.stride(0), logits.stride(1), w, bias_t, stride_bias, tgt,
+        logits, logits.stride(0), logits.stride(1), w, stride_w, bias_t, stride_bias, tgt,
         p_best, p_idx, p_max, p_sum, ids, lp, m, s, float(temperature),
         HAS_BIAS=bias is not None, HAS_TARGETS=mode == "logprobs", NEED_LSE=need_lse, SCALE_T=scale_t,
         BLOCK_S=max(16, triton.next_power_of_2(s)), num_warps=1,

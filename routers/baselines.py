@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from routers.base import Router, RouteQuery, ScoreRouter, TrainingTable
+from routers.base import RouteQuery, Router, ScoreRouter, TrainingTable
 from routers.features import embeddings, query_text
 
 

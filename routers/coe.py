@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from routers.base import Router, RouteQuery
+from routers.base import RouteQuery, Router
 from routers.features import embeddings
 
 # --------------------------------------------------------------------------------------------------- pure rules

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from routers.base import Router, RouteQuery, TrainingTable
+from routers.base import RouteQuery, Router, TrainingTable
 from routers.features import embeddings, hand_matrix
 
 PASS = 0.5

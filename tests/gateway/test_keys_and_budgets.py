@@ -100,4 +100,4 @@ def test_rpm_limit_is_429_with_retry_after(gateway):
     codes = [httpx.post(gateway.url + "/chat/completions", json=body, headers=headers, timeout=60) for _ in range(4)]
     assert [c.status_code for c in codes] == [200, 200, 200, 429]
     assert 1 <= int(codes[-1].headers["retry-after"]) <= 60
-    assert codes[-1].json()["error"]["code"] == "rate_limit_exceeded"
+    assert codes[-1].json()["error"]["code"] == "rate_limit_exceeded" and codes[-1].json()["error"]["limit"] == "rpm"

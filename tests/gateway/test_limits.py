@@ -211,7 +211,7 @@ def test_rpm_window_and_retry_after(make_store: StoreFactory) -> None:
         with pytest.raises(RateLimited) as exc:
             await store.reserve("k", limits, 0.0, 0, now=T0 + 5)
         assert not isinstance(exc.value, BudgetExceeded)
-        assert exc.value.retry_after == 5 and exc.value.code == "rpm_exceeded" and exc.value.status == 429
+        assert exc.value.retry_after == 5 and exc.value.code == "rate_limit_exceeded" and exc.value.extra["limit"] == "rpm" and exc.value.status == 429
         assert exc.value.headers() == {"retry-after": "5"}
         assert (await store.usage("k", now=T0))["requests_this_minute"] == 3  # the refusal was not counted
         await store.reserve("k", limits, 0.0, 0, now=T0 + 10)  # next window
@@ -227,7 +227,7 @@ def test_tpm_window_and_settle_corrects_tokens(make_store: StoreFactory) -> None
         first = await store.reserve("k", limits, 0.0, 60, now=T0)
         with pytest.raises(RateLimited) as exc:
             await store.reserve("k", limits, 0.0, 50, now=T0 + 2.5)
-        assert exc.value.retry_after == 8 and exc.value.code == "tpm_exceeded"
+        assert exc.value.retry_after == 8 and exc.value.code == "rate_limit_exceeded" and exc.value.extra["limit"] == "tpm"
         await store.settle(first, 0.0, 20)  # used 20 of the 60 estimated
         assert (await store.usage("k", now=T0))["tokens_this_minute"] == 20
         second = await store.reserve("k", limits, 0.0, 50, now=T0 + 3)

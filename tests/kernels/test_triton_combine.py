@@ -12,7 +12,7 @@ from tests.kernels.test_cpu import DTYPES, check, make_inputs
 needs_gpu = pytest.mark.skipif(not available(), reason="needs a CUDA device and Triton")
 
 SHAPES = [(1271, 1, 1), (1271, 4, 64), (49152, 2, 7), (151936, 4, 1), (151936, 2, 64), (262144, 1, 7),
-          (262144, 4, 64)]  # fmt: skip
+          (262144, 4, 16)]  # fmt: skip
 # Triton's division and log may differ from torch's by an ulp: a little more room than the CPU path
 TRITON_RTOL = 1e-5
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from evals.replay_data import ScoreMatrix
-from routers.base import Decision, Record, Router, RouteQuery
+from routers.base import Decision, Record, RouteQuery, Router
 from routers.registry import RouterRegistry, default_router_registry
 
 MATH = [f"What is {a} plus {b} times {a + b}? Compute the total." for a in range(3, 13) for b in (2, 7)]
