@@ -63,6 +63,18 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+_EVAL_RUN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+def eval_run_id(value: str | None) -> str | None:
+    """The eval-run id a client tags its requests with (``x-tandem-eval-run``): 1–128 of ``[A-Za-z0-9-_.:]``."""
+    if value is None:
+        return None
+    if not 0 < len(value) <= 128 or not set(value) <= _EVAL_RUN_CHARS:
+        raise InvalidRequest("x-tandem-eval-run must be 1-128 characters of [A-Za-z0-9-_.:]", param="x-tandem-eval-run")
+    return value
+
+
 def _body_schema(model: type) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {JSON: {"schema": model.model_json_schema(
         ref_template="#/components/schemas/{model}")}}}}
@@ -114,6 +126,7 @@ def create_app(gw: Gateway, *, start: bool = True, progress=print, on_started=No
     async def _run(request: Request, endpoint: str, model: type, chat: bool) -> Response:
         flow: Flow = new_flow(endpoint)
         try:
+            flow.eval_run = eval_run_id(request.headers.get("x-tandem-eval-run"))
             body = await read_body(request, gw.cfg.limits.max_body_bytes)
             await flows.authenticate(flow, request.headers.get("authorization"))
             parsed = validate(model, parse_json(body))

@@ -58,13 +58,33 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
-    if args.what == "replay":
-        from evals.replay import main as replay_main
+# Subcommands whose flags belong to another package: (command, first word) -> "module:function(argv) -> int".
+# The function gets the words after the command (its own subcommand word first), except where STRIP_WORD says the
+# function is that subcommand already.
+STRIP_WORD = {("eval", "replay")}
+DELEGATED = {
+    ("eval", "replay"): "evals.replay:main",
+    ("zoo", None): "evals.zoo.cli:main",
+    ("train", "r2r"): "collab.train:main",
+    ("train", "fusionroute"): "collab.train:main",
+    ("train", "arbitrage"): "collab.train:main",
+}
 
-        return replay_main(rest)
-    print(f"unknown eval '{args.what}'", file=sys.stderr)
-    return 2
+
+def run_delegated(command: str, rest: list[str]) -> int:
+    """Hand ``rest`` to the package that owns the subcommand (imported only now)."""
+    import importlib
+
+    first = rest[0] if rest else None
+    key = (command, first) if (command, first) in DELEGATED else (command, None)
+    target = DELEGATED.get(key)
+    if target is None:
+        known = sorted(w for c, w in DELEGATED if c == command and w)
+        print(f"tandem {command}: expected one of {', '.join(known)}", file=sys.stderr)
+        return 2
+    module, func = target.split(":")
+    argv = rest[1:] if key in STRIP_WORD else rest
+    return getattr(importlib.import_module(module), func)(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,9 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--id", help="key id (revoke)")
     k.set_defaults(func=cmd_keys)
 
-    e = sub.add_parser("eval", help="evaluations: replay", add_help=False)
-    e.add_argument("what", choices=["replay"])
-    e.set_defaults(func=cmd_eval, passthrough=True)
+    for name, help_ in (("eval", "evaluations: replay"), ("zoo", "build or evaluate the model zoo"),
+                        ("train", "train a router: r2r | fusionroute | arbitrage")):
+        d = sub.add_parser(name, help=help_, add_help=False)
+        d.set_defaults(delegate=name)
     return p
 
 
@@ -102,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     try:
-        if getattr(args, "passthrough", False):
-            return args.func(args, rest)
+        if getattr(args, "delegate", None):
+            return run_delegated(args.delegate, rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         return args.func(args)

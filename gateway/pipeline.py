@@ -50,6 +50,7 @@ class Flow:
     prompt: Any = None
     response: str | None = None
     stream: bool = False
+    eval_run: str | None = None  # from the x-tandem-eval-run header: evals are training data too
 
     def overhead_ms(self) -> float:
         return max((time.perf_counter() - self.started - self.backend_s) * 1000.0, 0.0)
@@ -172,7 +173,7 @@ class RequestFlow:
             cost_usd=flow.usage.cost_usd, latency_ms=elapsed * 1000.0,
             ttft_ms=None if flow.ttft_s is None else flow.ttft_s * 1000.0, status=flow.status,
             http_status=flow.http_status, error=flow.error, stream=flow.stream, prompt=flow.prompt,
-            response=flow.response if self._log_prompts(flow) else None, eval_run=None,
+            response=flow.response if self._log_prompts(flow) else None, eval_run=flow.eval_run,
         ))
         self.gw.metrics.observe(flow.route or "?", flow.status, elapsed, elapsed - flow.backend_s, flow.usage)
 

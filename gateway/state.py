@@ -77,7 +77,11 @@ class Gateway:
                 continue
             t0 = time.perf_counter()
             progress(f"backend {bcfg.name} ({bcfg.kind}): loading…")
-            out[bcfg.name] = await asyncio.to_thread(build_backend, bcfg, self.registry)
+            backend = await asyncio.to_thread(build_backend, bcfg, self.registry)
+            load = getattr(backend, "load", None)  # in-process models load their weights here, not per request
+            if load is not None:
+                await load()
+            out[bcfg.name] = backend
             progress(f"backend {bcfg.name} ({bcfg.kind}): ready in {time.perf_counter() - t0:.1f}s")
         return out
 

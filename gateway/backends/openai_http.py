@@ -1,8 +1,10 @@
 """A backend for any OpenAI-compatible HTTP server, tuned for vLLM: chat, completions, and token-id completions.
 
-:class:`OpenAIHTTPBackend` keeps one pooled ``httpx.AsyncClient`` per backend (and per event loop) with keep-alive,
-the config's connection limit and connect timeout; each call has a total time limit. The hot path builds plain
-dicts and parses with ``orjson`` — no pydantic per request. Streams always ask for ``stream_options.include_usage`` so
+:class:`OpenAIHTTPBackend` keeps one pooled ``aiohttp.ClientSession`` per backend and per running event loop (made
+lazily inside the loop: the backend itself may be built in another thread; a session whose loop has closed is dropped)
+with keep-alive, the config's connection limit and connect timeout; each call, streaming included, has a total time
+limit. The hot path builds plain dicts, sends ``orjson`` bytes and parses answers with ``orjson`` — no pydantic per
+request; streams are split into SSE lines from the raw chunks (a ``data:`` line may span chunks). Streams always ask for ``stream_options.include_usage`` so
 the last event carries :class:`TokenCounts` (with ``prompt_tokens_details.cached_tokens``). ``complete_ids`` speaks
 ``collab.protocol``: a token-id prompt to ``/v1/completions`` with ``logprobs=k`` and
 ``return_tokens_as_token_ids`` (vLLM then keys alternatives ``token_id:N``) and ``stop_token_ids``.
@@ -15,7 +17,8 @@ refused, timeout, upstream 5xx or 429, a stream broken midway — trying again m
 - connection refused / unreachable → ``BackendUnavailable``; timeouts → ``BackendTimeout``;
 - upstream 5xx → ``BackendError``; 429 → ``BackendUnavailable``; 401/403/404 → ``BackendError`` (our config is wrong);
 - other upstream 4xx → ``InvalidRequest`` with upstream's message (``PromptTooLarge`` for context-length errors);
-- a stream that breaks or reports an error midway → ``BackendError`` from the iterator.
+- a stream that breaks or reports an error midway → ``BackendError`` from the iterator (a stream that runs past
+  the total time limit → ``BackendTimeout``).
 
 With ``n > 1``, ``chat`` returns a :class:`MultiChatResult` (choice 0 plus ``choices``) and ``stream_chat`` yields
 :class:`ChoiceStreamEvent` objects carrying the choice ``index``.
@@ -32,8 +35,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
+from yarl import URL
 
 from collab.protocol import IdCompletion, TokenStep
 from gateway.backends.base import (
@@ -79,12 +83,6 @@ class ChoiceStreamEvent(StreamEvent):
     index: int = 0
 
 
-def _total_timeout(seconds: float) -> contextlib.AbstractAsyncContextManager[Any]:
-    """A total time limit for one call (Python 3.11+; on 3.10 httpx's per-operation timeouts only)."""
-    timeout = getattr(asyncio, "timeout", None)
-    return timeout(seconds) if timeout is not None else contextlib.nullcontext()
-
-
 def make_error(cls: type[TandemError], message: str, *, retryable: bool, **kw: Any) -> TandemError:
     """An error of class ``cls`` with its ``retryable`` attribute set (``gateway.dispatch`` reads it)."""
     err = cls(message, **kw)
@@ -124,11 +122,11 @@ def status_error(backend: str, status: int, body: bytes) -> TandemError:
     return make_error(cls, msg, retryable=False)
 
 
-def transport_error(backend: str, exc: Exception) -> TandemError:
-    """The error for an httpx failure (or a total-time overrun)."""
-    if isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError)):
+def transport_error(backend: str, exc: BaseException) -> TandemError:
+    """The error for an aiohttp / socket failure (or a total-time overrun)."""
+    if isinstance(exc, TimeoutError):  # aiohttp's connect/read timeouts derive from it too
         return make_error(BackendTimeout, f"backend '{backend}' timed out", retryable=True)
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, (aiohttp.ClientConnectorError, ConnectionRefusedError)):
         return make_error(BackendUnavailable, f"backend '{backend}' is unreachable: {exc}", retryable=True)
     return make_error(BackendError, f"backend '{backend}' connection failed: {exc!r}", retryable=True)
 
@@ -173,6 +171,29 @@ def id_completion_from_choice(choice: dict[str, Any], usage: dict[str, Any] | No
     return IdCompletion(steps, finish, counts.prompt_tokens, counts.cached_tokens)
 
 
+_DONE: Any = object()  # the [DONE] marker of a stream
+
+
+def _dumps_str(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+async def _drain(resp: aiohttp.ClientResponse) -> None:
+    """Read what follows ``[DONE]`` (the chunked terminator) so the connection goes back to the pool."""
+    if not resp.content.at_eof():
+        with contextlib.suppress(aiohttp.ClientError, OSError):
+            await resp.content.read()
+
+
+def _drop_session(session: aiohttp.ClientSession) -> None:
+    """Forget a session whose loop is gone (nothing can be awaited there): mark its connector and it closed."""
+    connector = session.connector
+    session.detach()
+    if connector is not None:
+        with contextlib.suppress(Exception):
+            connector._close()  # noqa: SLF001 - the sync half of close(); safe on a closed loop
+
+
 def _clean(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
@@ -203,11 +224,14 @@ class OpenAIHTTPBackend(Backend):
         self._headers = {"content-type": "application/json", "accept": "application/json"}
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
-        self._timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
-        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
-                                    keepalive_expiry=30.0)
-        self._client: httpx.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.connect_timeout_s = connect_timeout_s
+        self.max_connections = max_connections
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
+        self._health_timeout = aiohttp.ClientTimeout(total=2.0, sock_connect=min(connect_timeout_s, 2.0))
+        self._urls: dict[str, URL] = {}
+        # One session per running loop; the last one used is cached for the hot path.
+        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+        self._last: tuple[asyncio.AbstractEventLoop | None, aiohttp.ClientSession | None] = (None, None)
 
     @classmethod
     def from_config(cls, cfg: Any) -> OpenAIHTTPBackend:
@@ -217,34 +241,57 @@ class OpenAIHTTPBackend(Backend):
                    api_key=api_key, timeout_s=cfg.timeout_s, connect_timeout_s=cfg.connect_timeout_s,
                    max_connections=cfg.max_connections, tokenizer=cfg.tokenizer, kind=cfg.kind)
 
-    # -- the pooled client ------------------------------------------------------------------------------------------
+    # -- the pooled session -----------------------------------------------------------------------------------------
 
-    def _http(self) -> httpx.AsyncClient:
-        """The pooled client of the running event loop (a new loop — e.g. another ``asyncio.run`` — gets its own)."""
+    def _url(self, path: str) -> URL:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = URL(self.base_url + path)
+        return url
+
+    def _http(self) -> aiohttp.ClientSession:
+        """The pooled session of the running event loop (a new loop — e.g. another ``asyncio.run`` — gets its own)."""
         loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            self._client = httpx.AsyncClient(base_url=self.base_url, headers=self._headers, timeout=self._timeout,
-                                             limits=self._limits)
-            self._loop = loop
-        return self._client
+        last_loop, session = self._last
+        if last_loop is loop and session is not None and not session.closed:
+            return session
+        session = self._sessions.get(loop)
+        if session is None or session.closed:
+            for stale in [lp for lp in self._sessions if lp.is_closed()]:
+                _drop_session(self._sessions.pop(stale))
+            connector = aiohttp.TCPConnector(limit=self.max_connections, keepalive_timeout=30.0, ttl_dns_cache=300)
+            session = aiohttp.ClientSession(connector=connector, headers=self._headers, timeout=self._timeout,
+                                            json_serialize=_dumps_str, raise_for_status=False)
+            self._sessions[loop] = session
+        self._last = (loop, session)
+        return session
 
     async def aclose(self) -> None:
-        client, self._client, self._loop = self._client, None, None
-        if client is not None:
-            with contextlib.suppress(RuntimeError):  # its loop may be gone
-                await client.aclose()
+        """Close this loop's session; sessions of other loops are closed on their loop (or dropped if it is gone)."""
+        loop = asyncio.get_running_loop()
+        sessions, self._sessions, self._last = self._sessions, {}, (None, None)
+        for owner, session in sessions.items():
+            if owner is loop:
+                with contextlib.suppress(Exception):
+                    await session.close()
+            elif owner.is_running() and not owner.is_closed():
+                with contextlib.suppress(RuntimeError):
+                    asyncio.run_coroutine_threadsafe(session.close(), owner)
+            else:
+                _drop_session(session)
 
     async def _post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST a JSON body and return the parsed JSON answer, mapping failures to gateway errors."""
         try:
-            async with _total_timeout(self.timeout_s):
-                resp = await self._http().post(path, content=orjson.dumps(body))
-        except (httpx.HTTPError, TimeoutError) as e:
+            async with self._http().post(self._url(path), data=orjson.dumps(body)) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:
             raise transport_error(self.name, e) from e
-        if resp.status_code >= 400:
-            raise status_error(self.name, resp.status_code, resp.content)
+        if status >= 400:
+            raise status_error(self.name, status, raw)
         try:
-            return orjson.loads(resp.content)
+            return orjson.loads(raw)
         except orjson.JSONDecodeError as e:
             raise make_error(BackendError, f"backend '{self.name}' sent invalid JSON", retryable=True) from e
 
@@ -252,33 +299,51 @@ class OpenAIHTTPBackend(Backend):
         """POST with ``stream: true`` and yield each SSE ``data:`` object until ``[DONE]``."""
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout_s
         started = False
         try:
-            async with self._http().stream("POST", path, content=orjson.dumps(body)) as resp:
-                if resp.status_code >= 400:
-                    raise status_error(self.name, resp.status_code, await resp.aread())
+            async with self._http().post(self._url(path), data=orjson.dumps(body)) as resp:
+                if resp.status >= 400:
+                    raise status_error(self.name, resp.status, await resp.read())
                 started = True
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    payload = line[5:].strip()
-                    if payload == "[DONE]":
-                        return
-                    data = orjson.loads(payload)
-                    if "error" in data and "choices" not in data:
-                        raise stream_error(self.name, data["error"], payload.encode())
-                    yield data
-                    if loop.time() > deadline:
-                        raise make_error(BackendTimeout, f"backend '{self.name}' timed out", retryable=True)
-        except httpx.HTTPError as e:
+                rest = b""
+                async for chunk in resp.content.iter_any():
+                    if rest:
+                        chunk = rest + chunk
+                    lines = chunk.splitlines()
+                    # The last piece is incomplete unless the chunk ended a line; keep it for the next chunk.
+                    rest = b"" if chunk.endswith((b"\n", b"\r")) else lines.pop()
+                    for line in lines:
+                        data = self._sse_data(line)
+                        if data is None:
+                            continue
+                        if data is _DONE:
+                            await _drain(resp)
+                            return
+                        yield data
+                if rest and self._sse_data(rest) is _DONE:
+                    return
+        except TimeoutError as e:
+            raise transport_error(self.name, e) from e
+        except (aiohttp.ClientError, OSError) as e:
             if started:
                 raise make_error(BackendError, f"backend '{self.name}' stream broke: {e!r}", retryable=True) from e
             raise transport_error(self.name, e) from e
         except orjson.JSONDecodeError as e:
             raise make_error(BackendError, f"backend '{self.name}' sent invalid stream data", retryable=True) from e
         raise make_error(BackendError, f"backend '{self.name}' stream ended without [DONE]", retryable=True)
+
+    def _sse_data(self, line: bytes) -> Any:
+        """The JSON object of one SSE line, ``_DONE`` for ``[DONE]``, None for other lines (``event:``, blank,
+        comments). Raises for an error event."""
+        if not line.startswith(b"data:"):
+            return None
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            return _DONE
+        data = orjson.loads(payload)
+        if "error" in data and "choices" not in data:
+            raise stream_error(self.name, data["error"], payload)
+        return data
 
     # -- chat --------------------------------------------------------------------------------------------------------
 
@@ -403,7 +468,8 @@ class OpenAIHTTPBackend(Backend):
     async def health(self) -> bool:
         """True when ``GET {base}/models`` answers 200 within 2 s."""
         try:
-            resp = await self._http().get("/models", timeout=2.0)
-        except httpx.HTTPError:
+            async with self._http().get(self._url("/models"), timeout=self._health_timeout) as resp:
+                await resp.read()
+                return resp.status == 200
+        except (aiohttp.ClientError, OSError, TimeoutError):
             return False
-        return resp.status_code == 200

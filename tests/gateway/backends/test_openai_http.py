@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import http.server
 import threading
+import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -264,8 +267,31 @@ class _Failing(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(200 if self.path.endswith("/models") else 404)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", "11")
+        self.end_headers()
+        self.wfile.write(b'{"data": []}'[:11])
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+        time.sleep(0.01)  # separate reads on the client side
+
     def do_POST(self) -> None:  # noqa: N802
         self.rfile.read(int(self.headers.get("content-length") or 0))
+        if "split" in self.path:  # SSE events cut at awkward places, with event:/comment lines and CRLF endings
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            stream = b"".join(SPLIT_EVENTS)
+            for cut in SPLIT_CUTS(len(stream)):
+                self._chunk(stream[cut[0]:cut[1]])
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+            return
         if self.path.endswith("/chat/completions") and "broken" not in self.path:
             body = b'{"error": {"message": "engine crashed"}}'
             self.send_response(500)
@@ -283,6 +309,25 @@ class _Failing(http.server.BaseHTTPRequestHandler):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
         self.wfile.flush()
         self.close_connection = True
+
+
+SPLIT_EVENTS = [
+    b": keep-alive comment\r\n\r\n",
+    b'event: message\r\ndata: {"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": null}]}\r\n\r\n',
+    b'data: {"choices": [{"index": 0, "delta": {"content": "caf\xc3\xa9 "}, "finish_reason": null}]}\n\n',
+    b'data:{"choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]}\n\n',
+    b'data: {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2}}\n\n',
+    b"data: [DONE]\n\n",
+]
+
+
+def SPLIT_CUTS(n: int) -> list[tuple[int, int]]:  # noqa: N802 - mirrors the constant above
+    """Pieces of 1, 2, 3, ... 13 bytes, then the rest: cuts fall inside keys, UTF-8 sequences and CRLF pairs."""
+    cuts, pos, size = [], 0, 1
+    while pos < n:
+        cuts.append((pos, min(n, pos + size)))
+        pos, size = pos + size, size % 13 + 1
+    return cuts
 
 
 @pytest.fixture()
@@ -317,6 +362,48 @@ def test_stream_broken_midway_raises_from_iterator(failing_server: str):
         run(b, consume)
     assert [ev.delta for ev in got] == [{"content": "hi"}]  # the first event arrived before the failure
     assert not isinstance(info.value, BackendUnavailable)
+
+
+def test_sse_split_across_chunks(failing_server: str):
+    b = OpenAIHTTPBackend("split", f"{failing_server}/split/v1")
+    events = run(b, lambda: gather(b.stream_chat(ChatRequest(HELLO))))
+    assert [ev.delta for ev in events[:3]] == [{"role": "assistant"}, {"content": "café "}, {"content": "ok"}]
+    assert [ev.finish_reason for ev in events] == [None, None, "stop", None]
+    assert events[-1].counts is not None and (events[-1].counts.prompt_tokens, events[-1].counts.completion_tokens) == (5, 2)
+
+
+def test_one_session_per_loop_and_stale_ones_dropped(failing_server: str):
+    b = OpenAIHTTPBackend("failing", f"{failing_server}/v1")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert asyncio.run(b.health()) is True  # no aclose: the session stays with a closed loop
+        assert asyncio.run(b.health()) is True  # a new loop gets a new session
+        assert len(b._sessions) == 1  # the stale one was dropped
+
+        holder: dict[str, Any] = {}
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        try:  # a loop running in another thread (like the gateway's) keeps its own session
+            assert asyncio.run_coroutine_threadsafe(b.health(), loop).result(5) is True
+
+            async def main() -> None:
+                holder["ok"] = await b.health()
+                holder["n"] = len(b._sessions)
+                await b.aclose()  # closes this loop's session and schedules the other's close on its loop
+
+            asyncio.run(main())
+            time.sleep(0.1)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)
+            loop.close()
+        assert holder == {"ok": True, "n": 2} and b._sessions == {}
+        gc.collect()
+    # aiohttp's own leak warnings; the sockets of a loop that closed without aclose() are freed by GC (with a
+    # ResourceWarning of their own: nothing can close them on a dead loop).
+    unclosed = [str(w.message) for w in caught if "Unclosed" in str(w.message)]
+    assert unclosed == []
 
 
 def test_from_config_reads_key_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):

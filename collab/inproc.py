@@ -1,0 +1,126 @@
+"""A minimal in-process ``LogitModel`` over a transformers causal LM that also exposes its last hidden state.
+
+:class:`HFModel` is collab's own in-process transport for training and label pipelines (``collab`` never imports
+``gateway``): ``next_logits(ids)`` and ``next_state(ids)`` reuse one KV cache keyed by the ids it holds (cropped back
+to the longest common prefix, so a caller that skipped tokens gets a lazy catch-up: only the missing tokens run),
+``complete_ids`` decodes greedily or with seeded sampling, and ``forward_all`` gives teacher-forced logits and hidden
+states for whole sequences (training). What it leaves out: batching, threads (calls block; the session runs them in a
+worker thread), top-p, stop strings, and serving (``gateway.backends.local`` does that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from collab.protocol import IdCompletion, TokenStep
+
+
+class HFModel:
+    """One transformers causal LM in process; ``name`` is how sessions and provenance call it."""
+
+    def __init__(self, name: str, path: str | Path | None = None, *, model: Any = None, tokenizer: Any = None,
+                 eos_ids: set[int] | None = None, device: str = "cpu"):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.name = name
+        self.device = torch.device(device)
+        if model is None:
+            if path is None:
+                raise ValueError("give a path or a model")
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+        if tokenizer is None and path is not None:
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.hidden_size = int(model.config.hidden_size)
+        eos = model.config.eos_token_id if eos_ids is None else eos_ids
+        self.eos_ids: set[int] = set(eos if isinstance(eos, (list, set, tuple)) else [eos] if eos is not None else [])
+        self._lock = threading.RLock()
+        self._kv: Any = None
+        self._kv_ids: list[int] = []
+        self.forward_tokens = 0  # tokens actually run through the model (for tests of the catch-up)
+
+    # ---- cached forward --------------------------------------------------------------------------------------
+
+    def reset_cache(self) -> None:
+        with self._lock:
+            self._kv, self._kv_ids = None, []
+
+    def _common(self, ids: list[int]) -> int:
+        if self._kv is None:
+            return 0
+        n = min(len(self._kv_ids), len(ids) - 1)  # at least one token must run to produce logits
+        for i in range(n):
+            if self._kv_ids[i] != ids[i]:
+                return i
+        return n
+
+    def next_state(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next-token logits ``[V]`` and the last layer's hidden state ``[H]`` after ``ids`` (float32, CPU)."""
+        if not ids:
+            raise ValueError("ids must not be empty")
+        with self._lock, torch.no_grad():
+            common = self._common(ids)
+            if common == 0:
+                self._kv, self._kv_ids = None, []
+            elif common < len(self._kv_ids):
+                self._kv.crop(common)
+                self._kv_ids = self._kv_ids[:common]
+            new = torch.tensor([ids[common:]], dtype=torch.long, device=self.device)
+            out = self.model(input_ids=new, past_key_values=self._kv, use_cache=True, output_hidden_states=True)
+            self.forward_tokens += len(ids) - common
+            self._kv, self._kv_ids = out.past_key_values, list(ids)
+            return out.logits[0, -1].float().cpu(), out.hidden_states[-1][0, -1].float().cpu()
+
+    def next_logits(self, ids: list[int]) -> torch.Tensor:
+        return self.next_state(ids)[0]
+
+    async def anext_state(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return await asyncio.to_thread(self.next_state, ids)
+
+    async def anext_logits(self, ids: list[int]) -> torch.Tensor:
+        return (await self.anext_state(ids))[0]
+
+    def forward_all(self, ids: torch.Tensor, *, grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced logits ``[B, T, V]`` and last hidden states ``[B, T, H]`` for ``ids`` ``[B, T]`` (no cache)."""
+        with torch.set_grad_enabled(grad):
+            out = self.model(input_ids=ids.to(self.device), use_cache=False, output_hidden_states=True)
+            return out.logits.float(), out.hidden_states[-1].float()
+
+    # ---- TokenModel ------------------------------------------------------------------------------------------
+
+    async def complete_ids(self, ids: list[int], max_tokens: int, *, stop_ids: list[int] | None = None,
+                           top_logprobs: int = 0, temperature: float = 0.0, seed: int | None = None) -> IdCompletion:
+        return await asyncio.to_thread(self._complete, list(ids), max_tokens, stop_ids, top_logprobs, temperature,
+                                       seed)
+
+    def _complete(self, ids: list[int], max_tokens: int, stop_ids: list[int] | None, k: int, temperature: float,
+                  seed: int | None) -> IdCompletion:
+        stops = set(stop_ids or ()) | self.eos_ids
+        gen = torch.Generator().manual_seed(seed or 0) if temperature else None
+        cur, steps, finish = list(ids), [], "length"
+        with self._lock:
+            cached = self._common(ids)
+            for _ in range(max_tokens):
+                logits = self.next_logits(cur)
+                lps = torch.log_softmax(logits, dim=-1)
+                if temperature:
+                    tid = int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=gen))
+                else:
+                    tid = int(torch.argmax(logits))
+                top: list[tuple[int, float]] = []
+                if k:
+                    v, i = torch.topk(lps, min(k, lps.numel()))
+                    top = list(zip(i.tolist(), v.tolist(), strict=True))
+                steps.append(TokenStep(tid, float(lps[tid]), top))
+                cur.append(tid)
+                if tid in stops:
+                    finish = "stop"
+                    break
+        return IdCompletion(steps, finish, len(ids), cached)

@@ -1,0 +1,132 @@
+"""R2R (roads to Rome): the small model writes, a router flags the positions where the large model must write instead.
+
+:class:`R2RRouter` scores a position from the small model's :class:`~collab.features.Signals` — sorted top-k
+logprobs, entropy, chosen token's logprob, an embedding of the chosen token, and the last hidden state when the small
+model runs in process (zeros otherwise) — and outputs the probability that the position is *divergent*.
+:class:`R2RStrategy` decodes with it. Where ``p ≥ τ`` the large model supplies the token:
+
+- small model in process: one position at a time (its logits → token through ``kernels.combine`` → router);
+- small model remote: it drafts a chunk with top-k logprobs, the first flagged position is cut, the large model writes
+  one token on the (prefix-cached) prompt, and the loop repeats.
+
+``τ ≥ 1`` never routes (the router is not even called) and ``τ ≤ 0`` always routes. What it leaves out: labels and
+training (``collab.labels``, ``collab.train``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from collab.features import DEFAULT_K, FLOOR, Signals, signals_from_logits, signals_from_top
+from collab.registry import CollabStrategy, register
+from collab.session import ModelUsage, Session
+
+
+class R2RRouter(nn.Module):
+    """MLP over [top-k logprobs, entropy, token logprob] ⊕ token embedding ⊕ projected hidden state → one logit."""
+
+    def __init__(self, vocab_size: int, *, k: int = DEFAULT_K, hidden_size: int = 0, width: int = 64,
+                 token_dim: int = 16):
+        super().__init__()
+        self.config = {"vocab_size": vocab_size, "k": k, "hidden_size": hidden_size, "width": width,
+                       "token_dim": token_dim}
+        self.k, self.hidden_size = k, hidden_size
+        self.tok = nn.Embedding(vocab_size, token_dim)
+        self.hid = nn.Linear(hidden_size, width) if hidden_size else None
+        self.inp = nn.Linear(k + 2 + token_dim, width)
+        self.mlp = nn.Sequential(nn.GELU(), nn.Linear(width, width), nn.GELU(), nn.Linear(width, 1))
+
+    def forward(self, dense: torch.Tensor, token_ids: torch.Tensor, hidden: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """Logits ``[B]`` for ``dense`` ``[B, k+2]``, ``token_ids`` ``[B]``, ``hidden`` ``[B, H]`` or None."""
+        x = self.inp(torch.cat([dense / abs(FLOOR) * 3.0, self.tok(token_ids)], -1))
+        if self.hid is not None:
+            h = hidden if hidden is not None else torch.zeros(dense.shape[0], self.hidden_size)
+            x = x + self.hid(h)
+        return self.mlp(x).squeeze(-1)
+
+    def batch(self, signals: list[Signals]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        dense = torch.stack([s.dense()[: self.k + 2] for s in signals])
+        toks = torch.tensor([s.token_id for s in signals], dtype=torch.long)
+        hid = None
+        if self.hidden_size:
+            hid = torch.stack([s.hidden if s.hidden is not None else torch.zeros(self.hidden_size) for s in signals])
+        return dense, toks, hid
+
+    @torch.no_grad()
+    def prob(self, signals: Signals) -> float:
+        return float(torch.sigmoid(self(*self.batch([signals])))[0])
+
+    def save(self, path: str | Path, **extra: Any) -> None:
+        torch.save({"kind": "r2r", "config": self.config, "state": self.state_dict(), **extra}, str(path))
+
+    @classmethod
+    def load(cls, path: str | Path) -> tuple[R2RRouter, dict[str, Any]]:
+        blob = torch.load(str(path), weights_only=False)
+        if blob.get("kind") != "r2r":
+            raise ValueError(f"{path} is not an R2R router (kind={blob.get('kind')!r})")
+        router = cls(**blob["config"])
+        router.load_state_dict(blob["state"])
+        return router.eval(), blob
+
+
+@register("r2r")
+class R2RStrategy(CollabStrategy):
+    """The small model ``slm`` writes; where the router's p ≥ ``tau`` the large model ``llm`` writes instead."""
+
+    name = "r2r"
+
+    def __init__(self, slm: str, llm: str, *, router: R2RRouter | None = None, tau: float = 0.5, k: int = DEFAULT_K,
+                 chunk: int = 8):
+        if router is None and 0 < tau < 1:
+            raise ValueError("a threshold strictly between 0 and 1 needs a router")
+        self.slm, self.llm, self.router, self.tau, self.k, self.chunk = slm, llm, router, tau, k, chunk
+        if router is not None:
+            self.k = router.k
+        self.routed = 0
+        self.positions = 0
+
+    def prepare(self, session: Session) -> None:
+        session.member(self.slm)
+        session.member(self.llm)
+
+    def routes(self, signals: Signals) -> bool:
+        self.positions += 1
+        if self.tau >= 1:
+            return False
+        hit = self.tau <= 0 or (self.router is not None and self.router.prob(signals) >= self.tau)
+        self.routed += hit
+        return hit
+
+    async def advance(self, session: Session, budget: int) -> None:
+        if session.member(self.slm).in_process:
+            logits, hidden = await session.state(self.slm)
+            tok = session.pick([logits])
+            if self.routes(signals_from_logits(logits, tok, self.k, hidden)):
+                tok, _ = await session.next_token(self.llm, top_logprobs=self.k)
+                session.append(tok, self.llm)
+            else:
+                session.append(tok, self.slm)
+            return
+        draft = await session.complete(self.slm, min(self.chunk, budget), top_logprobs=self.k,
+                                       stop_ids=sorted(session.stop_ids))
+        for step in draft.steps:
+            if self.routes(signals_from_top(step.top, step.token_id, step.logprob, self.k)):
+                tok, _ = await session.next_token(self.llm, top_logprobs=self.k)
+                session.append(tok, self.llm)
+                return
+            session.append(step.token_id, self.slm)
+            if session.done:
+                return
+
+
+def average_activated_params(usage: Mapping[str, ModelUsage], n_tokens: int, params: Mapping[str, int]) -> float:
+    """Parameters run per answer token: Σ_m params[m] · (positions m decoded) / answer length."""
+    if n_tokens <= 0:
+        return 0.0
+    return sum(params[m] * u.completion_tokens for m, u in usage.items() if m in params) / n_tokens

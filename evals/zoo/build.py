@@ -1,0 +1,116 @@
+"""Build the zoo: write and train every spec'd model into ``out_dir/<name>/`` and record a ``zoo.json`` manifest.
+
+:func:`build` builds the zoo tokenizer once, reads each suite's train split once (chat-encoded), then for each spec
+(in order, or only the named ones) writes a seeded random Llama (:func:`evals.zoo.llama.make_llama`), trains it by
+step count (:func:`evals.zoo.train.train_model`) and records in the manifest: the spec, steps actually run, seed,
+parameter count, forward FLOPs/token, train time, final loss and the folder's size. ``steps`` overrides every spec's
+step count (CI smoke builds); ``steps_scale`` multiplies them. Building only some models keeps the other entries of
+an existing manifest.
+
+What it leaves out: evaluating the models (:mod:`evals.zoo.evaluate`) and the command line (:mod:`evals.zoo.cli`).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from evals.zoo.llama import make_llama
+from evals.zoo.paths import MANIFEST
+from evals.zoo.spec import ZOO_SPECS, ModelSpec, flops_per_token, param_count
+from evals.zoo.tokenizer import VOCAB_SIZE, build_tokenizer
+from evals.zoo.train import Encoded, encode_examples, train_model
+
+
+def default_get_suite(name: str) -> Any:
+    from evals.suites import get_suite
+
+    return get_suite(name)
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def select_specs(specs: Sequence[ModelSpec], only: Sequence[str] | None) -> list[ModelSpec]:
+    if not only:
+        return list(specs)
+    known = {s.name for s in specs}
+    unknown = [n for n in only if n not in known]
+    if unknown:
+        raise KeyError(f"unknown zoo model(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return [s for s in specs if s.name in only]
+
+
+def load_pools(suites: Sequence[str], get_suite: Callable[[str], Any], max_len: int,
+               train_n: int | None = None) -> dict[str, list[Encoded]]:
+    """Suite → chat-encoded train examples."""
+    return {s: encode_examples(get_suite(s).examples("train", n=train_n), max_len) for s in suites}
+
+
+def build(out_dir: str | Path, *, steps: int | None = None, steps_scale: float = 1.0, only: Sequence[str] | None = None,
+          specs: Sequence[ModelSpec] = ZOO_SPECS, get_suite: Callable[[str], Any] = default_get_suite,
+          train_n: int | None = None, progress: bool = True, log: Callable[[str], None] | None = print) -> dict:
+    """Train the selected specs into ``out_dir``; return (and write) the manifest."""
+    import torch
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = select_specs(specs, only)
+    suites = sorted({s for spec in chosen for s, w in spec.suites.items() if w > 0})
+    max_len = max((spec.max_len for spec in chosen), default=0)
+    pools = load_pools(suites, get_suite, max_len, train_n)
+    if log:
+        log("train examples: " + ", ".join(f"{s} {len(p)}" for s, p in pools.items()))
+    manifest_path = out / MANIFEST
+    old = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"models": []}
+    entries = {m["name"]: m for m in old.get("models", [])}
+    t_all = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        tok_dir = build_tokenizer(Path(tmp) / "tokenizer")
+        for spec in chosen:
+            n_steps = steps if steps is not None else max(1, round(spec.steps * steps_scale))
+            run_spec = spec.scaled(n_steps)
+            folder = out / spec.name
+            if folder.exists():
+                for f in folder.iterdir():
+                    if f.is_file():
+                        f.unlink()
+            make_llama(folder, layers=spec.layers, hidden=spec.hidden, heads=spec.heads,
+                       intermediate=spec.intermediate, seed=spec.seed, tokenizer_dir=tok_dir)
+            spec_pools = {s: [Encoded(e.ids[:spec.max_len], e.n_prompt) for e in pools[s] if e.n_prompt < spec.max_len]
+                          for s in spec.suites if spec.suites[s] > 0}
+            result = train_model(run_spec, folder, spec_pools, progress=progress, log=None)
+            entries[spec.name] = {
+                "name": spec.name,
+                "role": spec.role,
+                "spec": spec.to_json(),
+                "steps": result.steps,
+                "seed": spec.seed,
+                "params": param_count(spec),
+                "flops_per_token": flops_per_token(spec),
+                "train_seconds": round(result.seconds, 1),
+                "train_tokens": result.tokens,
+                "final_loss": round(result.final_loss, 4),
+                "mean_loss_last50": round(result.mean_loss_last, 4),
+                "bytes": folder_bytes(folder),
+            }
+            if log:
+                log(f"{spec.name}: {result.steps} steps in {result.seconds:.0f}s, loss {result.mean_loss_last:.4f}, "
+                    f"{param_count(spec) / 1e6:.2f}M params, {flops_per_token(spec) / 1e6:.2f}M FLOPs/token")
+    order = [s.name for s in specs if s.name in entries] + [n for n in entries if n not in {s.name for s in specs}]
+    manifest = {
+        "tokenizer": {"kind": "zoo-char", "vocab_size": VOCAB_SIZE},
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "build_seconds": round(time.perf_counter() - t_all, 1),
+        "models": [entries[n] for n in order],
+        "total_bytes": sum(entries[n]["bytes"] for n in order),
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest

@@ -1,0 +1,92 @@
+"""``tandem zoo``: build the model zoo or measure it.
+
+- ``tandem zoo build [--out DIR] [--steps N] [--scale X] [--only a,b]`` trains the zoo's models (all, or the named
+  ones) by step count into DIR (default: the packaged ``evals/zoo/models``) and writes ``zoo.json``.
+- ``tandem zoo eval [--zoo DIR] [--n N] [--only a,b] [--suites s,t] [--json]`` prints accuracy per model per suite on
+  the test split (a Markdown table, then the requirements check); with ``--json`` the last line is
+  ``{"models": {"small": {"arithmetic": 0.41, ...}, ...}}``.
+
+What it leaves out: the gateway's own ``tandem`` parser (it hands the words after ``zoo`` to :func:`main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from evals.zoo.paths import MANIFEST, zoo_dir
+from evals.zoo.spec import SUITES, ZOO_SPECS, flops_per_token
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [w.strip() for w in text.split(",") if w.strip()] if text else None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tandem zoo", description="build or evaluate the model zoo")
+    sub = p.add_subparsers(dest="action", required=True)
+    b = sub.add_parser("build", help="train the zoo models by step count")
+    b.add_argument("--out", type=Path, help="output folder (default: the packaged zoo)")
+    b.add_argument("--steps", type=int, help="train every model for exactly N steps (smoke builds)")
+    b.add_argument("--scale", type=float, default=1.0, help="multiply every spec's step count")
+    b.add_argument("--only", help="comma-separated model names")
+    b.add_argument("--train-n", type=int, help="use only the first N train examples per suite")
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
+    e = sub.add_parser("eval", help="accuracy per model per suite on the test split")
+    e.add_argument("--zoo", type=Path, help="zoo folder (default: the packaged zoo)")
+    e.add_argument("--n", type=int, help="test examples per suite (default: all)")
+    e.add_argument("--only", help="comma-separated model names")
+    e.add_argument("--suites", help=f"comma-separated suites (default: {','.join(SUITES)})")
+    e.add_argument("--batch", type=int, default=64)
+    e.add_argument("--json", action="store_true", help="end with one JSON line of accuracies")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _flops(zoo: Path) -> dict[str, int]:
+    path = zoo / MANIFEST
+    if path.exists():
+        return {m["name"]: int(m["flops_per_token"]) for m in json.loads(path.read_text())["models"]}
+    return {s.name: flops_per_token(s) for s in ZOO_SPECS}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.action == "build":
+        from evals.zoo.build import build
+
+        out = args.out or zoo_dir()
+        try:
+            manifest = build(out, steps=args.steps, steps_scale=args.scale, only=_names(args.only),
+                             train_n=args.train_n, progress=not args.quiet,
+                             log=lambda m: print(m, file=sys.stderr, flush=True))
+        except KeyError as e:
+            print(f"tandem zoo build: {e.args[0]}", file=sys.stderr)
+            return 2
+        print(f"built {len(manifest['models'])} model(s) into {out} "
+              f"({manifest['total_bytes'] / 1e6:.1f} MB, {manifest['build_seconds']:.0f}s)")
+        return 0
+
+    from evals.zoo.build import default_get_suite
+    from evals.zoo.evaluate import check_criteria, evaluate_zoo, format_table
+
+    zoo = args.zoo or zoo_dir()
+    if not (zoo / MANIFEST).exists() and not any((p / "config.json").exists() for p in zoo.glob("*")):
+        print(f"tandem zoo eval: no zoo models in {zoo} (run `tandem zoo build`)", file=sys.stderr)
+        return 2
+    suites = _names(args.suites) or list(SUITES)
+    result = evaluate_zoo(zoo, suites=suites, get_suite=default_get_suite, n=args.n, only=_names(args.only),
+                          batch=args.batch, progress=not args.quiet)
+    flops = _flops(zoo)
+    print(format_table(result["models"], flops, suites))
+    for statement, holds in check_criteria(result["models"], flops, suites=suites):
+        print(f"[{'ok' if holds else 'NO'}] {statement}")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
