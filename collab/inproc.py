@@ -11,6 +11,7 @@ worker thread), top-p, stop strings, and serving (``gateway.backends.local`` doe
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ class HFModel:
         self._lock = threading.RLock()
         self._kv: Any = None
         self._kv_ids: list[int] = []
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.forward_tokens = 0  # tokens actually run through the model (for tests of the catch-up)
 
     # ---- cached forward --------------------------------------------------------------------------------------
@@ -70,12 +73,14 @@ class HFModel:
             if common == 0:
                 self._kv, self._kv_ids = None, []
             elif common < len(self._kv_ids):
-                self._kv.crop(common)
+                self._kv.crop(-(len(self._kv_ids) - common))
                 self._kv_ids = self._kv_ids[:common]
             new = torch.tensor([ids[common:]], dtype=torch.long, device=self.device)
-            out = self.model(input_ids=new, past_key_values=self._kv, use_cache=True, output_hidden_states=True)
+            kw = {self._cache_kw: self._kv}
+            out = self.model(input_ids=new, use_cache=True, output_hidden_states=True, **kw)
             self.forward_tokens += len(ids) - common
-            self._kv, self._kv_ids = out.past_key_values, list(ids)
+            kv = out.get("cache")
+            self._kv, self._kv_ids = (kv if kv is not None else out.get("past_key_values")), list(ids)
             return out.logits[0, -1].float().cpu(), out.hidden_states[-1][0, -1].float().cpu()
 
     def next_logits(self, ids: list[int]) -> torch.Tensor:

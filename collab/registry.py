@@ -84,3 +84,23 @@ def _load_builtins() -> None:
     import collab.fusionroute  # noqa: F401
     import collab.r2r  # noqa: F401
     import collab.single  # noqa: F401
+
+
+def build_from_artifact(name: str, artifact: str | None = None, **kwargs: Any) -> CollabStrategy:
+    """A strategy by name with its trained router loaded from ``artifact`` (``tandem train NAME --out FILE``).
+    The artifact's calibrated threshold is used unless ``tau`` is given. Without an artifact: ``build``."""
+    if artifact is not None:
+        if name == "r2r":
+            from collab.r2r import R2RRouter
+
+            router, meta = R2RRouter.load(artifact)
+        elif name == "arbitrage":
+            from collab.arbitrage import StepRouter
+
+            router, meta = StepRouter.load(artifact)
+        else:
+            raise ValueError(f"strategy '{name}' takes no router artifact here")
+        kwargs.setdefault("router", router)
+        if meta.get("tau") is not None:
+            kwargs.setdefault("tau", float(meta["tau"]))
+    return build(name, **kwargs)

@@ -143,6 +143,7 @@ class Session:
         self.temperature = temperature
         self.seed = seed
         self.finish_reason: str | None = None
+        self.scratch: dict[str, Any] = {}  # per-session state a strategy keeps between advance() calls
         self._text = ""
 
     # ---- state -----------------------------------------------------------------------------------------------

@@ -67,17 +67,33 @@ _EVAL_RUN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXY
 
 
 def eval_run_id(value: str | None) -> str | None:
-    """The eval-run id a client tags its requests with (``x-tandem-eval-run``): 1–128 of ``[A-Za-z0-9-_.:]``."""
+    """The eval-run id a client tags its requests with (``x-tandem-eval-run``): 1–64 of ``[A-Za-z0-9-_.:]``."""
     if value is None:
         return None
-    if not 0 < len(value) <= 128 or not set(value) <= _EVAL_RUN_CHARS:
-        raise InvalidRequest("x-tandem-eval-run must be 1-128 characters of [A-Za-z0-9-_.:]", param="x-tandem-eval-run")
+    if not 0 < len(value) <= 64 or not set(value) <= _EVAL_RUN_CHARS:
+        raise InvalidRequest("x-tandem-eval-run must be 1-64 characters of [A-Za-z0-9-_.:]", param="x-tandem-eval-run")
     return value
 
 
 def _body_schema(model: type) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {JSON: {"schema": model.model_json_schema(
-        ref_template="#/components/schemas/{model}")}}}}
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)  # hoisted into components.schemas by _openapi_with_defs
+    return {"requestBody": {"required": True, "content": {JSON: {"schema": schema}}}}
+
+
+def _openapi_with_defs(app: FastAPI, models: tuple[type, ...]) -> None:
+    """Make the body schemas' ``$ref`` s resolve: their nested models go into ``components.schemas``."""
+    base = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = base()
+            comps = schema.setdefault("components", {}).setdefault("schemas", {})
+            for m in models:
+                comps.update(m.model_json_schema(ref_template="#/components/schemas/{model}").get("$defs", {}))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(gw: Gateway, *, start: bool = True, progress=print, on_started=None) -> FastAPI:
@@ -162,7 +178,8 @@ def create_app(gw: Gateway, *, start: bool = True, progress=print, on_started=No
     async def models() -> Response:
         table = gw.table
         data = [{"id": name, "object": "model", "created": int(gw.started_at), "owned_by": "tandem",
-                 "kind": r.kind, "backend": r.backend.name, "description": r.description,
+                 "kind": r.kind, "backend": getattr(getattr(r, "backend", None), "name", None),
+                 "candidates": getattr(r, "candidates", None), "description": r.description,
                  "default": name == table.default} for name, r in table.routes.items()]
         return _json({"object": "list", "data": data})
 
@@ -199,6 +216,7 @@ def create_app(gw: Gateway, *, start: bool = True, progress=print, on_started=No
             raise InvalidRequest(getattr(e, "message", str(e))) from None
         return _json({"ok": True, "routes": names})
 
+    _openapi_with_defs(app, (ChatCompletionRequest, CompletionRequestBody, FeedbackBody))
     return app
 
 

@@ -64,6 +64,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
 STRIP_WORD = {("eval", "replay")}
 DELEGATED = {
     ("eval", "replay"): "evals.replay:main",
+    ("eval", "live"): "evals.cli:main",
+    ("eval", "demo"): "evals.cli:main",
+    ("report", None): "evals.cli:report_main",
     ("zoo", None): "evals.zoo.cli:main",
     ("train", "r2r"): "collab.train:main",
     ("train", "fusionroute"): "collab.train:main",
@@ -111,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--id", help="key id (revoke)")
     k.set_defaults(func=cmd_keys)
 
-    for name, help_ in (("eval", "evaluations: replay"), ("zoo", "build or evaluate the model zoo"),
+    for name, help_ in (("eval", "evaluations: replay | live | demo"), ("report", "HTML report of an eval run"), ("zoo", "build or evaluate the model zoo"),
                         ("train", "train a router: r2r | fusionroute | arbitrage")):
         d = sub.add_parser(name, help=help_, add_help=False)
         d.set_defaults(delegate=name)

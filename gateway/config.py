@@ -116,16 +116,46 @@ class RouteConfig(_Model):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.:/-]+$")
     """What clients send as ``model``."""
-    kind: Literal["backend"] = "backend"
-    """``backend``: one model (routers and collaborations add their kinds)."""
-    backend: str
-    """Backend this route calls."""
+    kind: Literal["backend", "router", "collab"] = "backend"
+    """``backend``: one model; ``router``: a query-level router picks one of ``candidates`` per request;
+    ``collab``: the backends in ``members`` write each answer together, token by token (``strategy``)."""
+    backend: str | None = None
+    """Backend this route calls (kind ``backend``)."""
+    router: str | None = None
+    """Router name from the routers registry, e.g. ``knn``, ``coe``, ``glider``, ``ellie-cascade`` (kind ``router``)."""
+    artifact: str | None = None
+    """Trained router file (``tandem train ROUTER --out FILE``); reloaded with the config (kind ``router``)."""
+    candidates: list[str] = []
+    """Routes the router may pick (kind ``router``); they may be routers or collaborations themselves."""
+    model_map: dict[str, str] = {}
+    """Router model name → candidate route, for routers trained on other names (e.g. replay data)."""
+    knob: float | None = None
+    """Override of the router's calibrated knob (willingness to pay λ); unset: the artifact's calibrated value."""
+    strategy: Literal["r2r", "arbitrage", "fusionroute", "single"] | None = None
+    """Collaboration strategy (kind ``collab``)."""
+    members: dict[str, str] = {}
+    """Strategy role → backend (kind ``collab``), e.g. ``{slm: small, llm: large}`` for R2R,
+    ``{draft: small, target: large}`` for Arbitrage; every member must share one tokenizer."""
+    params: dict[str, float | int | str] = {}
+    """Extra strategy arguments (kind ``collab``), e.g. ``{tau: 0.4}``."""
+    tokenizer: str | None = None
+    """Tokenizer folder of the members (kind ``collab``; unset: taken from an in-process member)."""
     fallbacks: list[str] = []
     """Routes tried in order when this one fails before anything was streamed."""
     retries: int = Field(1, ge=0, le=10)
     """Extra attempts on the same backend for a retryable failure (connection error, 5xx, timeout)."""
     description: str = ""
     """What this route is good at (shown in /v1/models; used by description-based routers)."""
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> RouteConfig:
+        if self.kind == "backend" and not self.backend:
+            raise ValueError("a route of kind 'backend' needs 'backend'")
+        if self.kind == "router" and not (self.router and self.artifact and self.candidates):
+            raise ValueError("a route of kind 'router' needs 'router', 'artifact' and 'candidates'")
+        if self.kind == "collab" and not (self.strategy and self.members):
+            raise ValueError("a route of kind 'collab' needs 'strategy' and 'members'")
+        return self
 
 
 class StorageConfig(_Model):
@@ -193,8 +223,14 @@ class TandemConfig(_Model):
             raise ValueError(f"backends: duplicate names {sorted(dup)}")
         route_names = {r.name for r in self.routes} | set(names)
         for i, r in enumerate(self.routes):
-            if r.backend not in names:
+            if r.kind == "backend" and r.backend not in names:
                 raise ValueError(f"routes.{i}.backend: unknown backend '{r.backend}' (have {names})")
+            for role, m in r.members.items():
+                if m not in names:
+                    raise ValueError(f"routes.{i}.members.{role}: unknown backend '{m}'")
+            for c in r.candidates:
+                if c not in route_names:
+                    raise ValueError(f"routes.{i}.candidates: unknown route '{c}'")
             for f in r.fallbacks:
                 if f not in route_names:
                     raise ValueError(f"routes.{i}.fallbacks: unknown route '{f}'")

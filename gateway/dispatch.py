@@ -47,22 +47,59 @@ class BackendRoute:
 
 
 @dataclass
+class RouterRoute:
+    """A route whose query-level router picks one of ``candidates`` per request (``routers`` package)."""
+
+    name: str
+    router: Any  # routers.base.Router
+    candidates: list[str]
+    model_map: dict[str, str] = field(default_factory=dict)  # router's model name -> candidate route
+    description: str = ""
+    kind: str = "router"
+
+    def pick(self, query: Any) -> tuple[str, dict[str, Any]]:
+        """The candidate route for one request, and the decision as logged. A router that fails falls back to
+        the first candidate (and says so), so a broken artifact never fails requests."""
+        to_router = {route: model for model, route in self.model_map.items()}
+        names = [to_router.get(c, c) for c in self.candidates]
+        try:
+            d = self.router.decide(query, names)
+        except Exception as e:  # noqa: BLE001 - any router failure degrades to the first candidate
+            chosen = self.candidates[0]
+            return chosen, {"route": self.name, "kind": "router", "router": getattr(self.router, "name", "?"),
+                            "chosen": chosen, "scores": {}, "reason": f"router failed ({e}); first candidate"}
+        chosen = self.model_map.get(d.route, d.route)
+        scores = {self.model_map.get(k, k): float(v) for k, v in d.scores.items()}
+        return chosen, {"route": self.name, "kind": "router", "router": self.router.name, "chosen": chosen,
+                        "scores": scores, "reason": d.reason}
+
+
+Route = BackendRoute | RouterRoute
+
+
+@dataclass
 class Attempted:
-    """Which route finally answered, and why."""
+    """Which route finally answered, and why (the routers' decisions that led there, then retries/fallbacks)."""
 
     route: BackendRoute
     reason: str
     failures: list[str] = field(default_factory=list)
+    routed: list[dict[str, Any]] = field(default_factory=list)
 
     def decision(self, requested: str) -> dict[str, Any]:
-        return {"route": requested, "chosen": self.route.name, "backend": self.route.backend.name,
-                "kind": "backend", "reason": self.reason, "failures": self.failures}
+        d = {"route": requested, "chosen": self.route.name, "backend": self.route.backend.name,
+             "kind": self.routed[0]["kind"] if self.routed else self.route.kind, "reason": self.reason,
+             "failures": self.failures}
+        if self.routed:
+            d["reason"] = "; ".join([r["reason"] for r in self.routed] + [self.reason])
+            d["routers"] = self.routed
+        return d
 
 
 class RouteTable:
     """Named routes plus the default used for ``auto``/``default``."""
 
-    def __init__(self, routes: dict[str, BackendRoute], default: str):
+    def __init__(self, routes: dict[str, Route], default: str):
         if default not in routes:
             raise ValueError(f"default route '{default}' is not a route")
         self.routes = routes
@@ -71,7 +108,7 @@ class RouteTable:
     def names(self) -> list[str]:
         return list(self.routes)
 
-    def resolve(self, model: str) -> BackendRoute:
+    def resolve(self, model: str) -> Route:
         if model in ALIASES:
             model = self.default
         route = self.routes.get(model)
@@ -79,13 +116,26 @@ class RouteTable:
             raise ModelNotFound(model, self.names() + list(ALIASES))
         return route
 
+    async def select(self, route: Route, query: Any) -> tuple[BackendRoute, list[dict[str, Any]]]:
+        """Follow routers until a route that generates; returns it and the routers' decisions."""
+        decisions: list[dict[str, Any]] = []
+        for _ in range(8):
+            if not isinstance(route, RouterRoute):
+                return route, decisions
+            chosen, d = await asyncio.to_thread(route.pick, query)  # embeddings may take milliseconds
+            decisions.append(d)
+            if chosen not in self.routes:
+                raise BackendError(f"router '{route.name}' chose '{chosen}', which is not a route here")
+            route = self.routes[chosen]
+        raise InvalidRequest(f"route '{decisions[0]['route']}' nests routers more than 8 deep", param="model")
+
     def chain(self, route: BackendRoute) -> list[BackendRoute]:
-        """The route, then its fallbacks depth-first, each route once."""
+        """The route, then its fallbacks depth-first, each route once (routers among fallbacks are skipped)."""
         out: list[BackendRoute] = []
         seen: set[str] = set()
 
-        def walk(r: BackendRoute) -> None:
-            if r.name in seen:
+        def walk(r: Route) -> None:
+            if r.name in seen or not isinstance(r, BackendRoute):
                 return
             seen.add(r.name)
             out.append(r)

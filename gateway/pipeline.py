@@ -9,8 +9,8 @@ What it leaves out: HTTP parsing and error rendering (``gateway.app``), retries 
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +51,7 @@ class Flow:
     response: str | None = None
     stream: bool = False
     eval_run: str | None = None  # from the x-tandem-eval-run header: evals are training data too
+    routed: list[dict[str, Any]] = field(default_factory=list)  # decisions of the routers on the way
 
     def overhead_ms(self) -> float:
         return max((time.perf_counter() - self.started - self.backend_s) * 1000.0, 0.0)
@@ -74,7 +75,7 @@ class Flow:
 
 
 def new_flow(endpoint: str) -> Flow:
-    return Flow(uuid.uuid4().hex, time.perf_counter(), endpoint)
+    return Flow(os.urandom(16).hex(), time.perf_counter(), endpoint)  # uuid4 costs ~4% under load
 
 
 class RequestFlow:
@@ -135,9 +136,11 @@ class RequestFlow:
     async def prepare(self, flow: Flow, body: ChatCompletionRequest | CompletionRequestBody
                       ) -> tuple[BackendRoute, ChatRequest | CompletionRequest]:
         flow.route = body.model
-        route = self.gw.table.resolve(body.model)
-        flow.route = route.name if body.model not in ("auto", "default") else body.model
+        table = self.gw.table
+        requested = table.resolve(body.model)
+        flow.route = requested.name if body.model not in ("auto", "default") else body.model
         req = body.to_backend(self.gw.cfg.limits.default_max_tokens)
+        route, flow.routed = await table.select(requested, _route_query(req))
         self._check_size(req)
         flow.stream = body.stream
         if self._log_prompts(flow):
@@ -177,8 +180,15 @@ class RequestFlow:
         ))
         self.gw.metrics.observe(flow.route or "?", flow.status, elapsed, elapsed - flow.backend_s, flow.usage)
 
-    def account(self, flow: Flow, route: BackendRoute, counts) -> None:
-        if counts is not None:
+    def account(self, flow: Flow, route: BackendRoute, counts, by_model=None) -> None:
+        """Price what the backend reports: one backend's counts, or a collaboration's counts per backend."""
+        if by_model:
+            for name, c in by_model.items():
+                member = self.gw.backends.get(name)
+                price = member.price if member is not None else route.backend.price
+                flow.usage.add(name, price, c.prompt_tokens, c.completion_tokens, c.cached_tokens)
+            flow.usage.for_model(next(iter(by_model))).seconds += flow.backend_s
+        elif counts is not None:
             b = route.backend
             flow.usage.add(b.name, b.price, counts.prompt_tokens, counts.completion_tokens, counts.cached_tokens,
                            flow.backend_s)
@@ -188,19 +198,22 @@ class RequestFlow:
     async def chat(self, flow: Flow, body: ChatCompletionRequest) -> dict[str, Any]:
         route, req = await self.prepare(flow, body)
         res, flow.attempted, flow.backend_s = await call_chat(self.gw.table, route, req)
-        self.account(flow, flow.attempted.route, res.counts)
+        flow.attempted.routed = flow.routed
+        self.account(flow, flow.attempted.route, res.counts, getattr(res, "counts_by_model", None))
         flow.response = res.message.get("content")
         choice = {"index": 0, "message": res.message, "logprobs": res.logprobs, "finish_reason": res.finish_reason}
         choices = getattr(res, "choices", None) or [choice]
         return {
             "id": "chatcmpl-" + flow.request_id, "object": "chat.completion", "created": int(time.time()),
             "model": res.model or flow.attempted.route.backend.name, "choices": choices,
-            "usage": flow.usage.openai_usage(), "tandem": flow.tandem_object(),
+            "usage": flow.usage.openai_usage(),
+            "tandem": {**flow.tandem_object(), **({"provenance": res.provenance} if res.provenance else {})},
         }
 
     async def complete(self, flow: Flow, body: CompletionRequestBody) -> dict[str, Any]:
         route, req = await self.prepare(flow, body)
         res, flow.attempted, flow.backend_s = await call_complete(self.gw.table, route, req)
+        flow.attempted.routed = flow.routed
         self.account(flow, flow.attempted.route, res.counts)
         flow.response = res.text
         return {
@@ -217,6 +230,7 @@ class RequestFlow:
         """Start the stream (falls back while nothing has been sent). Returns (first event, rest, include_usage)."""
         route, req = await self.prepare(flow, body)
         first, rest, flow.attempted, flow.backend_s = await open_stream(self.gw.table, route, req)
+        flow.attempted.routed = flow.routed
         flow.ttft_s = time.perf_counter() - flow.started
         return first, rest, body.include_usage
 
@@ -237,8 +251,8 @@ class RequestFlow:
         try:
             ev = first
             while ev is not None:
-                if ev.counts is not None:
-                    self.account(flow, att.route, ev.counts)
+                if ev.counts is not None or ev.counts_by_model:
+                    self.account(flow, att.route, ev.counts, ev.counts_by_model)
                 if ev.delta is not None or ev.finish_reason is not None or ev.text is not None or ev.logprobs:
                     piece = ev.delta.get("content") if ev.delta else ev.text
                     if piece:
@@ -250,7 +264,10 @@ class RequestFlow:
                     else:
                         choice = {"index": 0, "text": ev.text or "", "logprobs": ev.logprobs,
                                   "finish_reason": ev.finish_reason}
-                    yield b"data: " + orjson.dumps({**base, "choices": [choice]}) + b"\n\n"
+                    chunk = {**base, "choices": [choice]}
+                    if ev.model is not None:
+                        chunk["tandem"] = {"model": ev.model}  # which model wrote this piece
+                    yield b"data: " + orjson.dumps(chunk) + b"\n\n"
                 t_wait = time.perf_counter()
                 try:
                     ev = await rest.__anext__()
@@ -285,6 +302,15 @@ class RequestFlow:
                 except Exception:  # noqa: BLE001
                     pass
             await self.finish(flow, exc)
+
+
+def _route_query(req: ChatRequest | CompletionRequest) -> Any:
+    """What a query-level router sees: the conversation (chat) or the prompt text (completions)."""
+    from routers.base import RouteQuery
+
+    if isinstance(req, ChatRequest):
+        return RouteQuery.from_messages(req.messages)
+    return RouteQuery(prompt=req.prompt if isinstance(req.prompt, str) else "")
 
 
 def _is_cancel(e: BaseException) -> bool:

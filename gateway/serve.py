@@ -37,7 +37,9 @@ def serve(cfg: TandemConfig, config_path: str | None = None, log_level: str = "w
         _say(f"serving on http://{host}:{port}/v1  (OpenAI-compatible; try model=\"auto\")")
         for name, r in table.routes.items():
             mark = "  (default: auto)" if name == table.default else ""
-            _say(f"  route {name:<24} -> {r.backend.kind} backend {r.backend.name}{mark}")
+            target = (f"{r.backend.kind} backend {r.backend.name}" if hasattr(r, "backend")
+                      else f"{r.kind} over {', '.join(r.candidates)}")
+            _say(f"  route {name:<24} -> {target}{mark}")
         _say(f"ready: health at http://{host}:{port}/health/ready, metrics at /metrics")
 
     _say(f"config: {config_path or 'embedded default (no --config)'}")

@@ -18,7 +18,7 @@ from pathlib import Path
 from gateway.backends.base import Backend
 from gateway.backends.registry import BackendRegistry, build_backend, default_backend_registry
 from gateway.config import TandemConfig, load_config
-from gateway.dispatch import BackendRoute, RouteTable
+from gateway.dispatch import BackendRoute, Route, RouterRoute, RouteTable
 from gateway.limits import LimitStore, make_limit_store
 from gateway.metrics import GatewayMetrics
 from gateway.storage.db import make_engine, migrate, ping
@@ -30,11 +30,33 @@ log = logging.getLogger("tandem")
 KEY_CACHE_S = 5.0  # how long a key lookup is trusted (revocation takes effect within this time)
 
 
+def load_router(path: str, knob: float | None) -> object:
+    """A trained router artifact (``routers.base.Router.save``)."""
+    from routers.base import Router
+
+    router = Router.load(Path(path).expanduser())
+    if knob is not None:
+        router.knob = knob
+    return router
+
+
 def build_routes(cfg: TandemConfig, backends: dict[str, Backend]) -> RouteTable:
-    """Every backend is a route of its own name; configured routes add names (or take a backend's name over)."""
-    routes = {name: BackendRoute(name, b) for name, b in backends.items()}
+    """Every backend is a route of its own name; configured routes add names (or take a backend's name over).
+    Router artifacts are loaded here (blocking: call from a worker thread)."""
+    routes: dict[str, Route] = {name: BackendRoute(name, b) for name, b in backends.items()}
     for r in cfg.routes:
-        routes[r.name] = BackendRoute(r.name, backends[r.backend], list(r.fallbacks), r.retries, r.description)
+        if r.kind == "collab":
+            from gateway.backends.collab_backend import CollabBackend
+
+            members = {name: backends[name] for name in dict.fromkeys(r.members.values())}
+            collab = CollabBackend(r.name, r.strategy, members, dict(r.members), r.artifact, dict(r.params),
+                                   r.tokenizer)
+            routes[r.name] = BackendRoute(r.name, collab, list(r.fallbacks), 0, r.description, kind="collab")
+        elif r.kind == "router":
+            routes[r.name] = RouterRoute(r.name, load_router(r.artifact, r.knob), list(r.candidates),
+                                         dict(r.model_map), r.description)
+        else:
+            routes[r.name] = BackendRoute(r.name, backends[r.backend], list(r.fallbacks), r.retries, r.description)
     default = cfg.default_route or (cfg.routes[0].name if cfg.routes else next(iter(routes), ""))
     if not routes:
         raise ValueError("no backends configured")
@@ -87,7 +109,7 @@ class Gateway:
 
     async def _apply(self, cfg: TandemConfig, progress) -> None:
         new = await self._build(cfg, progress)
-        table = build_routes(cfg, new)
+        table = await asyncio.to_thread(build_routes, cfg, new)
         removed = [b for name, b in self.backends.items() if new.get(name) is not b]
         self.backends, self.table, self.cfg = new, table, cfg
         self._backend_cfgs = {b.name: b for b in cfg.backends}

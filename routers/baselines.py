@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from routers.base import RouteQuery, Router, ScoreRouter, TrainingTable
+from routers.base import RouteQuery, Router, ScoreRouter
 from routers.features import embeddings, query_text
 
 
@@ -108,7 +108,3 @@ class KnnRouter(ScoreRouter):
 
     def predict(self, queries: Sequence[RouteQuery]) -> np.ndarray:
         return knn_predict(self.train_emb, self.train_scores, embeddings(queries), self.k, self.fallback)
-
-
-def fit_table_means(table: TrainingTable) -> np.ndarray:
-    return column_means(table.scores)

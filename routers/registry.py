@@ -38,6 +38,7 @@ class RouterRegistry:
 
 def default_router_registry() -> RouterRegistry:
     from routers.baselines import BestRouter, CheapestRouter, KnnRouter, RandomRouter
+    from routers.calibrated import CalibratedRouter
     from routers.coe import CoERouter
     from routers.ellie import (
         EllieCascadeRouter,
@@ -56,6 +57,7 @@ def default_router_registry() -> RouterRegistry:
         BestRouter,
         KnnRouter,
         MFRouter,
+        CalibratedRouter,
         EllieHeuristicRouter,
         EllieKnnRouter,
         EllieClassifierRouter,

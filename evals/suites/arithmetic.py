@@ -13,9 +13,9 @@ often than large ones.
 
 The process checker (:meth:`ArithmeticSuite.check_step`) re-evaluates a step exactly and checks that its operands
 are available: numbers stated in the problem, results of earlier steps, or (for a multiplication) a place-value part
-of such a number (``20`` and ``7`` of ``27``). It judges validity, not the plan: a correct computation that does not
-lead to the answer still scores 1 as a step; the final score catches the wrong plan. An ``answer:`` line scores 1
-when its value is the right answer.
+of such a two-digit number (``20`` and ``7`` of ``27``). It judges validity, not the plan: a correct computation
+that does not lead to the answer still scores 1 as a step; the final score catches the wrong plan. An ``answer:``
+line scores 1 when its value is the right answer.
 
 What it leaves out: fractions and decimals, negative intermediate results, and natural-language explanations.
 """
@@ -102,7 +102,7 @@ class _Available:
         if evaluate(a, op, b) != c:
             return False
         if op in "*x":
-            parts = set().union(*(place_parts(n) for n in self.numbers)) if self.numbers else set()
+            parts = set().union(*(place_parts(n) for n in self.numbers if 10 <= n <= 99))
             return (a in self.numbers and (b in self.numbers or b in parts)) or (
                 b in self.numbers and a in parts)
         return a in self.numbers and b in self.numbers

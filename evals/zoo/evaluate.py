@@ -13,6 +13,7 @@ What it leaves out: sampling (greedy only), serving (the gateway's backends) and
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,6 +23,11 @@ from evals.zoo.tokenizer import END_ID, PAD_ID, decode
 from evals.zoo.train import chat_prompt_ids, encode_text
 
 EQUAL_TOLERANCE = 0.02  # "equal accuracy": within two points
+
+
+def cache_keyword(model: Any) -> str:
+    """The forward argument that takes the KV cache: ``cache`` in newer transformers, ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def greedy_batch(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, eos_id: int = END_ID,
@@ -44,8 +50,9 @@ def greedy_batch(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens
     outputs: list[list[int]] = [[] for _ in range(n)]
     done = torch.zeros(n, dtype=torch.bool)
     cache = DynamicCache(config=model.config)
+    kw = cache_keyword(model)
     with torch.no_grad():
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{kw: cache})
         for _ in range(max_new_tokens):
             nxt = out.logits[:, -1, :].argmax(-1)
             for i in range(n):
@@ -60,8 +67,8 @@ def greedy_batch(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens
             nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
             mask = torch.cat([mask, torch.ones((n, 1), dtype=torch.long)], dim=1)
             positions = positions[:, -1:] + 1
-            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions,
-                        past_key_values=out.past_key_values, use_cache=True)
+            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions, use_cache=True,
+                        **{kw: cache})  # the cache object fills in place
     return outputs
 
 

@@ -6,7 +6,9 @@ Each training example is one chat turn rendered exactly as the zoo tokenizer's c
 
 and the loss is the next-token cross-entropy on the assistant part only (the answer and its closing ``<|end|>``).
 Batches are drawn with a seeded generator: a suite by the spec's mixture weights, then an example of that suite's
-train split; rows are right-padded (so no attention mask is needed: a causal model never looks right). The optimiser
+train split. A step's rows are sorted by length and cut into micro-batches (:func:`micro_batches`; gradients add up,
+the loss is normalised by the step's answer tokens), each right-padded (so no attention mask is needed: a causal model
+never looks right). The optimiser
 is AdamW with linear warmup and cosine decay (:func:`lr_at`). The run length is ``spec.steps`` — never wall time —
 so the same spec and seed give the same weights on the same torch build. Weights are saved with ``save_pretrained``
 (safetensors, sharded below 8 MB) in the spec's dtype, beside the zoo tokenizer.
@@ -29,6 +31,7 @@ from evals.zoo.tokenizer import ASSISTANT_ID, CHARS, END_ID, FIRST_CHAR_ID, PAD_
 
 MAX_THREADS = 2
 MAX_SHARD = "8MB"
+MICRO_TOKENS = 4096  # padded tokens per forward pass
 IGNORE = -100
 _CHAR_ID = {ch: FIRST_CHAR_ID + i for i, ch in enumerate(CHARS)}
 
@@ -88,6 +91,21 @@ def make_batch(rows: Sequence[Encoded]) -> tuple[Any, Any]:
         ids[i, : len(r.ids)] = t
         labels[i, r.n_prompt: len(r.ids)] = t[r.n_prompt:]
     return ids, labels
+
+
+def micro_batches(rows: Sequence[Encoded], max_tokens: int) -> list[list[Encoded]]:
+    """Rows sorted by length and cut into chunks whose padded size (rows × longest) stays ≤ ``max_tokens`` (a chunk
+    has at least one row): far less padding than one batch padded to its longest row, same gradient."""
+    chunks: list[list[Encoded]] = []
+    current: list[Encoded] = []
+    for r in sorted(rows, key=lambda r: len(r.ids)):
+        if current and (len(current) + 1) * len(r.ids) > max_tokens:
+            chunks.append(current)
+            current = []
+        current.append(r)
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 class BatchSampler:
@@ -152,14 +170,22 @@ def train_model(spec: ModelSpec, model_dir: str | Path, pools: dict[str, list[En
         lr = lr_at(step, total=total, peak=spec.lr, warmup=warmup, min_ratio=spec.min_lr_ratio)
         for g in opt.param_groups:
             g["lr"] = lr
-        ids, labels = make_batch(sampler.sample(spec.batch))
-        out = model(input_ids=ids, labels=labels, use_cache=False)
+        rows = sampler.sample(spec.batch)
+        n_target = sum(len(r.ids) - r.n_prompt for r in rows)
         opt.zero_grad(set_to_none=True)
-        out.loss.backward()
+        step_loss = 0.0
+        for chunk in micro_batches(rows, MICRO_TOKENS):
+            ids, labels = make_batch(chunk)
+            logits = model(input_ids=ids, use_cache=False).logits
+            loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                                     labels[:, 1:].reshape(-1), ignore_index=IGNORE,
+                                                     reduction="sum") / n_target
+            loss.backward()
+            step_loss += float(loss.detach())
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(float(out.loss))
-        tokens += int((labels != IGNORE).sum())
+        losses.append(step_loss)
+        tokens += n_target
         if step % 20 == 0 or step == total - 1:
             bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.1e}")
         if log is not None and (step % 100 == 0 or step == total - 1):

@@ -79,6 +79,8 @@ class StreamEvent:
     logprobs: dict[str, Any] | None = None
     text: str | None = None  # completions: the text piece (``delta`` is for chat)
     counts: TokenCounts | None = None
+    model: str | None = None  # collaborations: the backend that wrote this piece
+    counts_by_model: dict[str, TokenCounts] | None = None  # collaborations: final counts of every backend touched
 
 
 @dataclass
@@ -90,6 +92,8 @@ class ChatResult:
     counts: TokenCounts
     logprobs: dict[str, Any] | None = None
     model: str = ""
+    counts_by_model: dict[str, TokenCounts] | None = None  # collaborations: per backend
+    provenance: list[dict[str, str]] | None = None  # collaborations: [{"model", "text"}] runs, in order
 
 
 @dataclass
@@ -120,11 +124,17 @@ class Backend(abc.ABC):
         """The whole answer. Default: gather :meth:`stream_chat`."""
         content: list[str] = []
         tool_calls: dict[int, dict[str, Any]] = {}
-        finish, counts, lp_content = None, TokenCounts(), []
+        finish, counts, lp_content, by_model = None, TokenCounts(), [], None
+        runs: list[dict[str, str]] = []
         async for ev in self.stream_chat(req):
             if ev.delta:
                 if ev.delta.get("content"):
                     content.append(ev.delta["content"])
+                    if ev.model is not None:
+                        if runs and runs[-1]["model"] == ev.model:
+                            runs[-1]["text"] += ev.delta["content"]
+                        else:
+                            runs.append({"model": ev.model, "text": ev.delta["content"]})
                 for tc in ev.delta.get("tool_calls") or []:
                     merge_tool_call_delta(tool_calls, tc)
             if ev.logprobs and ev.logprobs.get("content"):
@@ -132,10 +142,13 @@ class Backend(abc.ABC):
             finish = ev.finish_reason or finish
             if ev.counts:
                 counts = ev.counts
+            if ev.counts_by_model:
+                by_model = ev.counts_by_model
         message: dict[str, Any] = {"role": "assistant", "content": "".join(content) if content or not tool_calls else None}
         if tool_calls:
             message["tool_calls"] = [tool_calls[i] for i in sorted(tool_calls)]
-        return ChatResult(message, finish, counts, {"content": lp_content} if req.logprobs else None, self.name)
+        return ChatResult(message, finish, counts, {"content": lp_content} if req.logprobs else None, self.name,
+                          by_model, runs or None)
 
     def stream_complete(self, req: CompletionRequest) -> AsyncIterator[StreamEvent]:
         raise InvalidRequest(f"route backend '{self.name}' does not serve /v1/completions", param="model")

@@ -143,3 +143,13 @@ def test_training_learns_and_is_deterministic(tmp_path: Path):
     assert ra.final_loss == rb.final_loss
     wa = sorted(fa.glob("*.safetensors"))
     assert wa and [p.read_bytes() for p in wa] == [p.read_bytes() for p in sorted(fb.glob("*.safetensors"))]
+
+
+def test_micro_batches_keep_every_row_under_the_budget():
+    from evals.zoo.train import micro_batches
+
+    rows = [Encoded(list(range(n)), 1) for n in (5, 50, 7, 30, 31, 2, 49)]
+    chunks = micro_batches(rows, max_tokens=64)
+    assert sorted(len(r.ids) for c in chunks for r in c) == sorted(len(r.ids) for r in rows)
+    assert all(len(c) * max(len(r.ids) for r in c) <= 64 or len(c) == 1 for c in chunks)
+    assert micro_batches([Encoded([1] * 100, 1)], max_tokens=10) == [[Encoded([1] * 100, 1)]]

@@ -1,0 +1,97 @@
+"""FusionRoute: a router model picks an expert per token and adds its own complementary logits to the expert's.
+
+Each step the router model (in process, it must give its last hidden state: ``next_state``) yields logits ``z_R`` and
+hidden ``h``; the routing head picks ``I = argmax head(h)``; the next token comes from
+
+    log π_final = log π_router + log π_I        (weights [1, 1] in ``kernels.combine``)
+
+greedy or sampled. A remote expert gives only its top-k: the fusion then runs over the union of the router's and the
+expert's top-k (``kernels.combine`` sparse path). Provenance names the chosen expert. What it leaves out: training
+(``collab.train.train_fusionroute``) and the disagreement data (``collab.labels.fusion_examples``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from collab.registry import CollabStrategy, register
+from collab.session import Session, topk_of
+
+
+class RoutingHead(nn.Module):
+    """Linear head from the router's hidden state to one score per expert."""
+
+    def __init__(self, hidden_size: int, n_experts: int):
+        super().__init__()
+        self.config = {"hidden_size": hidden_size, "n_experts": n_experts}
+        self.proj = nn.Linear(hidden_size, n_experts)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.proj(hidden)
+
+    @torch.no_grad()
+    def choose(self, hidden: torch.Tensor) -> int:
+        return int(torch.argmax(self(hidden.reshape(1, -1))[0]))
+
+
+def fused_logprobs(router_logits: torch.Tensor, expert_logits: torch.Tensor) -> torch.Tensor:
+    """``log_softmax(z_R) + log_softmax(z_I)`` (unnormalised log π_final), the training objective's scores."""
+    return torch.log_softmax(router_logits.float(), -1) + torch.log_softmax(expert_logits.float(), -1)
+
+
+def save_fusionroute(path: str | Path, head: RoutingHead, experts: list[str], router_state: dict[str, Any] | None,
+                     **extra: Any) -> None:
+    """One file: the head, the expert names (head index order) and the router model's tuned weights (if tuned)."""
+    torch.save({"kind": "fusionroute", "config": head.config, "head": head.state_dict(), "experts": experts,
+                "router_state": router_state, **extra}, str(path))
+
+
+def load_fusionroute(path: str | Path, router_model: nn.Module | None = None) -> tuple[RoutingHead, list[str],
+                                                                                      dict[str, Any]]:
+    """Read a saved head (and load the tuned router weights into ``router_model`` when given and saved)."""
+    blob = torch.load(str(path), weights_only=False)
+    if blob.get("kind") != "fusionroute":
+        raise ValueError(f"{path} is not a FusionRoute router (kind={blob.get('kind')!r})")
+    head = RoutingHead(**blob["config"])
+    head.load_state_dict(blob["head"])
+    if router_model is not None and blob.get("router_state") is not None:
+        router_model.load_state_dict(blob["router_state"])
+    return head.eval(), list(blob["experts"]), blob
+
+
+@register("fusionroute")
+class FusionRouteStrategy(CollabStrategy):
+    """Router model ``router`` (a session member with ``next_state``) + ``head`` over ``experts`` (member names)."""
+
+    name = "fusionroute"
+
+    def __init__(self, router: str, experts: list[str], head: RoutingHead, *, k: int = 20):
+        if head.config["n_experts"] != len(experts):
+            raise ValueError(f"head scores {head.config['n_experts']} experts, got {len(experts)} names")
+        self.router, self.experts, self.head, self.k = router, list(experts), head.eval(), k
+        self.choices: list[str] = []
+
+    def prepare(self, session: Session) -> None:
+        if not session.member(self.router).has_state:
+            raise TypeError(f"router model '{self.router}' must run in process and give hidden states (next_state)")
+        for e in self.experts:
+            session.member(e)
+
+    async def advance(self, session: Session, budget: int) -> None:
+        router_logits, hidden = await session.state(self.router)
+        assert hidden is not None
+        expert = self.experts[self.head.choose(hidden)]
+        self.choices.append(expert)
+        m = session.member(expert)
+        if m.in_process:
+            expert_logits = await session.logits(expert)
+            tok = session.pick([torch.log_softmax(router_logits, -1), torch.log_softmax(expert_logits, -1)],
+                               [1.0, 1.0])
+        else:
+            out = await session.complete(expert, 1, top_logprobs=self.k)
+            tok = session.pick([topk_of(router_logits, self.k), topk_of(out.steps[0].top)], [1.0, 1.0])
+        session.append(tok, expert)

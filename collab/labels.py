@@ -1,0 +1,135 @@
+"""Label pipelines: training data for each strategy's router, made from the models themselves.
+
+- :func:`r2r_labels` — the large model writes a response; the small model is teacher-forced over it; at each position
+  where the small model's top token differs, the large model continues from both tokens and the position is
+  *divergent* (label 1) iff the outcomes differ (``outcome(example, answer_ids)``, e.g. the task checker's verdict).
+  Agreeing positions are label 0. The large model's own branch is its response itself (greedy continuation).
+- :func:`fusion_examples` — teacher-forced expert log-probabilities at the positions where the experts' top tokens
+  disagree, over given (prompt, answer) sequences.
+- :func:`arbitrage_labels` — both models write each step from the same prefix; a step scorer rates both; the sample
+  is the draft step's features with ``advantage = score(target) − score(draft)``; the better step (ties → draft)
+  continues the trajectory.
+
+The small model / experts must run in process (full logits); the writers may be remote. What it leaves out: the
+training loops (``collab.train``) and task data (``evals.suites``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from collab.arbitrage import write_step
+from collab.features import DEFAULT_K, Signals, signals_from_logits, step_features
+from collab.protocol import LogitModel, TokenModel
+from collab.session import Session
+
+Outcome = Callable[[Any, list[int]], Hashable]
+
+
+@dataclass
+class R2RSample:
+    signals: Signals
+    label: int
+    example: int
+    position: int
+
+
+async def _state(model: Any, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if callable(getattr(model, "next_state", None)):
+        logits, hidden = model.next_state(ids)
+        return logits.float().cpu(), hidden.float().cpu()
+    return model.next_logits(ids).float().cpu(), None
+
+
+async def r2r_labels(examples: Sequence[Any], prompts: Sequence[list[int]], slm: LogitModel, llm: TokenModel, *,
+                     outcome: Outcome, max_tokens: int, stop_ids: Sequence[int] = (), k: int = DEFAULT_K
+                     ) -> list[R2RSample]:
+    """Per-position samples for every example (see the module docstring)."""
+    samples: list[R2RSample] = []
+    for ex_i, (ex, prompt) in enumerate(zip(examples, prompts, strict=True)):
+        resp = (await llm.complete_ids(list(prompt), max_tokens, stop_ids=list(stop_ids))).token_ids
+        llm_outcome = outcome(ex, resp)
+        for i, want in enumerate(resp):
+            ids = list(prompt) + resp[:i]
+            logits, hidden = await _state(slm, ids)
+            s_tok = int(torch.argmax(logits))
+            label = 0
+            if s_tok != want:
+                cont = await llm.complete_ids(ids + [s_tok], max(max_tokens - i - 1, 0) or 1, stop_ids=list(stop_ids))
+                alt = resp[:i] + [s_tok] + (cont.token_ids if s_tok not in stop_ids else [])
+                label = int(outcome(ex, alt) != llm_outcome)
+            samples.append(R2RSample(signals_from_logits(logits, s_tok, k, hidden), label, ex_i, i))
+    return samples
+
+
+@dataclass
+class FusionSample:
+    """One sequence's disagreement positions: ``positions[j]`` predicts ``ids[positions[j]]`` from the ids before."""
+
+    ids: list[int]
+    positions: list[int]
+    targets: list[int]
+    expert_logprobs: torch.Tensor  # [P, M, V]
+
+
+async def fusion_examples(sequences: Sequence[tuple[list[int], list[int]]], experts: Sequence[LogitModel]
+                          ) -> list[FusionSample]:
+    """Teacher-forced expert log-probs at positions of the answers where the experts' argmaxes differ."""
+    out: list[FusionSample] = []
+    for prompt, answer in sequences:
+        ids = list(prompt) + list(answer)
+        pos, tgt, lps = [], [], []
+        for t in range(len(prompt), len(ids)):
+            per = torch.stack([torch.log_softmax(e.next_logits(ids[:t]).float().cpu(), -1) for e in experts])
+            tops = per.argmax(-1)
+            if bool((tops != tops[0]).any()):
+                pos.append(t)
+                tgt.append(ids[t])
+                lps.append(per)
+        if pos:
+            out.append(FusionSample(ids, pos, tgt, torch.stack(lps)))
+    return out
+
+
+@dataclass
+class StepSample:
+    features: torch.Tensor
+    advantage: float
+    draft_score: float
+    target_score: float
+    example: int
+    step: int
+
+
+StepScore = Callable[[Any, list[str], str], float]
+
+
+async def arbitrage_labels(examples: Sequence[Any], prompts: Sequence[list[int]], draft: TokenModel,
+                           target: TokenModel, *, step_score: StepScore, decode: Callable[[list[int]], str],
+                           delimiter: Sequence[int], stop_ids: Sequence[int] = (), max_steps: int = 16,
+                           max_step_tokens: int = 64, k: int = DEFAULT_K) -> list[StepSample]:
+    """Per-step samples for every example (see the module docstring)."""
+    samples: list[StepSample] = []
+    for ex_i, (ex, prompt) in enumerate(zip(examples, prompts, strict=True)):
+        sess = Session({"draft": draft, "target": target}, prompt, stop_ids=stop_ids, decode=decode)
+        steps: list[str] = []
+        for s_i in range(max_steps):
+            d = await write_step(sess, "draft", max_step_tokens, delimiter, k=k)
+            t = await write_step(sess, "target", max_step_tokens, delimiter, k=k)
+            sd = float(step_score(ex, list(steps), decode(d.tokens)))
+            st = float(step_score(ex, list(steps), decode(t.tokens)))
+            feats = step_features(d.signals, step_index=s_i, ended_at_delimiter=d.ended_at_delimiter)
+            samples.append(StepSample(feats, st - sd, sd, st, ex_i, s_i))
+            best = t if st > sd else d
+            if not best.tokens:
+                break
+            for tok in best.tokens:
+                sess.append(tok, "target" if best is t else "draft")
+            steps.append(decode(best.tokens))
+            if sess.done:
+                break
+    return samples

@@ -1,0 +1,281 @@
+"""Training loops for the three routers, threshold selection, and ``tandem train r2r|fusionroute|arbitrage``.
+
+- R2R: BCE with the positive class weighted by ``#neg / #pos``; τ is the largest threshold whose recall of divergent
+  positions on the validation split is ≥ the target (default 0.95) — :func:`choose_tau`.
+- FusionRoute: on the experts' disagreement positions, the routing head learns (cross-entropy) the expert that gives
+  the target token the highest probability, and the router model's logits learn next-token cross-entropy of
+  ``log_softmax(log π_router + log π_I*)`` with ``I*`` that expert (complementary logits; experts frozen).
+- Arbitrage: MSE regression of the advantage; :func:`sweep_steps` reports, per threshold, the escalation rate and the
+  mean step score, beside the RSD, oracle, draft-only and target-only baselines.
+
+All loops are seeded and run a fixed number of epochs/steps. What it leaves out: loading models from the zoo by name
+beyond a folder path or ``evals.zoo.model_dir`` (when the zoo offers it), and the CLI wiring (the lead's ``tandem``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from collab.arbitrage import StepRouter
+from collab.fusionroute import RoutingHead, save_fusionroute
+from collab.labels import FusionSample, R2RSample, StepSample
+from collab.r2r import R2RRouter
+
+# ---- pure helpers ------------------------------------------------------------------------------------------------
+
+
+def choose_tau(probs: Sequence[float], labels: Sequence[int], recall: float = 0.95) -> float:
+    """The largest τ with recall(p ≥ τ) ≥ ``recall`` over the positives; 1.0 (never route) if there are none."""
+    pos = sorted((float(p) for p, y in zip(probs, labels, strict=True) if y), reverse=True)
+    if not pos:
+        return 1.0
+    need = max(1, math.ceil(recall * len(pos) - 1e-9))
+    return pos[need - 1]
+
+
+def positive_weight(labels: Sequence[int]) -> float:
+    """``#negatives / #positives`` (1.0 when a class is missing)."""
+    n_pos = sum(1 for y in labels if y)
+    n_neg = len(labels) - n_pos
+    return n_neg / n_pos if n_pos and n_neg else 1.0
+
+
+def split(n: int, val_frac: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded shuffle of ``range(n)`` into (train, validation) indices."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = int(round(n * val_frac)) if n > 1 else 0
+    return order[n_val:], order[:n_val]
+
+
+def sweep_steps(pred: Sequence[float], draft: Sequence[float], target: Sequence[float], taus: Sequence[float]
+                ) -> list[dict[str, float]]:
+    """Per τ: share of steps escalated (pred ≥ τ) and the mean score of the steps that stand."""
+    out = []
+    for tau in taus:
+        esc = [p >= tau for p in pred]
+        score = [t if e else d for e, d, t in zip(esc, draft, target, strict=True)]
+        out.append({"tau": float(tau), "escalation": sum(esc) / max(len(esc), 1),
+                    "score": sum(score) / max(len(score), 1)})
+    return out
+
+
+def baselines(draft: Sequence[float], target: Sequence[float], deltas: Sequence[float] = (0.5,)
+              ) -> dict[str, Any]:
+    """Mean step score of draft-only, target-only, the oracle, and RSD at each δ (with its escalation rate)."""
+    n = max(len(draft), 1)
+    rsd = []
+    for delta in deltas:
+        esc = [d < delta for d in draft]
+        rsd.append({"delta": delta, "escalation": sum(esc) / n,
+                    "score": sum(t if e else d for e, d, t in zip(esc, draft, target, strict=True)) / n})
+    return {"draft": sum(draft) / n, "target": sum(target) / n,
+            "oracle": sum(max(d, t) for d, t in zip(draft, target, strict=True)) / n, "rsd": rsd}
+
+
+# ---- R2R --------------------------------------------------------------------------------------------------------
+
+
+def train_r2r(samples: Sequence[R2RSample], vocab_size: int, *, hidden_size: int = 0, epochs: int = 30,
+              lr: float = 3e-3, batch: int = 256, val_frac: float = 0.2, recall: float = 0.95, seed: int = 0
+              ) -> tuple[R2RRouter, float, dict[str, Any]]:
+    """Train an :class:`R2RRouter`; returns it, τ and metrics (validation recall / routed share at τ)."""
+    torch.manual_seed(seed)
+    k = samples[0].signals.top.numel()
+    router = R2RRouter(vocab_size, k=k, hidden_size=hidden_size)
+    by_example = sorted({s.example for s in samples})
+    tr_ex, va_ex = split(len(by_example), val_frac, seed)
+    va_set = {by_example[i] for i in va_ex}
+    train = [s for s in samples if s.example not in va_set]
+    val = [s for s in samples if s.example in va_set] or list(samples)
+    labels = torch.tensor([float(s.label) for s in train])
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(positive_weight(labels.tolist())))
+    opt = torch.optim.AdamW(router.parameters(), lr=lr)
+    dense, toks, hid = router.batch([s.signals for s in train])
+    g = torch.Generator().manual_seed(seed)
+    router.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(train), generator=g).split(batch):
+            loss = loss_fn(router(dense[idx], toks[idx], hid[idx] if hid is not None else None), labels[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    router.eval()
+    with torch.no_grad():
+        probs = torch.sigmoid(router(*router.batch([s.signals for s in val]))).tolist()
+    yv = [s.label for s in val]
+    tau = choose_tau(probs, yv, recall)
+    flagged = [p >= tau for p in probs]
+    n_pos = sum(yv)
+    metrics = {"train_positions": len(train), "val_positions": len(val), "val_positives": n_pos,
+               "tau": tau, "val_recall": (sum(f and y for f, y in zip(flagged, yv, strict=True)) / n_pos
+                                          if n_pos else None),
+               "val_routed_share": sum(flagged) / max(len(flagged), 1),
+               "train_positive_share": float(labels.mean()) if len(labels) else 0.0}
+    return router, tau, metrics
+
+
+# ---- FusionRoute ------------------------------------------------------------------------------------------------
+
+
+def train_fusionroute(router_lm: nn.Module, samples: Sequence[FusionSample], n_experts: int, *, epochs: int = 5,
+                      lr: float = 1e-3, lm_lr: float = 1e-4, tune_lm: bool = True, seed: int = 0
+                      ) -> tuple[RoutingHead, dict[str, Any]]:
+    """Train the routing head (and, if ``tune_lm``, the router model's weights) on the disagreement positions."""
+    torch.manual_seed(seed)
+    head = RoutingHead(int(router_lm.config.hidden_size), n_experts)
+    params = [{"params": head.parameters(), "lr": lr}]
+    if tune_lm:
+        params.append({"params": router_lm.parameters(), "lr": lm_lr})
+    opt = torch.optim.AdamW(params)
+    g = torch.Generator().manual_seed(seed)
+    first = last = None
+    router_lm.train(tune_lm)
+    for _ in range(epochs):
+        total, n = 0.0, 0
+        for i in torch.randperm(len(samples), generator=g).tolist():
+            s = samples[i]
+            ids = torch.tensor([s.ids])
+            with torch.set_grad_enabled(tune_lm):
+                out = router_lm(input_ids=ids, use_cache=False, output_hidden_states=True)
+            at = torch.tensor(s.positions) - 1  # the output at t-1 predicts token t
+            logits_r = out.logits[0, at].float()
+            hidden = out.hidden_states[-1][0, at].float()
+            tgt = torch.tensor(s.targets)
+            best = s.expert_logprobs[torch.arange(len(tgt)), :, tgt].argmax(-1)  # [P] expert favouring the target
+            loss_head = nn.functional.cross_entropy(head(hidden), best)
+            fused = torch.log_softmax(logits_r, -1) + s.expert_logprobs[torch.arange(len(tgt)), best]
+            loss_lm = nn.functional.cross_entropy(fused, tgt) if tune_lm else torch.zeros(())
+            loss = loss_head + loss_lm
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total, n = total + loss.item(), n + 1
+        mean = total / max(n, 1)
+        first = mean if first is None else first
+        last = mean
+    router_lm.eval()
+    head.eval()
+    return head, {"positions": sum(len(s.positions) for s in samples), "first_epoch_loss": first,
+                  "last_epoch_loss": last}
+
+
+# ---- Arbitrage --------------------------------------------------------------------------------------------------
+
+
+def train_arbitrage(samples: Sequence[StepSample], *, epochs: int = 200, lr: float = 3e-3, val_frac: float = 0.2,
+                    seed: int = 0) -> tuple[StepRouter, dict[str, Any]]:
+    """Regress the advantage; metrics hold the validation sweep over τ and the baselines."""
+    torch.manual_seed(seed)
+    router = StepRouter(samples[0].features.numel())
+    tr, va = split(len(samples), val_frac, seed)
+    va = va or tr
+    x = torch.stack([s.features for s in samples])
+    y = torch.tensor([s.advantage for s in samples])
+    opt = torch.optim.AdamW(router.parameters(), lr=lr)
+    router.train()
+    for _ in range(epochs):
+        loss = nn.functional.mse_loss(router(x[tr]), y[tr])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    router.eval()
+    with torch.no_grad():
+        pred = router(x[va]).tolist()
+    d = [samples[i].draft_score for i in va]
+    t = [samples[i].target_score for i in va]
+    taus = sorted(set([float("inf")] + [round(p, 6) for p in pred]))
+    return router, {"val_steps": len(va), "sweep": sweep_steps(pred, d, t, taus), "baselines": baselines(d, t)}
+
+
+# ---- CLI ----------------------------------------------------------------------------------------------------------
+
+
+def _model_dir(name: str) -> Path:
+    p = Path(name).expanduser()
+    if (p / "config.json").is_file():
+        return p
+    import evals.zoo as zoo
+
+    resolve = getattr(zoo, "model_dir", None)
+    if resolve is None:
+        raise SystemExit(f"'{name}' is not a model folder and evals.zoo has no model_dir() to resolve it")
+    return Path(resolve(name))
+
+
+def _prompts(tokenizer: Any, examples: Sequence[Any]) -> list[list[int]]:
+    out = []
+    for ex in examples:
+        text = ex["prompt"] if isinstance(ex, dict) else ex.prompt
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                            tokenize=True)
+        out.append(list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``train r2r|fusionroute|arbitrage --slm S --llm L --suite NAME --out FILE [--experts A,B] [--limit N]``."""
+    ap = argparse.ArgumentParser(prog="tandem train")
+    ap.add_argument("strategy", choices=["r2r", "fusionroute", "arbitrage"])
+    ap.add_argument("--slm", required=True, help="small / draft / router model: zoo name or HF folder")
+    ap.add_argument("--llm", required=True, help="large / target model: zoo name or HF folder")
+    ap.add_argument("--experts", default=None, help="FusionRoute experts, comma-separated (default: slm,llm)")
+    ap.add_argument("--suite", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--limit", type=int, default=200, help="training examples")
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--delimiter", default="\n\n")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(list(argv) if argv is not None else None)
+
+    from collab import labels
+    from collab.inproc import HFModel
+    from evals.suites import get_suite
+
+    suite = get_suite(args.suite)
+    examples = list(suite.examples("train"))[: args.limit]
+    slm = HFModel("slm", _model_dir(args.slm))
+    llm = HFModel("llm", _model_dir(args.llm))
+    tok = slm.tokenizer
+    prompts = _prompts(tok, examples)
+    stop = sorted(slm.eos_ids)
+
+    def decode(ids: list[int]) -> str:
+        return tok.decode(ids, skip_special_tokens=True)
+
+    if args.strategy == "r2r":
+        samples = asyncio.run(labels.r2r_labels(
+            examples, prompts, slm, llm, outcome=lambda ex, ids: bool(suite.check(ex, decode(ids))),
+            max_tokens=args.max_tokens, stop_ids=stop))
+        router, tau, metrics = train_r2r(samples, slm.vocab_size, hidden_size=slm.hidden_size, seed=args.seed)
+        router.save(args.out, tau=tau, metrics=metrics, slm=args.slm, llm=args.llm, suite=args.suite)
+    elif args.strategy == "fusionroute":
+        names = (args.experts or f"{args.slm},{args.llm}").split(",")
+        experts = [HFModel(n, _model_dir(n)) for n in names]
+        seqs = []
+        for p, ex in zip(prompts, examples, strict=True):
+            ans = ex.get("answer") if isinstance(ex, dict) else getattr(ex, "answer", None)
+            ids = tok(ans, add_special_tokens=False)["input_ids"] + stop[:1] if ans else \
+                asyncio.run(llm.complete_ids(p, args.max_tokens, stop_ids=stop)).token_ids
+            seqs.append((p, ids))
+        samples_f = asyncio.run(labels.fusion_examples(seqs, experts))
+        head, metrics = train_fusionroute(slm.model, samples_f, len(experts), seed=args.seed)
+        save_fusionroute(args.out, head, names, slm.model.state_dict(), metrics=metrics, router=args.slm)
+    else:
+        delim = tok(args.delimiter, add_special_tokens=False)["input_ids"]
+        samples_a = asyncio.run(labels.arbitrage_labels(
+            examples, prompts, slm, llm, step_score=lambda ex, pre, st: float(suite.check_step(ex, pre, st)),
+            decode=decode, delimiter=delim, stop_ids=stop))
+        router_a, metrics = train_arbitrage(samples_a, seed=args.seed)
+        router_a.save(args.out, metrics=metrics, draft=args.slm, target=args.llm, suite=args.suite,
+                      delimiter=args.delimiter)
+    print(json.dumps(metrics, default=str, indent=2))
+    return 0

@@ -1,0 +1,93 @@
+"""A collaboration served as a backend: several member backends write one answer together (``collab`` package).
+
+:class:`CollabBackend` formats the chat with the members' shared tokenizer, runs a ``collab`` strategy (R2R,
+Arbitrage, FusionRoute, single) in a :class:`collab.session.Session` over the member backends (in-process models give
+logits; vLLM servers give top-k logprobs), and streams each piece with the member that wrote it. Its own price is
+zero: the final event reports each member's counts, and the gateway prices them with the members' prices.
+
+What it leaves out: the strategies themselves and their training (``collab``), tools, logprobs and n > 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from gateway.backends.base import Backend, ChatRequest, StreamEvent, TokenCounts
+from gateway.errors import InvalidRequest, PromptTooLarge
+from gateway.usage import Price
+
+
+def shared_tokenizer(members: dict[str, Backend], tokenizer_path: str | None) -> Any:
+    """The tokenizer every member shares: an explicit path, else the first member that holds one."""
+    if tokenizer_path:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(tokenizer_path)
+    for b in members.values():
+        tok = getattr(b, "tokenizer", None)
+        if tok is not None and not isinstance(tok, str):
+            return tok
+        if isinstance(tok, str):
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(tok)
+    raise ValueError("no member has a tokenizer: set 'tokenizer' on the collab route or a member backend")
+
+
+class CollabBackend(Backend):
+    kind = "collab"
+
+    def __init__(self, name: str, strategy: str, members: dict[str, Backend], roles: dict[str, Any],
+                 artifact: str | None = None, params: dict[str, Any] | None = None, tokenizer: str | None = None,
+                 max_context: int = 2048):
+        super().__init__(name, Price(), frozenset())
+        from collab.registry import build_from_artifact
+
+        self.strategy_name = strategy
+        self.members = members
+        self.roles = roles
+        self.params = dict(params or {})
+        self.artifact = artifact
+        self.max_context = max_context
+        self.tokenizer = shared_tokenizer(members, tokenizer)
+        self._build = build_from_artifact
+        self._check = self._new_strategy()  # fail at start, not per request, on a bad artifact or role
+
+    def _new_strategy(self) -> Any:
+        return self._build(self.strategy_name, self.artifact, **self.roles, **self.params)
+
+    def _prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    async def stream_chat(self, req: ChatRequest) -> AsyncIterator[StreamEvent]:
+        from collab.session import Session
+
+        if req.stop:
+            raise InvalidRequest(f"route '{self.name}' (a collaboration) does not support 'stop'", param="stop")
+        ids = self._prompt_ids(req.messages)
+        max_tokens = req.max_tokens or 256
+        if len(ids) + max_tokens > self.max_context:
+            raise PromptTooLarge(f"prompt of {len(ids)} tokens + max_tokens {max_tokens} exceeds this collaboration's "
+                                 f"context of {self.max_context}", param="messages")
+        tok = self.tokenizer
+        stops = {t for t in (tok.eos_token_id, getattr(tok, "pad_token_id", None)) if t is not None}
+        session = Session(self.members, ids, stop_ids=stops,
+                          decode=lambda t: tok.decode(t, skip_special_tokens=True),
+                          temperature=req.temperature or 0.0, seed=req.seed or 0)
+        strategy = self._new_strategy()
+        yield StreamEvent(delta={"role": "assistant"})
+        async for em in strategy.generate(session, max_tokens):
+            if em.text:
+                yield StreamEvent(delta={"content": em.text}, model=em.model)
+        by_model = {name: TokenCounts(u.prompt_tokens, u.completion_tokens, u.cached_tokens)
+                    for name, u in session.usage().items() if u.calls or u.completion_tokens}
+        finish = "stop" if session.finish_reason == "stop" else "length"
+        yield StreamEvent(delta={}, finish_reason=finish, counts_by_model=by_model or None,
+                          counts=TokenCounts(len(ids), len(session.output)))
+
+    async def health(self) -> bool:
+        return all([await b.health() for b in self.members.values()])

@@ -1,0 +1,63 @@
+"""A route of kind ``collab``: member backends write one answer together; the stream says which member wrote each
+piece, and the usage prices every member with its own price."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from evals.zoo.llama import make_llama
+
+
+@pytest.fixture(scope="module")
+def second_model_dir(tmp_path_factory, zoo_tokenizer_dir):
+    return make_llama(tmp_path_factory.mktemp("big") / "big", layers=2, hidden=128, heads=4, seed=1,
+                      tokenizer_dir=zoo_tokenizer_dir)
+
+
+def test_collab_route_streams_provenance_and_prices_each_member(gateway_factory, tiny_model_dir, second_model_dir):
+    cfg = {
+        "backends": [
+            {"name": "small", "kind": "local", "path": str(tiny_model_dir),
+             "price": {"input_per_mtok": 1, "output_per_mtok": 2}},
+            {"name": "large", "kind": "local", "path": str(second_model_dir),
+             "price": {"input_per_mtok": 10, "output_per_mtok": 20}},
+        ],
+        "routes": [
+            {"name": "r2r-all-large", "kind": "collab", "strategy": "r2r", "members": {"slm": "small", "llm": "large"},
+             "params": {"tau": 0.0}},
+            {"name": "r2r-all-small", "kind": "collab", "strategy": "r2r", "members": {"slm": "small", "llm": "large"},
+             "params": {"tau": 1.0}},
+            {"name": "draft-only", "kind": "collab", "strategy": "arbitrage",
+             "members": {"draft": "small", "target": "large"}, "params": {"mode": "draft"}},
+        ],
+    }
+    g = gateway_factory(cfg)
+    client = openai.OpenAI(base_url=g.url, api_key="x", max_retries=0)
+    msg = [{"role": "user", "content": "12*7"}]
+    kw = dict(messages=msg, max_tokens=8, extra_body={"ignore_eos": True})
+
+    large_only = client.chat.completions.create(model="large", **kw).choices[0].message.content
+    chunks = list(client.chat.completions.create(model="r2r-all-large", stream=True,
+                                                 stream_options={"include_usage": True}, **kw))
+    writers = {c.model_extra["tandem"]["model"] for c in chunks if c.choices and c.choices[0].delta.content}
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert writers <= {"large"} and text == large_only
+    usage = {u["model"]: u for u in chunks[-1].model_extra["tandem"]["usage"]}
+    assert usage["large"]["completion_tokens"] >= 1
+    expected = sum(u["prompt_tokens"] * p_in + u["completion_tokens"] * p_out for u, (p_in, p_out) in
+                   ((usage[m], prices) for m, prices in (("large", (10e-6, 20e-6)), ("small", (1e-6, 2e-6)))
+                    if m in usage))
+    assert chunks[-1].model_extra["tandem"]["cost_usd"] == pytest.approx(expected, rel=1e-6)
+
+    small = client.chat.completions.create(model="r2r-all-small", **kw)
+    assert small.choices[0].message.content == client.chat.completions.create(model="small", **kw).choices[
+        0].message.content
+    prov = small.model_extra["tandem"]["provenance"]
+    assert {p["model"] for p in prov} <= {"small"}
+
+    draft = client.chat.completions.create(model="draft-only", **kw)
+    assert {u["model"] for u in draft.model_extra["tandem"]["usage"] if u["completion_tokens"]} == {"small"}
+
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="r2r-all-large", messages=msg, max_tokens=4, n=2)
