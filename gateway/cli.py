@@ -61,16 +61,18 @@ def cmd_keys(args: argparse.Namespace) -> int:
 # Subcommands whose flags belong to another package: (command, first word) -> "module:function(argv) -> int".
 # The function gets the words after the command (its own subcommand word first), except where STRIP_WORD says the
 # function is that subcommand already.
-STRIP_WORD = {("eval", "replay")}
+STRIP_WORD = {("eval", "replay"), ("eval", "collab")}
 DELEGATED = {
     ("eval", "replay"): "evals.replay:main",
     ("eval", "live"): "evals.cli:main",
     ("eval", "demo"): "evals.cli:main",
+    ("eval", "collab"): "evals.collab_eval:main",
     ("report", None): "evals.cli:report_main",
     ("zoo", None): "evals.zoo.cli:main",
     ("train", "r2r"): "collab.train:main",
     ("train", "fusionroute"): "collab.train:main",
     ("train", "arbitrage"): "collab.train:main",
+    ("train", None): "routers.training:main",  # any query-level router: tandem train knn --from-db URL --out FILE
 }
 
 
@@ -114,8 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--id", help="key id (revoke)")
     k.set_defaults(func=cmd_keys)
 
-    for name, help_ in (("eval", "evaluations: replay | live | demo"), ("report", "HTML report of an eval run"), ("zoo", "build or evaluate the model zoo"),
-                        ("train", "train a router: r2r | fusionroute | arbitrage")):
+    for name, help_ in (("eval", "evaluations: replay | live | demo | collab"), ("report", "HTML report of an eval run"), ("zoo", "build or evaluate the model zoo"),
+                        ("train", "train a router: r2r | fusionroute | arbitrage | any query-level router")):
         d = sub.add_parser(name, help=help_, add_help=False)
         d.set_defaults(delegate=name)
     return p

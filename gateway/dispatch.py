@@ -6,8 +6,11 @@ timeouts, 5xx) up to each route's ``retries`` with a short backoff. A client mis
 retried. A stream is only "open" once its first event has arrived, so a backend that fails before streaming
 anything still falls back; after that a failure reaches the client as an SSE error.
 
+With a :class:`~gateway.cooldown.CooldownStore`, a backend that keeps failing is skipped (to its fallbacks) while
+it cools down, and every retryable failure and success is reported to the store.
+
 What it leaves out: query-level routers and collaborations (their own route kinds, added by ``routers``/``collab``
-integration), cooldowns shared across replicas.
+integration), the cooldown rule itself (``gateway.cooldown``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from gateway.backends.base import (
     CompletionRequest,
     StreamEvent,
 )
+from gateway.cooldown import CooldownStore
 from gateway.errors import BackendError, InvalidRequest, ModelNotFound, TandemError
 
 ALIASES = ("auto", "default")
@@ -172,16 +176,35 @@ def check_capabilities(route: BackendRoute, req: ChatRequest | CompletionRequest
                                  f"does not support {what}", param=param)
 
 
+def _capable(route: BackendRoute, req: ChatRequest | CompletionRequest) -> bool:
+    try:
+        check_capabilities(route, req)
+    except InvalidRequest:
+        return False
+    return True
+
+
 def is_retryable(e: BaseException) -> bool:
     return isinstance(e, BackendError) and getattr(e, "retryable", True)
 
 
 async def _with_fallbacks(table: RouteTable, route: BackendRoute, req: ChatRequest | CompletionRequest,
-                          call: Callable[[BackendRoute], Awaitable[T]]) -> tuple[T, Attempted]:
+                          call: Callable[[BackendRoute], Awaitable[T]],
+                          cooldowns: CooldownStore | None = None) -> tuple[T, Attempted]:
     check_capabilities(route, req)
     failures: list[str] = []
     last: TandemError | None = None
-    for i, r in enumerate(table.chain(route)):
+    chain = table.chain(route)
+    cooling: set[str] = set()
+    if cooldowns is not None:
+        cooling = await cooldowns.cooling([r.backend.name for r in chain])
+        usable = {r.backend.name for i, r in enumerate(chain) if i == 0 or _capable(r, req)}
+        if usable <= cooling:
+            cooling = set()  # every usable candidate cools: try them anyway rather than fail for cooldowns alone
+    for i, r in enumerate(chain):
+        if r.backend.name in cooling:
+            failures.append(f"{r.name}: cooling down after repeated failures")
+            continue
         if i > 0:
             try:
                 check_capabilities(r, req)
@@ -196,9 +219,13 @@ async def _with_fallbacks(table: RouteTable, route: BackendRoute, req: ChatReque
                 failures.append(f"{r.name}: {e.message}")
                 if not is_retryable(e):
                     break
+                if cooldowns is not None and await cooldowns.failure(r.backend.name):
+                    break  # it just started cooling: go on to the fallbacks
                 if attempt < r.retries:
                     await asyncio.sleep(0.05 * (2**attempt))
                 continue
+            if cooldowns is not None:
+                await cooldowns.success(r.backend.name)
             reason = "direct route" if i == 0 and attempt == 0 else (
                 f"retry {attempt} of route {r.name}" if i == 0 else f"fallback to {r.name}")
             return out, Attempted(r, reason, failures)
@@ -206,7 +233,7 @@ async def _with_fallbacks(table: RouteTable, route: BackendRoute, req: ChatReque
     raise last
 
 
-async def call_chat(table: RouteTable, route: BackendRoute, req: ChatRequest):
+async def call_chat(table: RouteTable, route: BackendRoute, req: ChatRequest, cooldowns: CooldownStore | None = None):
     """Non-streaming chat through the route's chain. Returns (ChatResult, Attempted, backend seconds)."""
 
     async def call(r: BackendRoute):
@@ -214,21 +241,23 @@ async def call_chat(table: RouteTable, route: BackendRoute, req: ChatRequest):
         res = await r.backend.chat(req)
         return res, time.perf_counter() - t0
 
-    (res, secs), att = await _with_fallbacks(table, route, req, call)
+    (res, secs), att = await _with_fallbacks(table, route, req, call, cooldowns)
     return res, att, secs
 
 
-async def call_complete(table: RouteTable, route: BackendRoute, req: CompletionRequest):
+async def call_complete(table: RouteTable, route: BackendRoute, req: CompletionRequest,
+                        cooldowns: CooldownStore | None = None):
     async def call(r: BackendRoute):
         t0 = time.perf_counter()
         res = await r.backend.complete(req)
         return res, time.perf_counter() - t0
 
-    (res, secs), att = await _with_fallbacks(table, route, req, call)
+    (res, secs), att = await _with_fallbacks(table, route, req, call, cooldowns)
     return res, att, secs
 
 
-async def open_stream(table: RouteTable, route: BackendRoute, req: ChatRequest | CompletionRequest
+async def open_stream(table: RouteTable, route: BackendRoute, req: ChatRequest | CompletionRequest,
+                      cooldowns: CooldownStore | None = None
                       ) -> tuple[StreamEvent | None, AsyncIterator[StreamEvent], Attempted, float]:
     """Start streaming through the chain; returns once the first event arrived (or the stream ended empty).
     Returns (first event, the rest, which route, seconds waited for the first event)."""
@@ -246,7 +275,7 @@ async def open_stream(table: RouteTable, route: BackendRoute, req: ChatRequest |
             raise
         return first, it, time.perf_counter() - t0
 
-    (first, it, secs), att = await _with_fallbacks(table, route, req, call)
+    (first, it, secs), att = await _with_fallbacks(table, route, req, call, cooldowns)
     return first, it, att, secs
 
 

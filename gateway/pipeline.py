@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from gateway.backends.base import ChatRequest, CompletionRequest, StreamEvent
+from gateway.cooldown import make_cooldown_store
 from gateway.dispatch import Attempted, BackendRoute, call_chat, call_complete, open_stream
 from gateway.errors import AuthenticationError, InvalidRequest, PromptTooLarge, TandemError
 from gateway.limits import KeyLimits, Reservation
@@ -83,6 +84,7 @@ class RequestFlow:
 
     def __init__(self, gw: Gateway):
         self.gw = gw
+        self.cooldowns = make_cooldown_store(gw.limits)  # shared through the limit store's Redis, if any
 
     # ---- keys and limits -------------------------------------------------------------------------------------
 
@@ -197,7 +199,7 @@ class RequestFlow:
 
     async def chat(self, flow: Flow, body: ChatCompletionRequest) -> dict[str, Any]:
         route, req = await self.prepare(flow, body)
-        res, flow.attempted, flow.backend_s = await call_chat(self.gw.table, route, req)
+        res, flow.attempted, flow.backend_s = await call_chat(self.gw.table, route, req, self.cooldowns)
         flow.attempted.routed = flow.routed
         self.account(flow, flow.attempted.route, res.counts, getattr(res, "counts_by_model", None))
         flow.response = res.message.get("content")
@@ -212,7 +214,7 @@ class RequestFlow:
 
     async def complete(self, flow: Flow, body: CompletionRequestBody) -> dict[str, Any]:
         route, req = await self.prepare(flow, body)
-        res, flow.attempted, flow.backend_s = await call_complete(self.gw.table, route, req)
+        res, flow.attempted, flow.backend_s = await call_complete(self.gw.table, route, req, self.cooldowns)
         flow.attempted.routed = flow.routed
         self.account(flow, flow.attempted.route, res.counts)
         flow.response = res.text
@@ -229,7 +231,7 @@ class RequestFlow:
                    ) -> tuple[StreamEvent | None, AsyncIterator[StreamEvent], bool]:
         """Start the stream (falls back while nothing has been sent). Returns (first event, rest, include_usage)."""
         route, req = await self.prepare(flow, body)
-        first, rest, flow.attempted, flow.backend_s = await open_stream(self.gw.table, route, req)
+        first, rest, flow.attempted, flow.backend_s = await open_stream(self.gw.table, route, req, self.cooldowns)
         flow.attempted.routed = flow.routed
         flow.ttft_s = time.perf_counter() - flow.started
         return first, rest, body.include_usage

@@ -175,7 +175,7 @@ class Backend(abc.ABC):
             if isinstance(c, str):
                 chars += len(c)
             elif isinstance(c, list):
-                chars += sum(len(p.get("text", "")) for p in c if isinstance(p, dict))
+                chars += sum(len(p.get("text") or "") for p in c if isinstance(p, dict))
             chars += 8
         return chars // 3 + 1
 

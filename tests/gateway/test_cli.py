@@ -29,5 +29,5 @@ def test_keys_create_list_revoke(tmp_path):
 
 
 def test_delegated_subcommand_without_a_known_word_is_a_usage_error():
-    out = tandem("train", "nonsense")
-    assert out.returncode == 2 and "r2r" in out.stderr
+    out = tandem("eval", "nonsense")
+    assert out.returncode == 2 and "replay" in out.stderr

@@ -2,8 +2,9 @@
 
 A scripted upstream (one real HTTP server; the first path segment of a backend's ``base_url`` picks its behaviour)
 fails with 5xx a set number of times, always fails, hangs without answering, trickles a stream slower than the
-timeout, or dies before/after its first chunk. Expected: retries and fallbacks as configured (and never a fallback
-once a stream has started), a timeout answered as 504 or an SSE error event within the configured time, never a
+timeout, dies before/after its first chunk, or fails for a while. Expected: retries and fallbacks as configured (and
+never a fallback once a stream has started), a backend that keeps failing skipped while it cools down and tried
+again after, a timeout answered as 504 or an SSE error event within the configured time, never a
 hung request; with Redis restarted mid-load every request ends (200, or 503 while the limit store is away) and the
 gateway recovers; with PostgreSQL stopped mid-load no request fails and no log row is lost or duplicated once it is
 back (the log spools and replays).
@@ -40,11 +41,12 @@ ANSWER = {"id": "x", "object": "chat.completion", "created": 0, "model": "s",
 
 class ScriptedUpstream:
     """Behaviour by the first path segment: ``ok``, ``fail<N>`` (5xx for the first N calls, then ok), ``down``
-    (always 503), ``hang`` (never answers), ``trickle`` (a chunk every 0.5 s, 20 chunks), ``die0`` (a stream that
+    (always 503), ``flaky`` (500 while in ``broken``, else ok), ``hang`` (never answers), ``trickle`` (a chunk every 0.5 s, 20 chunks), ``die0`` (a stream that
     closes before any chunk), ``die3`` (closes after 3 chunks). ``calls`` counts POSTs per segment."""
 
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
+        self.broken: set[str] = set()  # modes answering 500 for now (``flaky``)
         self.lock = threading.Lock()
         owner = self
 
@@ -63,7 +65,7 @@ class ScriptedUpstream:
                 with owner.lock:
                     owner.calls[mode] += 1
                     n = owner.calls[mode]
-                if mode.startswith("fail") and n <= int(mode[4:]) or mode == "down":
+                if mode.startswith("fail") and n <= int(mode[4:]) or mode == "down" or mode in owner.broken:
                     return self._json(500 if mode != "down" else 503, {"error": {"message": "upstream broke"}})
                 if mode == "hang":
                     time.sleep(30)
@@ -118,14 +120,16 @@ def upstream():
 def gw(upstream, tmp_path_factory):
     from tests.fixtures.gateway_proc import start_gateway
 
-    modes = ["ok", "fail2", "fail9", "down", "hang", "trickle", "die0", "die3"]
-    backends = [{"name": m, "kind": "openai", "base_url": upstream.url(m), "timeout_s": TIMEOUT_S,
-                 "connect_timeout_s": 1.0} for m in modes]
+    modes = {m: m for m in ["ok", "fail2", "fail9", "down", "hang", "trickle", "die0", "die3", "flaky"]}
+    modes["hang2"] = "hang"  # its own backend, so that its cooldown is its own
+    backends = [{"name": name, "kind": "openai", "base_url": upstream.url(m), "timeout_s": TIMEOUT_S,
+                 "connect_timeout_s": 1.0} for name, m in modes.items()]
     routes = [{"name": "retry2", "backend": "fail2", "retries": 2},
               {"name": "retry1", "backend": "fail9", "retries": 1},
               {"name": "down-then-ok", "backend": "down", "retries": 1, "fallbacks": ["ok"]},
               {"name": "hang-then-ok", "backend": "hang", "retries": 0, "fallbacks": ["ok"]},
-              {"name": "hang-only", "backend": "hang", "retries": 1},
+              {"name": "hang-only", "backend": "hang2", "retries": 1},
+              {"name": "flaky-then-ok", "backend": "flaky", "retries": 0, "fallbacks": ["ok"]},
               {"name": "trickle-then-ok", "backend": "trickle", "retries": 0, "fallbacks": ["ok"]},
               {"name": "die0-then-ok", "backend": "die0", "retries": 0, "fallbacks": ["ok"]},
               {"name": "die3-then-ok", "backend": "die3", "retries": 0, "fallbacks": ["ok"]}]
@@ -201,6 +205,31 @@ def test_slow_trickle_ends_with_an_error_event_by_the_timeout(gw):
     err = json.loads(raw.split("event: error\ndata: ", 1)[1].split("\n\n", 1)[0])
     assert err["error"]["code"] == "timeout"
     assert secs < TIMEOUT_S + 3.0  # not the 10 s the trickle would take
+
+
+def test_cooldown_skips_a_failing_backend_then_recovers(gw, upstream):
+    """Default policy: 3 retryable failures within 30 s cool a backend for 15 s; then it is tried again."""
+    from gateway.cooldown import CooldownPolicy
+
+    policy = CooldownPolicy()
+    upstream.broken.add("flaky")
+    try:
+        for _ in range(policy.failures):
+            r, raw, _ = _chat(gw, "flaky-then-ok")
+            assert r.status_code == 200 and json.loads(raw)["tandem"]["decision"]["backend"] == "ok"
+        cooled_at = time.monotonic()
+        assert upstream.calls["flaky"] == policy.failures
+        upstream.broken.discard("flaky")  # healthy again, but still cooling: not called
+        r, raw, _ = _chat(gw, "flaky-then-ok")
+        decision = json.loads(raw)["tandem"]["decision"]
+        assert decision["backend"] == "ok" and "cooling down" in " ".join(decision["failures"])
+        assert upstream.calls["flaky"] == policy.failures
+    finally:
+        upstream.broken.discard("flaky")
+    time.sleep(max(0.0, cooled_at + policy.cooldown_s + 0.5 - time.monotonic()))
+    r, raw, _ = _chat(gw, "flaky-then-ok")
+    assert r.status_code == 200 and json.loads(raw)["tandem"]["decision"]["backend"] == "flaky"  # recovered
+    assert upstream.calls["flaky"] == policy.failures + 1
 
 
 def test_no_request_hangs_under_mixed_faults(gw):
