@@ -2,8 +2,11 @@
 
 Each router is fitted on a RouterBench sample; then every timed query is a fresh `RouteQuery` (no cached
 features), so the time includes feature extraction — the sentence embedding for routers that use one (the
-embedding cache is disabled for the timed queries by giving each a unique suffix). Targets on 2 cores:
-≤ 1 ms p50 without embeddings, ≤ 15 ms with.
+embedding cache is disabled for the timed queries by giving each a unique suffix), and a miss costs one forward
+pass of the embedding model — no SQLite (misses are persisted in bulk later). Targets on 2 cores: ≤ 1 ms p50
+without embeddings, ≤ 15 ms with. Reported: wall-clock p50 / p99 and the process CPU time per decision (p50), which
+stays meaningful when the machine is shared (wall time then includes waiting for a core). A cache-hit p50 (the same
+queries again) is reported too.
 
 Usage: python bench/router_latency.py [--data ../shared/data/routerbench] [--routers a,b] [--n 200] [--train 500]
 Left out: batching, concurrency, gateway overhead.
@@ -49,17 +52,28 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         router = reg.create(name, seed=0).fit(train)
         router.decide(RouteQuery(prompt="warm-up query"))
-        times = []
-        for k, text in enumerate(test_prompts):
-            q = RouteQuery(prompt=f"{text} [{name}-{k}-{time.time_ns()}]")  # unique → no embedding cache hit
-            t0 = time.perf_counter()
+        times, cpu, hits = [], [], []
+        texts = [f"{text} [{name}-{k}-{time.time_ns()}]" for k, text in enumerate(test_prompts)]  # unique: misses
+        for text in texts:
+            q = RouteQuery(prompt=text)
+            t0, c0 = time.perf_counter(), time.process_time()
             router.decide(q)
             times.append((time.perf_counter() - t0) * 1000)
+            cpu.append((time.process_time() - c0) * 1000)
+        for text in texts:  # the same texts again: in-memory cache hits
+            q = RouteQuery(prompt=text)
+            t0 = time.perf_counter()
+            router.decide(q)
+            hits.append((time.perf_counter() - t0) * 1000)
         t = np.array(times)
         target = 1.0 if name in EMBEDDING_FREE else 15.0
-        out[name] = {"p50_ms": float(np.percentile(t, 50)), "p99_ms": float(np.percentile(t, 99)), "target_p50_ms": target}
-        print(f"{name:<18} p50 {out[name]['p50_ms']:7.3f} ms  p99 {out[name]['p99_ms']:7.3f} ms  "
-              f"(target p50 ≤ {target:g} ms){'' if out[name]['p50_ms'] <= target else '  MISSED'}", file=sys.stderr)
+        out[name] = {"p50_ms": float(np.percentile(t, 50)), "p99_ms": float(np.percentile(t, 99)),
+                     "cpu_p50_ms": float(np.percentile(cpu, 50)), "hit_p50_ms": float(np.percentile(hits, 50)),
+                     "target_p50_ms": target}
+        r = out[name]
+        print(f"{name:<18} p50 {r['p50_ms']:8.3f} ms  p99 {r['p99_ms']:8.3f} ms  cpu p50 {r['cpu_p50_ms']:8.3f} ms  "
+              f"cache-hit p50 {r['hit_p50_ms']:7.3f} ms  (target p50 ≤ {target:g} ms)"
+              f"{'' if r['p50_ms'] <= target else '  MISSED'}", file=sys.stderr)
     print(json.dumps(out))
     return 0
 

@@ -78,9 +78,19 @@ def ends_with(seq: Sequence[int], tail: Sequence[int]) -> bool:
     return bool(tail) and len(seq) >= len(tail) and list(seq[-len(tail):]) == list(tail)
 
 
-async def write_step(session: Session, model: str, max_tokens: int, delimiter: Sequence[int], *, k: int = DEFAULT_K,
+Delimiter = Sequence[int] | str
+
+
+def _ends_step(session: Session, tokens: list[int], delimiter: Delimiter) -> bool:
+    if isinstance(delimiter, str):
+        return bool(delimiter) and session.decode is not None and session.decode(tokens).endswith(delimiter)
+    return ends_with(tokens, delimiter)
+
+
+async def write_step(session: Session, model: str, max_tokens: int, delimiter: Delimiter, *, k: int = DEFAULT_K,
                      chunk: int = 16) -> Step:
-    """``model`` writes one step after the session's current ids (the session itself is not changed)."""
+    """``model`` writes one step after the session's current ids (the session itself is not changed). The delimiter
+    is token ids, or text matched on the decoded step (needs the session's ``decode``)."""
     step = Step(model, [])
     base = session.ids
     member = session.member(model)
@@ -101,7 +111,7 @@ async def write_step(session: Session, model: str, max_tokens: int, delimiter: S
             if tok in session.stop_ids:
                 step.stopped = True
                 return step
-            if ends_with(step.tokens, delimiter):
+            if _ends_step(session, step.tokens, delimiter):
                 step.ended_at_delimiter = True
                 return step
             if len(step.tokens) >= max_tokens:
@@ -116,8 +126,8 @@ class ArbitrageStrategy(CollabStrategy):
     name = "arbitrage"
 
     def __init__(self, draft: str, target: str, *, mode: str = "router", router: StepRouter | None = None,
-                 tau: float = 0.0, prm: StepScorer | None = None, delta: float = 0.5,
-                 delimiter: Sequence[int] = (), max_step_tokens: int = 64, k: int = DEFAULT_K):
+                 tau: float = 0.0, prm: StepScorer | str | None = None, delta: float = 0.5,
+                 delimiter: Delimiter = (), max_step_tokens: int = 64, k: int = DEFAULT_K):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if mode == "router" and router is None:
@@ -125,20 +135,27 @@ class ArbitrageStrategy(CollabStrategy):
         if mode in ("rsd", "oracle") and prm is None:
             raise ValueError(f"mode '{mode}' needs a step scorer (prm)")
         self.draft, self.target, self.mode, self.router, self.tau = draft, target, mode, router, tau
-        self.prm, self.delta, self.delimiter = prm, delta, list(delimiter)
-        self.max_step_tokens, self.k = max_step_tokens, k
+        self.prm, self.delta = prm, float(delta)
+        self.delimiter: Delimiter = delimiter if isinstance(delimiter, str) else list(delimiter)
+        self.max_step_tokens, self.k = int(max_step_tokens), k
+        self.tau = float(tau)
 
     def prepare(self, session: Session) -> None:
         session.member(self.draft)
         session.member(self.target)
-        if self.prm is not None and session.decode is None:
-            raise ValueError("a step scorer needs the session's decode")
+        if (self.prm is not None or isinstance(self.delimiter, str)) and session.decode is None:
+            raise ValueError("a step scorer or a text delimiter needs the session's decode")
         session.scratch.setdefault("steps", [])
         session.scratch.setdefault("escalations", 0)
+        if isinstance(self.prm, str) and session.decode is not None:
+            from collab.tasks import parse_prm
+
+            session.scratch["prm"] = parse_prm(self.prm).scorer(session.decode(session.prompt_ids))
 
     def _score(self, session: Session, step: Step) -> float:
         assert self.prm is not None and session.decode is not None
-        return float(self.prm(list(session.scratch["steps"]), session.decode(step.tokens)))
+        prm = session.scratch.get("prm", self.prm)
+        return float(prm(list(session.scratch["steps"]), session.decode(step.tokens)))
 
     async def advance(self, session: Session, budget: int) -> None:
         n = min(self.max_step_tokens, budget)

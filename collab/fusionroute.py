@@ -44,10 +44,26 @@ def fused_logprobs(router_logits: torch.Tensor, expert_logits: torch.Tensor) -> 
 
 
 def save_fusionroute(path: str | Path, head: RoutingHead, experts: list[str], router_state: dict[str, Any] | None,
+                     *, router_config: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32,
                      **extra: Any) -> None:
-    """One file: the head, the expert names (head index order) and the router model's tuned weights (if tuned)."""
+    """One file: the head, the expert names (head index order) and the router model's tuned weights (if tuned; stored
+    in ``dtype`` to keep the file small) with its transformers config (so the router can be rebuilt from the file)."""
+    state = None if router_state is None else {k: v.detach().to(dtype) if v.is_floating_point() else v
+                                               for k, v in router_state.items()}
     torch.save({"kind": "fusionroute", "config": head.config, "head": head.state_dict(), "experts": experts,
-                "router_state": router_state, **extra}, str(path))
+                "router_state": state, "router_config": router_config, **extra}, str(path))
+
+
+def router_model_from(blob: dict[str, Any]) -> nn.Module | None:
+    """The tuned router model saved in a FusionRoute file (float32, eval mode), or None if it holds none."""
+    if blob.get("router_state") is None or blob.get("router_config") is None:
+        return None
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = dict(blob["router_config"])
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg), dtype=torch.float32)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["router_state"].items()})
+    return model.eval()
 
 
 def load_fusionroute(path: str | Path, router_model: nn.Module | None = None) -> tuple[RoutingHead, list[str],
@@ -59,23 +75,33 @@ def load_fusionroute(path: str | Path, router_model: nn.Module | None = None) ->
     head = RoutingHead(**blob["config"])
     head.load_state_dict(blob["head"])
     if router_model is not None and blob.get("router_state") is not None:
-        router_model.load_state_dict(blob["router_state"])
+        router_model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                      for k, v in blob["router_state"].items()})
     return head.eval(), list(blob["experts"]), blob
 
 
 @register("fusionroute")
 class FusionRouteStrategy(CollabStrategy):
-    """Router model ``router`` (a session member with ``next_state``) + ``head`` over ``experts`` (member names)."""
+    """Router model ``router`` (a session member with ``next_state``) + ``head`` over ``experts`` (member names).
+
+    ``router_model`` (an in-process model with ``next_state``, e.g. the tuned router rebuilt from the training file)
+    takes the place of the session's member ``router`` — what a gateway route does, whose members are plain backends."""
 
     name = "fusionroute"
 
-    def __init__(self, router: str, experts: list[str], head: RoutingHead, *, k: int = 20):
+    def __init__(self, router: str, experts: list[str], head: RoutingHead, *, k: int = 20,
+                 router_model: Any = None):
         if head.config["n_experts"] != len(experts):
             raise ValueError(f"head scores {head.config['n_experts']} experts, got {len(experts)} names")
-        self.router, self.experts, self.head, self.k = router, list(experts), head.eval(), k
+        self.router, self.experts, self.head, self.k = router, list(experts), head.eval(), int(k)
+        self.router_model = router_model
         self.choices: list[str] = []
 
     def prepare(self, session: Session) -> None:
+        if self.router_model is not None:
+            from collab.session import Member
+
+            session.members[self.router] = Member(self.router, self.router_model)
         if not session.member(self.router).has_state:
             raise TypeError(f"router model '{self.router}' must run in process and give hidden states (next_state)")
         for e in self.experts:

@@ -30,6 +30,14 @@ from collab.session import Session
 Outcome = Callable[[Any, list[int]], Hashable]
 
 
+def _bar(items: Sequence[Any], progress: bool, desc: str) -> Any:
+    if not progress:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="ex")
+
+
 @dataclass
 class R2RSample:
     signals: Signals
@@ -46,11 +54,12 @@ async def _state(model: Any, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor
 
 
 async def r2r_labels(examples: Sequence[Any], prompts: Sequence[list[int]], slm: LogitModel, llm: TokenModel, *,
-                     outcome: Outcome, max_tokens: int, stop_ids: Sequence[int] = (), k: int = DEFAULT_K
-                     ) -> list[R2RSample]:
+                     outcome: Outcome, max_tokens: int, stop_ids: Sequence[int] = (), k: int = DEFAULT_K,
+                     progress: bool = False) -> list[R2RSample]:
     """Per-position samples for every example (see the module docstring)."""
     samples: list[R2RSample] = []
-    for ex_i, (ex, prompt) in enumerate(zip(examples, prompts, strict=True)):
+    pairs = list(enumerate(zip(examples, prompts, strict=True)))
+    for ex_i, (ex, prompt) in _bar(pairs, progress, "r2r labels"):
         resp = (await llm.complete_ids(list(prompt), max_tokens, stop_ids=list(stop_ids))).token_ids
         llm_outcome = outcome(ex, resp)
         for i, want in enumerate(resp):
@@ -76,11 +85,11 @@ class FusionSample:
     expert_logprobs: torch.Tensor  # [P, M, V]
 
 
-async def fusion_examples(sequences: Sequence[tuple[list[int], list[int]]], experts: Sequence[LogitModel]
-                          ) -> list[FusionSample]:
+async def fusion_examples(sequences: Sequence[tuple[list[int], list[int]]], experts: Sequence[LogitModel], *,
+                          progress: bool = False) -> list[FusionSample]:
     """Teacher-forced expert log-probs at positions of the answers where the experts' argmaxes differ."""
     out: list[FusionSample] = []
-    for prompt, answer in sequences:
+    for prompt, answer in _bar(sequences, progress, "fusion labels"):
         ids = list(prompt) + list(answer)
         pos, tgt, lps = [], [], []
         for t in range(len(prompt), len(ids)):
@@ -110,11 +119,13 @@ StepScore = Callable[[Any, list[str], str], float]
 
 async def arbitrage_labels(examples: Sequence[Any], prompts: Sequence[list[int]], draft: TokenModel,
                            target: TokenModel, *, step_score: StepScore, decode: Callable[[list[int]], str],
-                           delimiter: Sequence[int], stop_ids: Sequence[int] = (), max_steps: int = 16,
-                           max_step_tokens: int = 64, k: int = DEFAULT_K) -> list[StepSample]:
+                           delimiter: Sequence[int] | str, stop_ids: Sequence[int] = (), max_steps: int = 16,
+                           max_step_tokens: int = 64, k: int = DEFAULT_K, progress: bool = False
+                           ) -> list[StepSample]:
     """Per-step samples for every example (see the module docstring)."""
     samples: list[StepSample] = []
-    for ex_i, (ex, prompt) in enumerate(zip(examples, prompts, strict=True)):
+    pairs = list(enumerate(zip(examples, prompts, strict=True)))
+    for ex_i, (ex, prompt) in _bar(pairs, progress, "arbitrage labels"):
         sess = Session({"draft": draft, "target": target}, prompt, stop_ids=stop_ids, decode=decode)
         steps: list[str] = []
         for s_i in range(max_steps):

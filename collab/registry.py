@@ -86,21 +86,75 @@ def _load_builtins() -> None:
     import collab.single  # noqa: F401
 
 
+def _load_artifact(name: str, artifact: str) -> tuple[Any, dict[str, Any]]:
+    """(router object, saved metadata) of a training file, cached by path and modification time."""
+    import os
+
+    key = (name, os.path.abspath(artifact), os.path.getmtime(artifact))
+    hit = _ARTIFACTS.get(key)
+    if hit is not None:
+        return hit
+    if name == "r2r":
+        from collab.r2r import R2RRouter
+
+        loaded: tuple[Any, dict[str, Any]] = R2RRouter.load(artifact)
+    elif name == "arbitrage":
+        from collab.arbitrage import StepRouter
+
+        loaded = StepRouter.load(artifact)
+    elif name == "fusionroute":
+        from collab.fusionroute import load_fusionroute, router_model_from
+
+        head, experts, blob = load_fusionroute(artifact)
+        model = router_model_from(blob)
+        if model is not None:
+            from collab.inproc import HFModel
+
+            model = HFModel(str(blob.get("router") or "router"), model=model)
+        loaded = ((head, experts, model), blob)
+    else:
+        raise ValueError(f"strategy '{name}' takes no router artifact")
+    _ARTIFACTS[key] = loaded
+    return loaded
+
+
+_ARTIFACTS: dict[tuple[str, str, float], tuple[Any, dict[str, Any]]] = {}
+
+
+def _fusion_kwargs(loaded: tuple[Any, list[str], Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """FusionRoute from roles: ``router`` plus one role per expert. Experts are ordered as the file's head scores
+    them, matched by role name or member name; otherwise they keep the route's order."""
+    head, saved, model = loaded
+    kwargs = dict(kwargs)
+    router = kwargs.pop("router")
+    params = {k: kwargs.pop(k) for k in ("k",) if k in kwargs}
+    if "experts" in kwargs:
+        ex = kwargs.pop("experts")
+        experts = [e.strip() for e in ex.split(",")] if isinstance(ex, str) else list(ex)
+    else:
+        by_role = dict(kwargs)
+        if set(saved) <= set(by_role):
+            experts = [by_role[e] for e in saved]
+        elif set(saved) <= set(by_role.values()):
+            experts = list(saved)
+        else:
+            experts = list(by_role.values())
+    return {"router": router, "experts": experts, "head": head, "router_model": model, **params}
+
+
 def build_from_artifact(name: str, artifact: str | None = None, **kwargs: Any) -> CollabStrategy:
     """A strategy by name with its trained router loaded from ``artifact`` (``tandem train NAME --out FILE``).
-    The artifact's calibrated threshold is used unless ``tau`` is given. Without an artifact: ``build``."""
-    if artifact is not None:
-        if name == "r2r":
-            from collab.r2r import R2RRouter
-
-            router, meta = R2RRouter.load(artifact)
-        elif name == "arbitrage":
-            from collab.arbitrage import StepRouter
-
-            router, meta = StepRouter.load(artifact)
-        else:
-            raise ValueError(f"strategy '{name}' takes no router artifact here")
-        kwargs.setdefault("router", router)
-        if meta.get("tau") is not None:
-            kwargs.setdefault("tau", float(meta["tau"]))
+    The artifact's calibrated threshold (and Arbitrage's step delimiter) is used unless given. FusionRoute takes the
+    roles ``router`` and one per expert, and runs the tuned router saved in the file. Without an artifact: ``build``.
+    Loaded files are cached (by path and modification time), so a route can build a strategy per request."""
+    if artifact is None:
+        return build(name, **kwargs)
+    loaded, meta = _load_artifact(name, artifact)
+    if name == "fusionroute":
+        return build(name, **_fusion_kwargs(loaded, kwargs))
+    kwargs.setdefault("router", loaded)
+    if meta.get("tau") is not None:
+        kwargs.setdefault("tau", float(meta["tau"]))
+    if name == "arbitrage" and meta.get("delimiter") is not None:
+        kwargs.setdefault("delimiter", str(meta["delimiter"]))
     return build(name, **kwargs)

@@ -8,8 +8,10 @@
 - Arbitrage: MSE regression of the advantage; :func:`sweep_steps` reports, per threshold, the escalation rate and the
   mean step score, beside the RSD, oracle, draft-only and target-only baselines.
 
-All loops are seeded and run a fixed number of epochs/steps. What it leaves out: loading models from the zoo by name
-beyond a folder path or ``evals.zoo.model_dir`` (when the zoo offers it), and the CLI wiring (the lead's ``tandem``).
+The command resolves models as HF folders or zoo names (``evals.zoo.paths``), makes labels from the models on the
+suite's train split (one suite, a comma list or ``mixed``), trains, calibrates τ and saves one small file. All loops
+are seeded and run a fixed number of epochs/steps. What it leaves out: the ``tandem`` parser wiring (the gateway's
+``cli`` hands the words after ``train`` here) and evaluation (``evals.collab_eval``).
 """
 
 from __future__ import annotations
@@ -199,83 +201,130 @@ def train_arbitrage(samples: Sequence[StepSample], *, epochs: int = 200, lr: flo
 # ---- CLI ----------------------------------------------------------------------------------------------------------
 
 
-def _model_dir(name: str) -> Path:
+def choose_step_tau(sweep: Sequence[dict[str, float]], reference_score: float, tolerance: float = 0.0) -> float:
+    """Arbitrage's τ: the sweep entry with the fewest escalations whose mean step score reaches
+    ``reference_score − tolerance`` (e.g. RSD's); if none does, the best-scoring entry (fewest escalations on ties)."""
+    if not sweep:
+        return float("inf")
+    ok = [e for e in sweep if e["score"] >= reference_score - tolerance - 1e-12]
+    pool = ok or [e for e in sweep if e["score"] >= max(x["score"] for x in sweep) - 1e-12]
+    best = min(pool, key=lambda e: (e["escalation"], -e["tau"]))
+    return float(best["tau"])
+
+
+def model_dir(name: str, zoo: str | Path | None = None) -> Path:
+    """An HF folder given as a path, else the zoo model of that name (``evals.zoo.paths.model_dir``)."""
     p = Path(name).expanduser()
     if (p / "config.json").is_file():
         return p
-    import evals.zoo as zoo
+    from evals.zoo.paths import model_dir as zoo_model_dir
 
-    resolve = getattr(zoo, "model_dir", None)
-    if resolve is None:
-        raise SystemExit(f"'{name}' is not a model folder and evals.zoo has no model_dir() to resolve it")
-    return Path(resolve(name))
+    d = zoo_model_dir(name, zoo)
+    if not (d / "config.json").is_file():
+        raise SystemExit(f"no model '{name}': not an HF folder and not in the zoo at {d.parent} "
+                         f"(run `tandem zoo build` or pass --zoo DIR)")
+    return d
 
 
-def _prompts(tokenizer: Any, examples: Sequence[Any]) -> list[list[int]]:
-    out = []
-    for ex in examples:
-        text = ex["prompt"] if isinstance(ex, dict) else ex.prompt
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                            tokenize=True)
-        out.append(list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids))
-    return out
+def prompt_ids(tokenizer: Any, text: str) -> list[int]:
+    """The chat prompt (one user turn + generation prompt) as token ids."""
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                        tokenize=True)
+    return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="tandem train", description="train a token-level collaboration router from the "
+                                 "models themselves")
+    ap.add_argument("strategy", choices=["r2r", "fusionroute", "arbitrage"])
+    ap.add_argument("--slm", required=True, help="small / draft / FusionRoute router model: zoo name or HF folder")
+    ap.add_argument("--llm", help="large / target model: zoo name or HF folder (r2r, arbitrage)")
+    ap.add_argument("--experts", help="FusionRoute experts, comma-separated zoo names or folders")
+    ap.add_argument("--suite", required=True, help="suite name, a comma list, or 'mixed'")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--zoo", help="zoo folder (default: $TANDEM_ZOO_DIR or the packaged zoo)")
+    ap.add_argument("--limit", type=int, default=200, help="training examples")
+    ap.add_argument("--max-tokens", type=int, help="answer budget (default: from the suite's longest answer)")
+    ap.add_argument("--delimiter", help="Arbitrage step delimiter (default: the suite's)")
+    ap.add_argument("--max-steps", type=int, default=16, help="Arbitrage: steps per example at most")
+    ap.add_argument("--max-step-tokens", type=int, default=64, help="Arbitrage: tokens per step at most")
+    ap.add_argument("--recall", type=float, default=0.95, help="R2R: recall of divergent positions that sets τ")
+    ap.add_argument("--hidden", action="store_true", help="R2R: also feed the SLM's hidden state (in-process "
+                    "collab only: gateway backends give no hidden state)")
+    ap.add_argument("--epochs", type=int, help="training epochs (default per strategy)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    return ap
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``train r2r|fusionroute|arbitrage --slm S --llm L --suite NAME --out FILE [--experts A,B] [--limit N]``."""
-    ap = argparse.ArgumentParser(prog="tandem train")
-    ap.add_argument("strategy", choices=["r2r", "fusionroute", "arbitrage"])
-    ap.add_argument("--slm", required=True, help="small / draft / router model: zoo name or HF folder")
-    ap.add_argument("--llm", required=True, help="large / target model: zoo name or HF folder")
-    ap.add_argument("--experts", default=None, help="FusionRoute experts, comma-separated (default: slm,llm)")
-    ap.add_argument("--suite", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--limit", type=int, default=200, help="training examples")
-    ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--delimiter", default="\n\n")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(list(argv) if argv is not None else None)
-
-    from collab import labels
+    """``train r2r|fusionroute|arbitrage --slm S [--llm L | --experts A,B] --suite NAME --out FILE [--limit N]``."""
+    args = parser().parse_args(list(argv) if argv is not None else None)
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    from collab import labels, tasks
     from collab.inproc import HFModel
-    from evals.suites import get_suite
 
-    suite = get_suite(args.suite)
-    examples = list(suite.examples("train"))[: args.limit]
-    slm = HFModel("slm", _model_dir(args.slm))
-    llm = HFModel("llm", _model_dir(args.llm))
+    if args.strategy != "fusionroute" and not args.llm:
+        raise SystemExit(f"tandem train {args.strategy}: --llm is required")
+    if args.strategy == "fusionroute" and not (args.experts or args.llm):
+        raise SystemExit("tandem train fusionroute: --experts is required")
+    examples = tasks.task_examples(args.suite, "train", args.limit)
+    slm = HFModel(Path(args.slm).name, model_dir(args.slm, args.zoo))
     tok = slm.tokenizer
-    prompts = _prompts(tok, examples)
+    prompts = [prompt_ids(tok, ex.prompt) for ex in examples]
     stop = sorted(slm.eos_ids)
+    show = not args.quiet
+    if args.max_tokens is None:
+        from evals.zoo.evaluate import answer_budget
+
+        args.max_tokens = max(answer_budget(tasks._suite(s)) for s in tasks.suite_names(args.suite))
 
     def decode(ids: list[int]) -> str:
         return tok.decode(ids, skip_special_tokens=True)
 
+    common = {"slm": args.slm, "suite": args.suite, "limit": args.limit, "seed": args.seed}
     if args.strategy == "r2r":
+        llm = HFModel(Path(args.llm).name, model_dir(args.llm, args.zoo))
         samples = asyncio.run(labels.r2r_labels(
-            examples, prompts, slm, llm, outcome=lambda ex, ids: bool(suite.check(ex, decode(ids))),
-            max_tokens=args.max_tokens, stop_ids=stop))
-        router, tau, metrics = train_r2r(samples, slm.vocab_size, hidden_size=slm.hidden_size, seed=args.seed)
-        router.save(args.out, tau=tau, metrics=metrics, slm=args.slm, llm=args.llm, suite=args.suite)
+            examples, prompts, slm, llm, outcome=lambda ex, ids: tasks.check(ex, decode(ids)),
+            max_tokens=args.max_tokens, stop_ids=stop, progress=show))
+        router, tau, metrics = train_r2r(samples, slm.vocab_size, hidden_size=slm.hidden_size if args.hidden else 0,
+                                         epochs=args.epochs or 30, recall=args.recall, seed=args.seed)
+        router.save(args.out, tau=tau, metrics=metrics, llm=args.llm, **common)
     elif args.strategy == "fusionroute":
-        names = (args.experts or f"{args.slm},{args.llm}").split(",")
-        experts = [HFModel(n, _model_dir(n)) for n in names]
-        seqs = []
-        for p, ex in zip(prompts, examples, strict=True):
-            ans = ex.get("answer") if isinstance(ex, dict) else getattr(ex, "answer", None)
-            ids = tok(ans, add_special_tokens=False)["input_ids"] + stop[:1] if ans else \
-                asyncio.run(llm.complete_ids(p, args.max_tokens, stop_ids=stop)).token_ids
-            seqs.append((p, ids))
-        samples_f = asyncio.run(labels.fusion_examples(seqs, experts))
-        head, metrics = train_fusionroute(slm.model, samples_f, len(experts), seed=args.seed)
-        save_fusionroute(args.out, head, names, slm.model.state_dict(), metrics=metrics, router=args.slm)
+        names = (args.experts or args.llm).split(",")
+        experts = [HFModel(Path(n).name, model_dir(n, args.zoo)) for n in names]
+        seqs = [(p, tok(ex.answer, add_special_tokens=False)["input_ids"] + stop[:1])
+                for p, ex in zip(prompts, examples, strict=True)]
+        samples_f = asyncio.run(labels.fusion_examples(seqs, experts, progress=show))
+        if not samples_f:
+            raise SystemExit("the experts never disagree on these examples: nothing to train on")
+        head, metrics = train_fusionroute(slm.model, samples_f, len(experts), epochs=args.epochs or 3,
+                                          seed=args.seed)
+        save_fusionroute(args.out, head, [Path(n).name for n in names], slm.model.state_dict(),
+                         router_config=slm.model.config.to_dict(), dtype=torch.bfloat16, metrics=metrics, router=Path(args.slm).name,
+                         **common)
     else:
-        delim = tok(args.delimiter, add_special_tokens=False)["input_ids"]
+        llm = HFModel(Path(args.llm).name, model_dir(args.llm, args.zoo))
+        delim = args.delimiter if args.delimiter is not None else tasks.step_delimiter(args.suite)
         samples_a = asyncio.run(labels.arbitrage_labels(
-            examples, prompts, slm, llm, step_score=lambda ex, pre, st: float(suite.check_step(ex, pre, st)),
-            decode=decode, delimiter=delim, stop_ids=stop))
-        router_a, metrics = train_arbitrage(samples_a, seed=args.seed)
-        router_a.save(args.out, metrics=metrics, draft=args.slm, target=args.llm, suite=args.suite,
-                      delimiter=args.delimiter)
-    print(json.dumps(metrics, default=str, indent=2))
+            examples, prompts, slm, llm,
+            step_score=lambda ex, pre, st: tasks.check_step(ex, [tasks.clean_step(p) for p in pre],
+                                                            tasks.clean_step(st)),
+            decode=decode, delimiter=delim, stop_ids=stop, max_steps=args.max_steps,
+            max_step_tokens=args.max_step_tokens, progress=show))
+        if not samples_a:
+            raise SystemExit("no steps were written: nothing to train on")
+        router_a, metrics = train_arbitrage(samples_a, epochs=args.epochs or 200, seed=args.seed)
+        rsd = metrics["baselines"]["rsd"][0]["score"]
+        tau_a = choose_step_tau(metrics["sweep"], rsd)
+        metrics["tau"] = tau_a
+        metrics["chosen"] = next(e for e in metrics["sweep"] if e["tau"] == tau_a)
+        router_a.save(args.out, tau=tau_a, metrics=metrics, llm=args.llm, delimiter=delim, **common)
+    summary = {k: v for k, v in metrics.items() if k != "sweep"}
+    print(json.dumps({"out": args.out, "bytes": Path(args.out).stat().st_size, **summary}, default=str))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.agents_api import register as register_agents
 from gateway.errors import (
     ConfigError,
     InvalidRequest,
@@ -216,6 +217,7 @@ def create_app(gw: Gateway, *, start: bool = True, progress=print, on_started=No
             raise InvalidRequest(getattr(e, "message", str(e))) from None
         return _json({"ok": True, "routes": names})
 
+    register_agents(app, gw, flows)  # POST/GET /v1/agents, DELETE /v1/agents/{id} (TCAR)
     _openapi_with_defs(app, (ChatCompletionRequest, CompletionRequestBody, FeedbackBody))
     return app
 

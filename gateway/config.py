@@ -116,9 +116,10 @@ class RouteConfig(_Model):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.:/-]+$")
     """What clients send as ``model``."""
-    kind: Literal["backend", "router", "collab"] = "backend"
+    kind: Literal["backend", "router", "collab", "tcar"] = "backend"
     """``backend``: one model; ``router``: a query-level router picks one of ``candidates`` per request;
-    ``collab``: the backends in ``members`` write each answer together, token by token (``strategy``)."""
+    ``collab``: the backends in ``members`` write each answer together, token by token (``strategy``);
+    ``tcar``: an LLM (``router_route``) picks agents (``/v1/agents``), they answer, ``refine_route`` merges."""
     backend: str | None = None
     """Backend this route calls (kind ``backend``)."""
     router: str | None = None
@@ -140,6 +141,12 @@ class RouteConfig(_Model):
     """Extra strategy arguments (kind ``collab``), e.g. ``{tau: 0.4}``."""
     tokenizer: str | None = None
     """Tokenizer folder of the members (kind ``collab``; unset: taken from an in-process member)."""
+    router_route: str | None = None
+    """Route of the LLM that reads the TCAR prompt and names the agents (kind ``tcar``)."""
+    refine_route: str | None = None
+    """Route that merges the chosen agents' answers into the streamed reply (kind ``tcar``)."""
+    max_agents: int = Field(3, ge=1, le=3)
+    """Most agents one request goes to (kind ``tcar``)."""
     fallbacks: list[str] = []
     """Routes tried in order when this one fails before anything was streamed."""
     retries: int = Field(1, ge=0, le=10)
@@ -155,6 +162,8 @@ class RouteConfig(_Model):
             raise ValueError("a route of kind 'router' needs 'router', 'artifact' and 'candidates'")
         if self.kind == "collab" and not (self.strategy and self.members):
             raise ValueError("a route of kind 'collab' needs 'strategy' and 'members'")
+        if self.kind == "tcar" and not (self.router_route and self.refine_route):
+            raise ValueError("a route of kind 'tcar' needs 'router_route' and 'refine_route'")
         return self
 
 
@@ -234,6 +243,9 @@ class TandemConfig(_Model):
             for f in r.fallbacks:
                 if f not in route_names:
                     raise ValueError(f"routes.{i}.fallbacks: unknown route '{f}'")
+            for fld in ("router_route", "refine_route"):
+                if getattr(r, fld) is not None and getattr(r, fld) not in route_names:
+                    raise ValueError(f"routes.{i}.{fld}: unknown route '{getattr(r, fld)}'")
         if self.default_route and self.default_route not in route_names:
             raise ValueError(f"default_route: unknown route '{self.default_route}'")
         return self

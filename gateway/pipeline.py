@@ -26,6 +26,7 @@ from gateway.schemas import ChatCompletionRequest, CompletionRequestBody
 from gateway.state import Gateway
 from gateway.storage.keys import ApiKey
 from gateway.storage.request_log import LogRow
+from gateway.tcar_route import CALLER_KEY
 from gateway.usage import Usage, price_usage
 
 KEY_PREFIX = "tdm-"
@@ -138,6 +139,7 @@ class RequestFlow:
     async def prepare(self, flow: Flow, body: ChatCompletionRequest | CompletionRequestBody
                       ) -> tuple[BackendRoute, ChatRequest | CompletionRequest]:
         flow.route = body.model
+        CALLER_KEY.set(flow.key)  # composite routes (TCAR) see whose agents to use
         table = self.gw.table
         requested = table.resolve(body.model)
         flow.route = requested.name if body.model not in ("auto", "default") else body.model
@@ -201,10 +203,13 @@ class RequestFlow:
         route, req = await self.prepare(flow, body)
         res, flow.attempted, flow.backend_s = await call_chat(self.gw.table, route, req, self.cooldowns)
         flow.attempted.routed = flow.routed
+        if res.decision:
+            flow.routed.append(res.decision)
         self.account(flow, flow.attempted.route, res.counts, getattr(res, "counts_by_model", None))
         flow.response = res.message.get("content")
-        choice = {"index": 0, "message": res.message, "logprobs": res.logprobs, "finish_reason": res.finish_reason}
-        choices = getattr(res, "choices", None) or [choice]
+        results = getattr(res, "choices", None) or [res]  # n > 1: one ChatResult per choice
+        choices = [{"index": i, "message": r.message, "logprobs": r.logprobs, "finish_reason": r.finish_reason}
+                   for i, r in enumerate(results)]
         return {
             "id": "chatcmpl-" + flow.request_id, "object": "chat.completion", "created": int(time.time()),
             "model": res.model or flow.attempted.route.backend.name, "choices": choices,
@@ -255,13 +260,15 @@ class RequestFlow:
             while ev is not None:
                 if ev.counts is not None or ev.counts_by_model:
                     self.account(flow, att.route, ev.counts, ev.counts_by_model)
+                if ev.decision:
+                    flow.routed.append(ev.decision)
                 if ev.delta is not None or ev.finish_reason is not None or ev.text is not None or ev.logprobs:
                     piece = ev.delta.get("content") if ev.delta else ev.text
                     if piece:
                         text.append(piece)
                         pieces += 1
                     if chat:
-                        choice = {"index": 0, "delta": ev.delta or {}, "logprobs": ev.logprobs,
+                        choice = {"index": getattr(ev, "index", 0), "delta": ev.delta or {}, "logprobs": ev.logprobs,
                                   "finish_reason": ev.finish_reason}
                     else:
                         choice = {"index": 0, "text": ev.text or "", "logprobs": ev.logprobs,

@@ -21,6 +21,7 @@ from gateway.config import TandemConfig, load_config
 from gateway.dispatch import BackendRoute, Route, RouterRoute, RouteTable
 from gateway.limits import LimitStore, make_limit_store
 from gateway.metrics import GatewayMetrics
+from gateway.storage.agents import AgentStore
 from gateway.storage.db import make_engine, migrate, ping
 from gateway.storage.keys import ApiKey, KeyStore
 from gateway.storage.request_log import RequestLog
@@ -40,9 +41,9 @@ def load_router(path: str, knob: float | None) -> object:
     return router
 
 
-def build_routes(cfg: TandemConfig, backends: dict[str, Backend]) -> RouteTable:
+def build_routes(cfg: TandemConfig, backends: dict[str, Backend], agents: AgentStore | None = None) -> RouteTable:
     """Every backend is a route of its own name; configured routes add names (or take a backend's name over).
-    Router artifacts are loaded here (blocking: call from a worker thread)."""
+    Router artifacts are loaded here (blocking: call from a worker thread). TCAR routes read ``agents``."""
     routes: dict[str, Route] = {name: BackendRoute(name, b) for name, b in backends.items()}
     for r in cfg.routes:
         if r.kind == "collab":
@@ -52,6 +53,11 @@ def build_routes(cfg: TandemConfig, backends: dict[str, Backend]) -> RouteTable:
             collab = CollabBackend(r.name, r.strategy, members, dict(r.members), r.artifact, dict(r.params),
                                    r.tokenizer)
             routes[r.name] = BackendRoute(r.name, collab, list(r.fallbacks), 0, r.description, kind="collab")
+        elif r.kind == "tcar":
+            from gateway.tcar_route import TcarBackend
+
+            tcar = TcarBackend(r.name, r.router_route, r.refine_route, r.max_agents, agents, dict(r.params))
+            routes[r.name] = BackendRoute(r.name, tcar, list(r.fallbacks), 0, r.description, kind="tcar")
         elif r.kind == "router":
             routes[r.name] = RouterRoute(r.name, load_router(r.artifact, r.knob), list(r.candidates),
                                          dict(r.model_map), r.description)
@@ -60,7 +66,11 @@ def build_routes(cfg: TandemConfig, backends: dict[str, Backend]) -> RouteTable:
     default = cfg.default_route or (cfg.routes[0].name if cfg.routes else next(iter(routes), ""))
     if not routes:
         raise ValueError("no backends configured")
-    return RouteTable(routes, default)
+    table = RouteTable(routes, default)
+    for route in routes.values():  # TCAR routes call other routes of this same table
+        if isinstance(route, BackendRoute) and route.kind == "tcar":
+            route.backend.bind(table)
+    return table
 
 
 class Gateway:
@@ -78,6 +88,7 @@ class Gateway:
         self.engine = make_engine(cfg.storage.database_url)
         self.request_log = RequestLog(self.engine, Path(cfg.storage.spool_dir).expanduser())
         self.keys = KeyStore(self.engine)
+        self.agents = AgentStore(self.engine)
         self.limits: LimitStore = make_limit_store(cfg.storage.redis_url)
         self._key_cache: dict[str, tuple[float, ApiKey | None]] = {}
         self._reload_lock = asyncio.Lock()
@@ -109,7 +120,7 @@ class Gateway:
 
     async def _apply(self, cfg: TandemConfig, progress) -> None:
         new = await self._build(cfg, progress)
-        table = await asyncio.to_thread(build_routes, cfg, new)
+        table = await asyncio.to_thread(build_routes, cfg, new, self.agents)
         removed = [b for name, b in self.backends.items() if new.get(name) is not b]
         self.backends, self.table, self.cfg = new, table, cfg
         self._backend_cfgs = {b.name: b for b in cfg.backends}

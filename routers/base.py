@@ -65,7 +65,7 @@ class RouteQuery:
             if m.get("role") == "user":
                 content = m.get("content")
                 if isinstance(content, list):  # OpenAI content parts
-                    content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+                    content = " ".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
                 text = str(content or "")
                 break
         return cls(prompt=text, messages=messages, category=category)

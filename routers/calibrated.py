@@ -1,6 +1,6 @@
 """Per-model calibrated classifiers on rich query features, and the router built on them.
 
-- `RichFeatures`: TF-IDF (hashed uni+bigrams, IDF fit on the training queries) ⊕ sentence embedding ⊕ a one-hot of
+- `RichFeatures`: TF-IDF (hashed uni+bigrams seen in ≥ 2 training queries, IDF fit on the training queries) ⊕ sentence embedding ⊕ a one-hot of
   the query's category (RouterBench's dataset, MMLU's subject; unknown / missing → all zeros), the category block
   scaled by `cat_weight` so a linear model can learn per-category priors cheaply.
 - `fit_heads`: one logistic regression per model predicting P(score ≥ 0.5); its C is picked from a grid by
@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from routers.base import RouteQuery, ScoreRouter, lambda_grid
-from routers.features import Tfidf, embeddings
+from routers.features import N_HASH_FEATURES, Tfidf, embeddings, hashed_counts
 
 C_GRID = (0.1, 0.3, 1.0, 3.0)
 
@@ -31,15 +31,22 @@ C_GRID = (0.1, 0.3, 1.0, 3.0)
 class RichFeatures:
     """TF-IDF ⊕ embedding ⊕ category one-hot; fit on training queries, then a pure transform."""
 
-    def __init__(self, use_tfidf: bool = True, use_emb: bool = True, cat_weight: float = 1.0) -> None:
-        self.use_tfidf, self.use_emb, self.cat_weight = use_tfidf, use_emb, cat_weight
+    def __init__(
+        self, use_tfidf: bool = True, use_emb: bool = True, cat_weight: float = 1.0, min_df: int = 2
+    ) -> None:
+        self.use_tfidf, self.use_emb, self.cat_weight, self.min_df = use_tfidf, use_emb, cat_weight, min_df
         self.categories: list[str] = []
         self.tfidf: Tfidf | None = None
+        self.columns = np.zeros(0, dtype=int)
 
     def fit(self, queries: Sequence[RouteQuery]) -> RichFeatures:
         cats = {q.category for q in queries if q.category is not None}
         self.categories = sorted(cats) if len(cats) >= 2 else []
-        self.tfidf = Tfidf().fit(queries) if self.use_tfidf else None
+        self.tfidf = None
+        if self.use_tfidf and queries:
+            self.tfidf = Tfidf().fit(queries)
+            df = np.bincount(hashed_counts(queries).indices, minlength=N_HASH_FEATURES)
+            self.columns = np.flatnonzero(df >= self.min_df)  # hashed n-grams seen in ≥ min_df training queries
         return self
 
     def category_matrix(self, queries: Sequence[RouteQuery]) -> np.ndarray:
@@ -54,7 +61,7 @@ class RichFeatures:
     def transform(self, queries: Sequence[RouteQuery]) -> sp.csr_matrix:
         blocks: list[Any] = []
         if self.tfidf is not None:
-            blocks.append(self.tfidf.transform(queries))
+            blocks.append(self.tfidf.transform(queries)[:, self.columns])
         if self.use_emb:
             blocks.append(sp.csr_matrix(embeddings(queries)))
         if self.categories:
@@ -103,13 +110,13 @@ def fit_heads(
         for c in c_grid:
             pred = np.zeros(len(y))
             for tr, te in cv:
-                clf = LogisticRegression(C=c, max_iter=300).fit(xj[tr], y[tr])
+                clf = LogisticRegression(C=c, max_iter=300, solver="liblinear").fit(xj[tr], y[tr])
                 pred[te] = clf.predict_proba(xj[te])[:, 1]
             loss = log_loss(pred, y)
             if best is None or loss < best[0]:
                 best = (loss, c, pred)
         assert best is not None
-        heads.append(LogisticRegression(C=best[1], max_iter=300).fit(xj, y))
+        heads.append(LogisticRegression(C=best[1], max_iter=300, solver="liblinear").fit(xj, y))
         oof[have, j] = best[2]
         chosen.append(best[1])
     return heads, oof, chosen

@@ -1,15 +1,20 @@
 """EllieSQL-style complexity-aware routers over ordered tiers (cheap → expensive).
 
-Tiers are the candidates ordered by mean training cost. A query's label is the cheapest tier whose answer passes
-(score ≥ 0.5); unsolved queries are labelled with the top tier. Routers:
+Tiers are the Pareto-efficient candidates on the training data (no cheaper model has an equal or better mean score),
+ordered by mean training cost; a dominated model is never a tier (it would only be a dearer way to do worse). A
+query's label is the cheapest tier whose answer passes (score ≥ 0.5); unsolved queries are labelled with the top
+tier. Every learned router sees the query's category (dataset / subject) when the data has one: a one-hot block
+in its features (the kNN router ranks same-category neighbours first). Routers:
 - `ellie-heuristic`: a least-squares complexity score from hand features (length, digits, keyword counts);
   tier thresholds are the score quantiles that reproduce the training label distribution; knob = shift of the
   score in standard deviations.
 - `ellie-knn`: tier distribution of the k nearest training prompts (embeddings).
-- `ellie-classifier`: multinomial logistic regression on embeddings → tier distribution.
+- `ellie-classifier`: multinomial logistic regression on TF-IDF ⊕ embedding ⊕ category → tier distribution, C chosen
+  by inner CV on the training rows.
 - `ellie-preference`: a linear ranker per tier trained on pairs (a passing tier ≻ a failing one, a cheaper passing
   tier ≻ a dearer passing one); softmax of the ranking scores is the tier distribution.
-- `ellie-cascade`: one binary "tier t suffices" classifier per tier below the top; go to the first tier with
+- `ellie-cascade`: one binary "tier t suffices" classifier per tier below the top (`routers.calibrated.fit_heads` on
+  TF-IDF ⊕ embedding ⊕ category); go to the first tier with
   p_t ≥ τ_t. τ_t is calibrated on out-of-fold training predictions as the smallest threshold whose precision
   reaches the knob κ (a target pass rate for the calls a tier keeps).
 The distribution routers pick the smallest tier whose cumulative probability reaches the knob q ∈ [0, 1].
@@ -27,6 +32,7 @@ import numpy as np
 import torch
 
 from routers.base import RouteQuery, Router, TrainingTable
+from routers.calibrated import C_GRID, RichFeatures, fit_heads, log_loss, predict_heads
 from routers.features import embeddings, hand_matrix
 
 PASS = 0.5
@@ -74,6 +80,19 @@ def precision_threshold(p: np.ndarray, y: np.ndarray, target: float) -> float:
     return float(ps[np.flatnonzero(ok)[-1]])
 
 
+def pareto_tiers(mean_scores: np.ndarray, mean_costs: np.ndarray) -> np.ndarray:
+    """Model indices, cheap → dear, of the models no cheaper (or equally cheap and better) model dominates."""
+    order = np.lexsort((-np.nan_to_num(mean_scores, nan=-np.inf), mean_costs))
+    out: list[int] = []
+    best = -np.inf
+    for j in order:
+        s = float(np.nan_to_num(mean_scores[j], nan=-np.inf))
+        if s > best + 1e-12:
+            out.append(int(j))
+            best = s
+    return np.array(out, dtype=int)
+
+
 def mask_tiers(tiers: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     """Move each tier up to the next allowed tier (down to the highest allowed one when none is above)."""
     ok = np.flatnonzero(allowed)
@@ -91,15 +110,22 @@ class TierRouter(Router):
         super().__init__(knob=knob, seed=seed)
 
     def _tiers(self, table: TrainingTable) -> np.ndarray:
-        self.tier_order = np.argsort(self.model_costs, kind="stable")  # tier index → model index
+        with np.errstate(invalid="ignore"):
+            means = np.nanmean(table.scores, axis=0)
+        self.tier_order = pareto_tiers(means, self.model_costs)  # tier index → model index
         self.n_tiers = len(self.tier_order)
+        self.metadata["tiers"] = [self.models[j] for j in self.tier_order]
         labels = tier_labels(table.scores[:, self.tier_order])
         self.metadata["label_share"] = np.bincount(labels, minlength=self.n_tiers).tolist()
         return labels
 
     def _to_models(self, tiers: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         if mask is not None:
-            tiers = mask_tiers(tiers, np.asarray(mask, dtype=bool)[self.tier_order])
+            allowed = np.asarray(mask, dtype=bool)
+            if not allowed[self.tier_order].any():  # no tier allowed: the cheapest allowed candidate
+                ok = np.flatnonzero(allowed)
+                return np.full(len(tiers), ok[np.argmin(self.model_costs[ok])], dtype=int)
+            tiers = mask_tiers(tiers, allowed[self.tier_order])
         return self.tier_order[tiers]
 
     def knob_grid(self) -> list[float]:
@@ -128,10 +154,14 @@ class EllieKnnRouter(DistributionTierRouter):
         table, qs = self._table_and_queries(data, queries)
         self.labels = self._tiers(table)
         self.train_emb = embeddings(qs).astype(np.float32)
+        self.features = RichFeatures(use_tfidf=False, use_emb=False, cat_weight=2.0).fit(qs)
+        self.train_cat = self.features.category_matrix(qs)
         return self
 
     def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:
         sims = embeddings(queries) @ self.train_emb.T
+        if self.train_cat.shape[1]:  # cosine ≤ 1, so a +2 bonus ranks same-category neighbours first
+            sims = sims + self.features.category_matrix(queries) @ self.train_cat.T / 2.0
         k = min(self.k, len(self.labels))
         idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         probs = np.zeros((len(queries), self.n_tiers))
@@ -149,13 +179,32 @@ class EllieClassifierRouter(DistributionTierRouter):
 
     def fit(self, data: Any, queries: Sequence[RouteQuery] | None = None) -> EllieClassifierRouter:
         from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import StratifiedKFold
 
         table, qs = self._table_and_queries(data, queries)
         labels = self._tiers(table)
         self.classes = np.unique(labels)
+        self.features = RichFeatures().fit(qs)
+        x = self.features.transform(qs)
         self.clf = None
         if len(self.classes) > 1:
-            self.clf = LogisticRegression(C=self.c, max_iter=500).fit(embeddings(qs), labels)
+            counts = np.bincount(labels)
+            folds = min(3, int(counts[counts > 0].min()))
+            best_c, best_loss = self.c, np.inf
+            if folds >= 2:  # C by inner-CV log-loss on the training rows
+                cv = list(StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(x, labels))
+                for c in C_GRID:
+                    p = np.zeros(len(labels))
+                    for tr, te in cv:
+                        clf = LogisticRegression(C=c, max_iter=300, solver="liblinear").fit(x[tr], labels[tr])
+                        proba = clf.predict_proba(x[te])
+                        col = {k: i for i, k in enumerate(clf.classes_)}
+                        p[te] = [proba[r, col[y]] if y in col else 1e-6 for r, y in enumerate(labels[te])]
+                    loss = log_loss(p, np.ones(len(p)))
+                    if loss < best_loss:
+                        best_c, best_loss = c, loss
+            self.metadata["chosen_C"] = best_c
+            self.clf = LogisticRegression(C=best_c, max_iter=300, solver="liblinear").fit(x, labels)
         return self
 
     def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:
@@ -163,7 +212,7 @@ class EllieClassifierRouter(DistributionTierRouter):
         if self.clf is None:
             probs[:, self.classes[0]] = 1.0
         else:
-            probs[:, self.clf.classes_] = self.clf.predict_proba(embeddings(queries))
+            probs[:, self.clf.classes_] = self.clf.predict_proba(self.features.transform(queries))
         return probs
 
 
@@ -176,7 +225,8 @@ class EllieHeuristicRouter(TierRouter):
     def fit(self, data: Any, queries: Sequence[RouteQuery] | None = None) -> EllieHeuristicRouter:
         table, qs = self._table_and_queries(data, queries)
         labels = self._tiers(table)
-        x = hand_matrix(qs)
+        self.features = RichFeatures(use_tfidf=False, use_emb=False).fit(qs)
+        x = np.c_[hand_matrix(qs), self.features.category_matrix(qs)]
         self.mu, self.sd = x.mean(axis=0), x.std(axis=0) + 1e-9
         z = np.c_[np.ones(len(x)), (x - self.mu) / self.sd]
         self.w, *_ = np.linalg.lstsq(z, labels.astype(float), rcond=None)
@@ -188,7 +238,7 @@ class EllieHeuristicRouter(TierRouter):
         return self
 
     def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:
-        x = hand_matrix(queries)
+        x = np.c_[hand_matrix(queries), self.features.category_matrix(queries)]
         return np.c_[np.ones(len(x)), (x - self.mu) / self.sd] @ self.w
 
     def choose(self, prepared: Any, knob: float | None = None, mask: np.ndarray | None = None) -> np.ndarray:
@@ -211,28 +261,17 @@ class EllieCascadeRouter(TierRouter):
         self.c, self.inner_folds = c, inner_folds
 
     def fit(self, data: Any, queries: Sequence[RouteQuery] | None = None) -> EllieCascadeRouter:
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
         table, qs = self._table_and_queries(data, queries)
         self._tiers(table)
-        x = embeddings(qs)
-        self.heads: list[Any] = []  # per tier below the top: a classifier, or a constant probability
-        self.oof: list[tuple[np.ndarray, np.ndarray]] = []
-        for t in range(self.n_tiers - 1):
-            col = table.scores[:, self.tier_order[t]]
-            have = np.isfinite(col)
-            y = (col[have] >= PASS).astype(int)
-            if len(y) == 0 or y.min() == y.max() or min(np.bincount(y)) < self.inner_folds:
-                const = float(y.mean()) if len(y) else 0.0
-                self.heads.append(const)
-                self.oof.append((np.full(len(y), const), y))
-                continue
-            clf = LogisticRegression(C=self.c, max_iter=500)
-            cv = StratifiedKFold(self.inner_folds, shuffle=True, random_state=self.seed)
-            p = cross_val_predict(clf, x[have], y, cv=cv, method="predict_proba")[:, 1]
-            self.heads.append(clf.fit(x[have], y))
-            self.oof.append((p, y))
+        self.features = RichFeatures().fit(qs)
+        x = self.features.transform(qs)
+        below = table.scores[:, self.tier_order[:-1]]
+        self.heads, oof, _ = fit_heads(x, below, C_GRID, self.inner_folds, self.seed)
+        self.oof = []  # per tier below the top: (out-of-fold P(tier suffices), label) on rows with a score
+        for t in range(below.shape[1]):
+            have = np.isfinite(below[:, t])
+            self.oof.append((oof[have, t], (below[have, t] >= PASS).astype(int)))
         return self
 
     def taus(self, kappa: float) -> np.ndarray:
@@ -240,11 +279,7 @@ class EllieCascadeRouter(TierRouter):
         return np.array([precision_threshold(p, y, kappa) for p, y in self.oof])
 
     def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:
-        x = embeddings(queries)
-        cols = [
-            np.full(len(queries), h) if isinstance(h, float) else h.predict_proba(x)[:, 1] for h in self.heads
-        ]
-        return np.stack(cols, axis=1) if cols else np.zeros((len(queries), 0))
+        return predict_heads(self.heads, self.features.transform(queries))
 
     def choose(self, prepared: Any, knob: float | None = None, mask: np.ndarray | None = None) -> np.ndarray:
         kappa = float(knob if knob is not None else self.knob)
@@ -268,7 +303,8 @@ class ElliePreferenceRouter(DistributionTierRouter):
         table, qs = self._table_and_queries(data, queries)
         self._tiers(table)
         pairs = preference_pairs(table.scores[:, self.tier_order])  # [n, T, T] a ≻ b
-        x = torch.tensor(embeddings(qs), dtype=torch.float32)
+        self.features = RichFeatures(use_tfidf=False).fit(qs)
+        x = torch.tensor(self.features.transform(qs).toarray(), dtype=torch.float32)
         pm = torch.tensor(pairs, dtype=torch.float32)
         g = torch.Generator().manual_seed(self.seed)
         w = torch.nn.Parameter(torch.randn(self.n_tiers, x.shape[1], generator=g) * 0.01)
@@ -287,7 +323,7 @@ class ElliePreferenceRouter(DistributionTierRouter):
         return self
 
     def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:
-        f = embeddings(queries) @ self.w.T + self.b
+        f = self.features.transform(queries).toarray() @ self.w.T + self.b
         f = f - f.max(axis=1, keepdims=True)
         e = np.exp(f)
         return e / e.sum(axis=1, keepdims=True)

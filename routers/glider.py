@@ -4,10 +4,12 @@
   LLM-written instruction) and each expert's instruction embedding — the normalised mean embedding of the
   training prompts the expert is best at (passes, ranked by how much it beats the row's mean score; at most
   `n_instruction` of them), centred across experts.
-- Local: a per-expert logistic head on the query embedding predicting that the expert passes (its logit).
-- `logits = local + α·global`; softmax gives the routing distribution, `glider_select` the top-k / top-p experts
-  (k = 1 for replay). As a score-predicting router, sigmoid(logits) is the predicted score per expert and the
-  decision is the shared utility rule argmax (p̂ − λ·cost).
+- Local: a per-expert calibrated logistic head (`routers.calibrated.fit_heads`: TF-IDF ⊕ embedding ⊕ category, C by
+  inner CV) predicting that the expert passes (its logit).
+- `logits = local + α·global`; α is chosen from a grid by the log-loss of sigmoid(out-of-fold local + α·global) on
+  the training rows (α = 0 allowed). Softmax gives the routing distribution, `glider_select` the top-k / top-p
+  experts (k = 1 for replay). As a score-predicting router, sigmoid(logits) is the predicted score per expert and the
+  decision is the shared utility rule argmax (p̂ − λ·cost); the knob grid includes a point forcing the top-cost model.
 
 Left out: combining k > 1 experts' outputs (token-level fusion lives in collab/); the LLM that writes the instruction.
 """
@@ -20,7 +22,10 @@ from typing import Any
 import numpy as np
 
 from routers.base import Decision, RouteQuery, ScoreRouter
+from routers.calibrated import C_GRID, RichFeatures, fit_heads, head_logits, knob_grid_with_top, log_loss
 from routers.features import embeddings
+
+ALPHA_GRID = (0.0, 0.5, 1.0, 2.0, 5.0)
 
 # --------------------------------------------------------------------------------------------------- pure rules
 
@@ -62,53 +67,79 @@ def instruction_rows(scores: np.ndarray, j: int, n_max: int) -> np.ndarray:
 class GliderRouter(ScoreRouter):
     name = "glider"
 
-    def __init__(self, alpha: float = 5.0, n_instruction: int = 50, c: float = 1.0, top_k: int = 1, **kw: Any) -> None:
+    def __init__(
+        self, alpha: float | None = None, n_instruction: int = 50, inner_folds: int = 3, top_k: int = 1, **kw: Any
+    ) -> None:
         super().__init__(**kw)
-        self.alpha, self.n_instruction, self.c, self.top_k = alpha, n_instruction, c, top_k
+        self.alpha, self.n_instruction, self.inner_folds, self.top_k = alpha, n_instruction, inner_folds, top_k
 
     def fit(self, data: Any, queries: Sequence[RouteQuery] | None = None) -> GliderRouter:
-        from sklearn.linear_model import LogisticRegression
-
         table, qs = self._table_and_queries(data, queries)
         x = embeddings(qs)
         m = len(self.models)
         inst = np.zeros((m, x.shape[1]), dtype=np.float32)
-        self.heads: list[Any] = []
         for j in range(m):
             rows = instruction_rows(table.scores, j, self.n_instruction)
             if len(rows):
                 v = x[rows].mean(axis=0)
                 inst[j] = v / (np.linalg.norm(v) + 1e-12)
-            col = table.scores[:, j]
-            have = np.isfinite(col)
-            y = (col[have] >= 0.5).astype(int)
-            if len(y) == 0 or y.min() == y.max():
-                p = float(np.clip(y.mean() if len(y) else 0.5, 0.01, 0.99))
-                self.heads.append(float(np.log(p / (1 - p))))
-            else:
-                self.heads.append(LogisticRegression(C=self.c, max_iter=500).fit(x[have], y))
         self.instructions = inst
-        self._calibrate_share(self.predict(qs))
+        self.features = RichFeatures().fit(qs)
+        self.heads, oof, _ = fit_heads(self.features.transform(qs), table.scores, C_GRID, self.inner_folds, self.seed)
+        glob = self._global(x)
+        have = np.isfinite(table.scores) & np.isfinite(oof)
+        y = (table.scores[have] >= 0.5).astype(int)
+        with np.errstate(divide="ignore"):
+            local_oof = np.log(np.clip(oof, 1e-6, 1 - 1e-6)) - np.log(np.clip(1 - oof, 1e-6, 1))
+        if self.alpha is None:  # α from the training rows' out-of-fold local logits
+            losses = {a: log_loss(1 / (1 + np.exp(-glider_logits(local_oof, glob, a)[have])), y) for a in ALPHA_GRID}
+            self.alpha = min(losses, key=lambda a: losses[a])
+            self.metadata["alpha_log_loss"] = {str(a): v for a, v in losses.items()}
+        self.metadata["alpha"] = self.alpha
+        self._calibrate_share(1 / (1 + np.exp(-glider_logits(np.nan_to_num(local_oof), glob, self.alpha))))
         return self
 
-    def logits(self, queries: Sequence[RouteQuery]) -> np.ndarray:
-        x = embeddings(queries)
-        local = np.stack(
-            [np.full(len(x), h) if isinstance(h, float) else h.decision_function(x) for h in self.heads], axis=1
-        )
+    def _global(self, x: np.ndarray) -> np.ndarray:
         glob = x @ self.instructions.T
-        glob = glob - glob.mean(axis=1, keepdims=True)
-        return glider_logits(local, glob, self.alpha)
+        return glob - glob.mean(axis=1, keepdims=True)
+
+    def logits(self, queries: Sequence[RouteQuery]) -> np.ndarray:
+        local = head_logits(self.heads, self.features.transform(queries))
+        return glider_logits(local, self._global(embeddings(queries)), float(self.alpha or 0.0))
+
+    def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:
+        """Logits [n, m] (the knob-free part); `choose` applies the utility rule to sigmoid(logits)."""
+        return self.logits(queries)
 
     def predict(self, queries: Sequence[RouteQuery]) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.logits(queries)))
 
+    def choose(self, prepared: Any, knob: float | None = None, mask: np.ndarray | None = None) -> np.ndarray:
+        return super().choose(1.0 / (1.0 + np.exp(-prepared)), knob, mask)
+
+    def row_scores(self, prepared: Any, i: int) -> dict[str, float]:
+        return {m: float(1.0 / (1.0 + np.exp(-prepared[i, j]))) for j, m in enumerate(self.models)}
+
+    def knob_grid(self) -> list[float]:
+        return knob_grid_with_top(self.model_costs)
+
     def decide(self, query: RouteQuery | str, candidates: Sequence[str] | None = None) -> Decision:
-        d = super().decide(query, candidates)
         q = RouteQuery(prompt=query) if isinstance(query, str) else query
-        logits = self.logits([q])[0]
-        keep = [j for j, m in enumerate(self.models) if m in d.candidates]
-        probs = softmax(logits[keep])
-        d.extra["softmax"] = {self.models[j]: float(p) for j, p in zip(keep, probs, strict=True)}
-        d.extra["top_k"] = [self.models[keep[i]] for i in glider_select(logits[keep], self.top_k)]
-        return d
+        if not self.models:
+            raise RuntimeError(f"router {self.name!r} is not fitted")
+        known = [c for c in (list(candidates) if candidates else self.models) if c in self.models]
+        if not known:
+            raise ValueError(f"none of the candidates {list(candidates or [])} is known to router {self.name!r}")
+        mask = np.array([m in known for m in self.models])
+        logits = self.prepare([q])  # computed once
+        idx = int(self.choose(logits, self.default_knob(), mask)[0])
+        keep = [j for j, m in enumerate(self.models) if m in known]
+        probs = softmax(logits[0, keep])
+        scores = {k: v for k, v in self.row_scores(logits, 0).items() if k in known}
+        route = self.models[idx]
+        return Decision(
+            route=route, scores=scores, reason=f"{self.name}: {route} (knob={self.default_knob() or 0.0:.4g})",
+            candidates=known,
+            extra={"knob": self.default_knob(), "softmax": {self.models[j]: float(p) for j, p in zip(keep, probs,
+                   strict=True)}, "top_k": [self.models[keep[i]] for i in glider_select(logits[0, keep], self.top_k)]},
+        )

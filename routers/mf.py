@@ -1,10 +1,11 @@
 """RouteLLM-style matrix-factorisation router.
 
 The predicted score of model m on query q is sigmoid(⟨v_m, W·e_q⟩ + b_m): e_q is the query's sentence embedding
-projected by W into a small latent space shared with one learned vector v_m per model (RouteLLM's MF router
+(with a one-hot of its category appended when the data has categories — a per-category prior per model) projected by W into a small latent space shared with one learned vector v_m per model (RouteLLM's MF router
 learns the same bilinear form on pairwise win labels; here the label is each model's own score, which for two
 models carries the win-rate information and for many models needs no pairing). Trained full-batch with Adam on
-binary cross-entropy over the non-missing scores, fixed seed and step count. Decision: the utility rule.
+binary cross-entropy over the non-missing scores, fixed seed and step count. Decision: the utility rule; the knob
+grid includes a point forcing the top-cost model.
 
 Left out: training on pairwise preference data (arena battles) — only per-model scores are used.
 """
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from routers.base import RouteQuery, ScoreRouter
-from routers.features import embeddings
+from routers.calibrated import RichFeatures, knob_grid_with_top
 
 
 class MFRouter(ScoreRouter):
@@ -32,7 +33,8 @@ class MFRouter(ScoreRouter):
 
     def fit(self, data: Any, queries: Sequence[RouteQuery] | None = None) -> MFRouter:
         table, qs = self._table_and_queries(data, queries)
-        x = torch.tensor(embeddings(qs), dtype=torch.float32)
+        self.features = RichFeatures(use_tfidf=False).fit(qs)
+        x = torch.tensor(self.features.transform(qs).toarray(), dtype=torch.float32)
         y = torch.tensor(np.nan_to_num(table.scores, nan=0.0), dtype=torch.float32)
         w = torch.tensor(np.isfinite(table.scores), dtype=torch.float32)
         g = torch.Generator().manual_seed(self.seed)
@@ -58,5 +60,8 @@ class MFRouter(ScoreRouter):
         return self
 
     def predict(self, queries: Sequence[RouteQuery]) -> np.ndarray:
-        logits = (embeddings(queries) @ self.proj) @ self.vecs.T + self.bias
+        logits = (self.features.transform(queries).toarray() @ self.proj) @ self.vecs.T + self.bias
         return 1.0 / (1.0 + np.exp(-logits))
+
+    def knob_grid(self) -> list[float]:
+        return knob_grid_with_top(self.model_costs)

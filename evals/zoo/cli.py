@@ -2,8 +2,8 @@
 
 - ``tandem zoo build [--out DIR] [--steps N] [--scale X] [--only a,b]`` trains the zoo's models (all, or the named
   ones) by step count into DIR (default: the packaged ``evals/zoo/models``) and writes ``zoo.json``.
-- ``tandem zoo eval [--zoo DIR] [--n N] [--only a,b] [--suites s,t] [--json]`` prints accuracy per model per suite on
-  the test split (a Markdown table, then the requirements check); with ``--json`` the last line is
+- ``tandem zoo eval [--zoo DIR] [--n N] [--only a,b] [--suites s,t] [--max-new N] [--json]`` prints accuracy per
+  model per suite on the test split (a Markdown table, then the requirements check); with ``--json`` the last line is
   ``{"models": {"small": {"arithmetic": 0.41, ...}, ...}}``.
 
 What it leaves out: the gateway's own ``tandem`` parser (it hands the words after ``zoo`` to :func:`main`).
@@ -40,6 +40,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--only", help="comma-separated model names")
     e.add_argument("--suites", help=f"comma-separated suites (default: {','.join(SUITES)})")
     e.add_argument("--batch", type=int, default=64)
+    e.add_argument("--max-new", type=int, help="cap on generated tokens per answer (default: per suite)")
     e.add_argument("--json", action="store_true", help="end with one JSON line of accuracies")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     suites = _names(args.suites) or list(SUITES)
     result = evaluate_zoo(zoo, suites=suites, get_suite=default_get_suite, n=args.n, only=_names(args.only),
-                          batch=args.batch, progress=not args.quiet)
+                          batch=args.batch, max_new_tokens=args.max_new, progress=not args.quiet)
     flops = _flops(zoo)
     print(format_table(result["models"], flops, suites))
     for statement, holds in check_criteria(result["models"], flops, suites=suites):

@@ -103,7 +103,8 @@ def model_dirs(zoo_dir: str | Path) -> dict[str, Path]:
 
 
 def evaluate_zoo(zoo_dir: str | Path, *, suites: Sequence[str], get_suite: Callable[[str], Any], n: int | None = None,
-                 only: Sequence[str] | None = None, batch: int = 64, progress: bool = True) -> dict:
+                 only: Sequence[str] | None = None, batch: int = 64, max_new_tokens: int | None = None,
+                 progress: bool = True) -> dict:
     """``{"models": {model: {suite: accuracy on the test split}}}`` (mean checker score over ``n`` examples)."""
     import torch
     from tqdm import tqdm
@@ -113,6 +114,8 @@ def evaluate_zoo(zoo_dir: str | Path, *, suites: Sequence[str], get_suite: Calla
     loaded = {s: get_suite(s) for s in suites}
     tests = {s: loaded[s].examples("test", n=n) for s in suites}
     budgets = {s: answer_budget(loaded[s]) for s in suites}
+    if max_new_tokens is not None:
+        budgets = {s: min(b, max_new_tokens) for s, b in budgets.items()}
     results: dict[str, dict[str, float]] = {}
     for name, path in model_dirs(zoo_dir).items():
         if only and name not in only:

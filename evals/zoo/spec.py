@@ -4,9 +4,9 @@ A :class:`ModelSpec` names a Llama shape (layers × hidden, heads; head_dim = hi
 optimiser settings (AdamW, peak ``lr`` with linear warmup then cosine decay to ``min_lr_ratio`` × lr), the number of
 steps and the batch size, a fixed seed, and the mixture of task suites it trains on (suite name → weight). The zoo:
 
-- ``small``: 2 × 128, all three suites — cheap, and meant to underfit the hard tiers.
-- ``large``: 4 × 256, all three suites — at least 5× ``small``'s FLOPs per token (:func:`flops_per_token`).
-- ``expert-<suite>``: small-ish width trained on its own suite only — cheaper than ``large``, blind outside it.
+- ``small``: 2 × 64, all three suites, 650 steps — cheap, and underfits.
+- ``large``: 2 × 192, all three suites, 600 steps — 6.8× ``small``'s FLOPs per token (:func:`flops_per_token`).
+- ``expert-<suite>``: 2 × 96 (3.5× cheaper than ``large``) trained on its own suite only — blind outside it.
 
 ``role`` leaves room for more kinds (a ``"router"`` spec later: same fields, its own data). :func:`flops_per_token`
 and :func:`param_count` are pure arithmetic on the shape (no torch), checked in tests against the real model.
@@ -81,14 +81,15 @@ def flops_per_token(spec: ModelSpec, *, context: int = FLOPS_CONTEXT, vocab: int
     return 2 * matmul + 4 * spec.layers * context * h
 
 
+# Shapes and step counts chosen from measured trials (2 threads per run): see the README's zoo table.
 ZOO_SPECS: tuple[ModelSpec, ...] = (
-    ModelSpec(name="small", layers=2, hidden=128, heads=4, steps=1500, batch=32, lr=3e-3, seed=11),
-    ModelSpec(name="large", layers=4, hidden=256, heads=8, steps=1500, batch=32, lr=1.5e-3, seed=12),
-    ModelSpec(name="expert-arithmetic", layers=3, hidden=128, heads=4, steps=1200, batch=32, lr=3e-3, seed=21,
+    ModelSpec(name="small", layers=2, hidden=64, heads=2, steps=650, batch=32, lr=3e-3, seed=11),
+    ModelSpec(name="large", layers=2, hidden=192, heads=6, steps=600, batch=32, lr=2e-3, seed=12),
+    ModelSpec(name="expert-arithmetic", layers=2, hidden=96, heads=3, steps=750, batch=32, lr=3e-3, seed=21,
               suites={"arithmetic": 1.0}, role="expert"),
-    ModelSpec(name="expert-sql", layers=3, hidden=128, heads=4, steps=1200, batch=32, lr=3e-3, seed=22,
+    ModelSpec(name="expert-sql", layers=2, hidden=96, heads=3, steps=1750, batch=32, lr=3e-3, seed=22,
               suites={"sql": 1.0}, role="expert"),
-    ModelSpec(name="expert-units", layers=3, hidden=128, heads=4, steps=1200, batch=32, lr=3e-3, seed=23,
+    ModelSpec(name="expert-units", layers=2, hidden=96, heads=3, steps=1400, batch=32, lr=3e-3, seed=23,
               suites={"units": 1.0}, role="expert"),
 )
 

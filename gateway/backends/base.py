@@ -81,6 +81,7 @@ class StreamEvent:
     counts: TokenCounts | None = None
     model: str | None = None  # collaborations: the backend that wrote this piece
     counts_by_model: dict[str, TokenCounts] | None = None  # collaborations: final counts of every backend touched
+    decision: dict[str, Any] | None = None  # composite routes (TCAR): their routing decision, logged with the request
 
 
 @dataclass
@@ -94,6 +95,7 @@ class ChatResult:
     model: str = ""
     counts_by_model: dict[str, TokenCounts] | None = None  # collaborations: per backend
     provenance: list[dict[str, str]] | None = None  # collaborations: [{"model", "text"}] runs, in order
+    decision: dict[str, Any] | None = None  # composite routes (TCAR): their routing decision, logged with the request
 
 
 @dataclass

@@ -384,7 +384,7 @@ class OpenAIHTTPBackend(Backend):
         if len(results) == 1:
             return results[0]
         first = results[0]
-        return MultiChatResult(first.message, first.finish_reason, counts, first.logprobs, self.name, results)
+        return MultiChatResult(first.message, first.finish_reason, counts, first.logprobs, self.name, choices=results)
 
     async def stream_chat(self, req: ChatRequest) -> AsyncIterator[StreamEvent]:
         multi = req.n != 1

@@ -1,4 +1,5 @@
-"""The schema: ``requests`` (one row per request), ``feedback`` (outcomes attached later) and ``api_keys``.
+"""The schema: ``requests`` (one row per request), ``feedback`` (outcomes attached later), ``api_keys`` and
+``agents`` (TCAR agents: a route with a description, owned by a key or global).
 
 Times are Unix seconds (float) so SQLite and Postgres compare them alike. JSON columns hold the router's decision,
 the per-model usage list (``gateway.usage.Usage.to_list()``) and the prompt messages. The migration scripts in
@@ -86,4 +87,17 @@ api_keys = Table(
     Column("tpm", Integer, nullable=True),
     Column("log_prompts", Boolean, nullable=False, default=True),
     Column("revoked", Boolean, nullable=False, default=False),
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("route", String(200), nullable=False),
+    Column("key_id", String(64), nullable=True),  # owner; NULL: a global agent (created by the admin)
+    Column("created_at", Float, nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Index(None, "key_id"),
 )

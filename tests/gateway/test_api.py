@@ -84,6 +84,15 @@ def test_sampling_params_pass_through(client):
     assert len(content) == lp.usage.completion_tokens and all(len(t.top_logprobs) == 3 for t in content)
 
 
+def test_n_choices_on_vllm(client):
+    r = client.chat.completions.create(model="tiny", messages=MSG, max_tokens=4, n=2, temperature=1.0, seed=3,
+                                       extra_body={"ignore_eos": True})
+    assert [c.index for c in r.choices] == [0, 1] and r.usage.completion_tokens == 8
+    chunks = list(client.chat.completions.create(model="tiny", messages=MSG, max_tokens=3, n=2, stream=True,
+                                                 extra_body={"ignore_eos": True}))
+    assert {c.choices[0].index for c in chunks if c.choices} == {0, 1}
+
+
 def test_completions_endpoint(client):
     r = client.completions.create(model="tiny", prompt="abc", max_tokens=5, temperature=0,
                                   extra_body={"ignore_eos": True})

@@ -69,3 +69,13 @@ def test_preference_pairs_reference() -> None:
     assert {(a, b) for a in range(3) for b in range(3) if pairs[0, a, b]} == {(1, 0), (1, 2), (2, 0)}
     # row 1 (unsolved): top tier ≻ the others
     assert {(a, b) for a in range(3) for b in range(3) if pairs[1, a, b]} == {(2, 0), (2, 1)}
+
+
+def test_pareto_tiers_drop_dominated_models() -> None:
+    from routers.ellie import pareto_tiers
+
+    means = np.array([0.5, 0.4, 0.7, 0.6, 0.9, np.nan])
+    costs = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 0.5])
+    # model 1 (dearer, worse than 0), model 3 (dearer, worse than 2) and model 5 (no data) are dominated
+    assert pareto_tiers(means, costs).tolist() == [0, 2, 4]
+    assert pareto_tiers(np.array([0.5, 0.5]), np.array([1.0, 1.0])).tolist() == [0]

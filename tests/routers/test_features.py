@@ -36,3 +36,33 @@ def test_embedder_caches_to_disk(tmp_path) -> None:
     b = fresh.embed(["a different sentence"])
     assert fresh._model is None  # served from the disk cache
     assert np.allclose(b[0], a[1])
+
+
+def test_single_query_misses_stay_in_memory_until_a_bulk_flush(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "emb.sqlite"
+    e = Embedder(cache_path=path, flush_every=1000)
+    v = e.embed_one("only in memory for now")
+    assert v.shape == (384,) and e.stats["misses"] == 1
+    assert not path.exists()  # no SQLite per query
+    assert e.embed_one("only in memory for now") is v and e.stats["hits"] == 1
+    assert e.flush() == 1 and e.flush() == 0
+    with sqlite3.connect(path) as con:
+        assert con.execute("SELECT count(*) FROM emb").fetchone()[0] == 1
+    # the batch path and the single path give the same vector (padding does not change the mean pool)
+    batch = Embedder(cache_path=tmp_path / "other.sqlite").embed(["only in memory for now", "a longer second text"])
+    assert np.allclose(batch[0], v, atol=1e-5)
+
+
+def test_lru_evicts_oldest(tmp_path) -> None:
+    e = Embedder(cache_path=tmp_path / "emb.sqlite", capacity=2)
+    e.embed_one("one")
+    e.embed_one("two")
+    e.embed_one("one")  # refresh "one"
+    e.embed_one("three")  # evicts "two"
+    before = e.stats["misses"]
+    e.embed_one("one")
+    assert e.stats["misses"] == before
+    e.embed_one("two")
+    assert e.stats["misses"] == before + 1

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from evals.zoo.evaluate import check_criteria, format_table, greedy_batch

@@ -12,8 +12,16 @@ import pytest
 from evals.zoo.llama import make_llama
 from evals.zoo.spec import ZOO_SPECS, ModelSpec, flops_per_token, param_count, spec_by_name
 from evals.zoo.tokenizer import PAD_ID, build_tokenizer
-from evals.zoo.train import IGNORE, BatchSampler, Encoded, chat_example_ids, encode_examples, lr_at, make_batch, \
-    train_model
+from evals.zoo.train import (
+    IGNORE,
+    BatchSampler,
+    Encoded,
+    chat_example_ids,
+    encode_examples,
+    lr_at,
+    make_batch,
+    train_model,
+)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,356 @@
+"""``tandem eval collab``: measure a token-level collaboration against its single models, through the gateway.
+
+``tandem eval collab --strategy r2r|arbitrage|fusionroute --suite T [--n N] [--artifact FILE] [--zoo DIR] [--json]``
+writes a gateway config with one in-process backend per zoo model the strategy needs, the collaboration as a route of
+kind ``collab`` (with its trained router file) and, for Arbitrage, the RSD baseline as a second collab route (step
+checker as the PRM); every backend is a route of its own, so small-only, large-only (and each expert, and the router
+model alone for FusionRoute) are measured in the same run. It starts ``tandem serve --config`` as a subprocess,
+sends the suite's test examples through the official ``openai`` client (streaming, to read each piece's model), scores
+the outputs with the suite checker and prints a table; with ``--json`` the last line is one JSON object.
+
+Per route: accuracy; the large model's share of answer tokens and of answer steps (a step — one line — counts as the
+large model's if it wrote any token of it; Arbitrage's "target steps"); average activated parameters per answer token
+(:func:`collab.r2r.average_activated_params`, from the per-model usage the gateway reports); and tokens/s (answer
+tokens over the wall time of the requests, one at a time, after one warm-up request per route).
+
+What it leaves out: training the routers (``tandem train``), remote (vLLM) members, and cost (the gateway prices
+members at zero here — the zoo models have no price).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "collab" / "artifacts"
+STRATEGIES = ("r2r", "arbitrage", "fusionroute")
+EXPERTS = ("expert-arithmetic", "expert-sql", "expert-units")
+
+# ---- pure metrics ------------------------------------------------------------------------------------------------
+
+
+def step_owners(pieces: Sequence[tuple[str, str, int]], delimiter: str = "\n") -> list[set[str]]:
+    """The writers of each step of an answer given as ``(text, model, tokens)`` pieces; steps are split by
+    ``delimiter`` and blank steps are dropped."""
+    steps: list[tuple[str, set[str]]] = []
+    text, who = "", set()
+    for piece, model, _ in pieces:
+        parts = piece.split(delimiter)
+        for j, part in enumerate(parts):
+            if part:
+                text += part
+                who.add(model)
+            if j < len(parts) - 1:
+                steps.append((text, who))
+                text, who = "", set()
+    steps.append((text, who))
+    return [w for t, w in steps if t.strip()]
+
+
+@dataclass
+class RouteStats:
+    """Totals over one route's requests."""
+
+    n: int = 0
+    score: float = 0.0
+    tokens: int = 0
+    tokens_by: dict[str, int] = field(default_factory=dict)
+    steps: int = 0
+    steps_by: dict[str, int] = field(default_factory=dict)
+    decoded_by: dict[str, int] = field(default_factory=dict)  # usage completion_tokens per model
+    seconds: float = 0.0
+
+    def add(self, score: float, pieces: Sequence[tuple[str, str, int]], decoded: Mapping[str, int], seconds: float,
+            delimiter: str = "\n") -> None:
+        self.n += 1
+        self.score += score
+        self.seconds += seconds
+        for _, model, toks in pieces:
+            self.tokens += toks
+            self.tokens_by[model] = self.tokens_by.get(model, 0) + toks
+        for owners in step_owners(pieces, delimiter):
+            self.steps += 1
+            for m in owners:
+                self.steps_by[m] = self.steps_by.get(m, 0) + 1
+        for m, c in decoded.items():
+            self.decoded_by[m] = self.decoded_by.get(m, 0) + int(c)
+
+    def summary(self, large: str | None, params: Mapping[str, int]) -> dict[str, Any]:
+        from collab.r2r import average_activated_params
+        from collab.session import ModelUsage
+
+        usage = {m: ModelUsage(completion_tokens=c) for m, c in self.decoded_by.items()}
+        return {
+            "n": self.n,
+            "accuracy": self.score / self.n if self.n else 0.0,
+            "large_token_share": (self.tokens_by.get(large, 0) / self.tokens if self.tokens else 0.0) if large
+            else None,
+            "large_step_share": (self.steps_by.get(large, 0) / self.steps if self.steps else 0.0) if large else None,
+            "avg_activated_params": average_activated_params(usage, self.tokens, params),
+            "tokens_per_s": self.tokens / self.seconds if self.seconds > 0 else 0.0,
+            "tokens": self.tokens,
+            "token_share": {m: c / self.tokens for m, c in sorted(self.tokens_by.items())} if self.tokens else {},
+        }
+
+
+def target_checks(strategy: str, routes: Mapping[str, Mapping[str, Any]], roles: Mapping[str, str]
+                  ) -> list[tuple[str, bool]]:
+    """The issue's targets for ``strategy`` as (statement, holds) from the measured summaries."""
+    out: list[tuple[str, bool]] = []
+    if strategy == "r2r":
+        c, lg = routes[roles["collab"]], routes[roles["large"]]
+        out.append((f"accuracy within 2 points of large-only ({c['accuracy']:.3f} vs {lg['accuracy']:.3f})",
+                    c["accuracy"] >= lg["accuracy"] - 0.02))
+        out.append((f"<= 25% of tokens from large ({c['large_token_share']:.3f})", c["large_token_share"] <= 0.25))
+        ratio = c["tokens_per_s"] / lg["tokens_per_s"] if lg["tokens_per_s"] else 0.0
+        out.append((f">= 1.8x large-only's speed ({ratio:.2f}x)", ratio >= 1.8))
+    elif strategy == "arbitrage":
+        c, r = routes[roles["collab"]], routes[roles["rsd"]]
+        out.append((f"accuracy at least RSD's ({c['accuracy']:.3f} vs {r['accuracy']:.3f})",
+                    c["accuracy"] >= r["accuracy"] - 1e-9))
+        out.append((f"fewer target steps than RSD ({c['large_step_share']:.3f} vs {r['large_step_share']:.3f})",
+                    c["large_step_share"] < r["large_step_share"]))
+    else:
+        c = routes[roles["collab"]]
+        others = [n for n in routes if n != roles["collab"] and (n in EXPERTS or n == roles["router"])]
+        best = max(others, key=lambda n: routes[n]["accuracy"])
+        out.append((f"above every single expert and the router alone ({c['accuracy']:.3f} vs best {best} "
+                    f"{routes[best]['accuracy']:.3f})", all(c["accuracy"] > routes[n]["accuracy"] for n in others)))
+    return out
+
+
+def format_table(routes: Mapping[str, Mapping[str, Any]]) -> str:
+    head = "| route | n | accuracy | large tok share | large step share | avg activated params | tokens/s |"
+    lines = [head, "|" + "---|" * 7]
+    for name, r in routes.items():
+        share = "-" if r["large_token_share"] is None else f"{r['large_token_share']:.3f}"
+        steps = "-" if r["large_step_share"] is None else f"{r['large_step_share']:.3f}"
+        lines.append(f"| {name} | {r['n']} | {r['accuracy']:.3f} | {share} | {steps} | "
+                     f"{r['avg_activated_params'] / 1e6:.3f}M | {r['tokens_per_s']:.1f} |")
+    return "\n".join(lines)
+
+
+# ---- the run -----------------------------------------------------------------------------------------------------
+
+
+def model_params(folder: Path) -> int:
+    """Parameter count from the model's safetensors headers (no weights loaded)."""
+    from safetensors import safe_open
+
+    total = 0
+    for f in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(f), "pt") as st:
+            for k in st.keys():  # noqa: SIM118 - safe_open is not a mapping
+                n = 1
+                for d in st.get_slice(k).get_shape():
+                    n *= d
+                total += n
+    return total
+
+
+def plan(strategy: str, suite: str, artifact: str, *, slm: str, llm: str, experts: Sequence[str]
+         ) -> tuple[list[str], list[dict[str, Any]], dict[str, str]]:
+    """(zoo models to serve, collab routes, roles: which route is the collaboration / small / large / rsd / router)."""
+    if strategy == "r2r":
+        routes = [{"name": "r2r", "kind": "collab", "strategy": "r2r", "members": {"slm": slm, "llm": llm},
+                   "artifact": artifact}]
+        return [slm, llm], routes, {"collab": "r2r", "small": slm, "large": llm}
+    if strategy == "arbitrage":
+        routes = [{"name": "arbitrage", "kind": "collab", "strategy": "arbitrage",
+                   "members": {"draft": slm, "target": llm}, "artifact": artifact},
+                  {"name": "rsd", "kind": "collab", "strategy": "arbitrage", "members": {"draft": slm, "target": llm},
+                   "params": {"mode": "rsd", "prm": f"suite:{suite}", "delimiter": "\n", "delta": 0.5}}]
+        return [slm, llm], routes, {"collab": "arbitrage", "rsd": "rsd", "small": slm, "large": llm}
+    members = {"router": slm, **{e: e for e in experts}}
+    routes = [{"name": "fusionroute", "kind": "collab", "strategy": "fusionroute", "members": members,
+               "artifact": artifact}]
+    return list(dict.fromkeys([slm, llm, *experts])), routes, {"collab": "fusionroute", "router": slm, "small": slm,
+                                                                 "large": llm}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Gateway:
+    """``tandem serve --config`` in a subprocess on a loopback port (stopped by :meth:`stop`)."""
+
+    def __init__(self, cfg: dict[str, Any], workdir: Path, threads: int, timeout: float = 300.0):
+        import httpx
+        import yaml
+
+        port = _free_port()
+        cfg = {**cfg, "server": {"host": "127.0.0.1", "port": port},
+               "storage": {"database_url": f"sqlite:///{workdir / 'tandem.db'}", "spool_dir": str(workdir / "spool")}}
+        path = workdir / "tandem.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        self.log_path = workdir / "gateway.log"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads),
+               "MKL_NUM_THREADS": str(threads)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)],
+                                     stdout=self.log_path.open("w"), stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        self.base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            try:
+                if httpx.get(self.base + "/health/live", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"gateway not live after {timeout}s:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def ask(client: Any, route: str, prompt: str, max_tokens: int, count: Any) -> tuple[list[tuple[str, str, int]],
+                                                                                   dict[str, int]]:
+    """One streamed request: the answer as ``(text, model, tokens)`` pieces and each model's decoded tokens."""
+    stream = client.chat.completions.create(model=route, messages=[{"role": "user", "content": prompt}],
+                                            max_tokens=max_tokens, temperature=0, stream=True,
+                                            stream_options={"include_usage": True})
+    pieces: list[tuple[str, str, int]] = []
+    decoded: dict[str, int] = {}
+    for chunk in stream:
+        extra = chunk.model_extra or {}
+        if chunk.choices and chunk.choices[0].delta.content:
+            text = chunk.choices[0].delta.content
+            model = (extra.get("tandem") or {}).get("model") or route
+            pieces.append((text, model, max(1, count(text))))
+        for u in (extra.get("tandem") or {}).get("usage") or []:
+            decoded[u["model"]] = decoded.get(u["model"], 0) + int(u.get("completion_tokens") or 0)
+    return pieces, decoded
+
+
+def run_eval(strategy: str, suite: str, *, n: int, artifact: str, zoo: Path, slm: str = "small",
+             llm: str = "large", experts: Sequence[str] = EXPERTS, max_tokens: int | None = None, threads: int = 1,
+             progress: bool = True, log: Any = print) -> dict[str, Any]:
+    """Serve, ask, score; the JSON-able result (see the module docstring)."""
+    import openai
+    from transformers import AutoTokenizer
+
+    from collab import tasks
+    from evals.zoo.evaluate import answer_budget
+
+    models, collab_routes, roles = plan(strategy, suite, str(Path(artifact).resolve()), slm=slm, llm=llm,
+                                        experts=experts)
+    dirs = {m: (zoo / m) for m in models}
+    missing = [m for m, d in dirs.items() if not (d / "config.json").is_file()]
+    if missing:
+        raise FileNotFoundError(f"zoo models missing in {zoo}: {', '.join(missing)} (run `tandem zoo build`)")
+    params = {m: model_params(d) for m, d in dirs.items()}
+    cfg = {"backends": [{"name": m, "kind": "local", "path": str(d)} for m, d in dirs.items()],
+           "routes": collab_routes}
+    order = [r["name"] for r in collab_routes] + models
+    examples = tasks.task_examples(suite, "test", n)
+    budget = max_tokens or max(answer_budget(tasks._suite(s)) for s in tasks.suite_names(suite))
+    tok = AutoTokenizer.from_pretrained(str(dirs[slm]))
+
+    def count(text: str) -> int:
+        return len(tok(text, add_special_tokens=False)["input_ids"])
+
+    stats = {r: RouteStats() for r in order}
+    outputs: dict[str, list[str]] = {r: [] for r in order}
+    with tempfile.TemporaryDirectory(prefix="tandem-collab-eval-") as tmp:
+        log(f"starting the gateway with {', '.join(models)} ...")
+        gw = Gateway(cfg, Path(tmp), threads)
+        try:
+            client = openai.OpenAI(base_url=gw.base + "/v1", api_key="eval", max_retries=0, timeout=600)
+            for route in order:
+                ask(client, route, examples[0].prompt, 4, count)  # warm-up: loads the models, fills caches
+                items: Iterable[Any] = examples
+                if progress:
+                    from tqdm import tqdm
+
+                    items = tqdm(examples, desc=route, unit="ex", file=sys.stderr)
+                for ex in items:
+                    t0 = time.perf_counter()
+                    pieces, decoded = ask(client, route, ex.prompt, budget, count)
+                    dt = time.perf_counter() - t0
+                    text = "".join(p for p, _, _ in pieces)
+                    outputs[route].append(text)
+                    stats[route].add(tasks.check(ex, text), pieces, decoded, dt)
+        except Exception:
+            log(gw.log()[-3000:])
+            raise
+        finally:
+            gw.stop()
+    summaries = {r: stats[r].summary(llm, params) for r in order}
+    return {"strategy": strategy, "suite": suite, "n": len(examples), "max_tokens": budget, "artifact": artifact,
+            "params": params, "roles": roles, "routes": summaries,
+            "targets": [{"statement": s, "holds": h} for s, h in target_checks(strategy, summaries, roles)]}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tandem eval collab", description="measure a collaboration against its single "
+                                "models through the gateway")
+    p.add_argument("--strategy", required=True, choices=STRATEGIES)
+    p.add_argument("--suite", required=True, help="suite name, a comma list, or 'mixed'")
+    p.add_argument("--n", type=int, default=100, help="test examples")
+    p.add_argument("--artifact", help="trained router file (default: collab/artifacts/<strategy>-<suite>.pt)")
+    p.add_argument("--zoo", type=Path, help="zoo folder (default: $TANDEM_ZOO_DIR or the packaged zoo)")
+    p.add_argument("--slm", default="small", help="small / draft / router model (zoo name)")
+    p.add_argument("--llm", default="large", help="large / target model (zoo name)")
+    p.add_argument("--experts", default=",".join(EXPERTS), help="FusionRoute experts (zoo names)")
+    p.add_argument("--max-tokens", type=int, help="answer budget (default: from the suite's longest answer)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads in the gateway process")
+    p.add_argument("--json", action="store_true", help="end with one JSON line")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(list(argv) if argv is not None else None)
+    from evals.zoo.paths import zoo_dir
+
+    artifact = args.artifact or str(ARTIFACTS / f"{args.strategy}-{args.suite}.pt")
+    if not Path(artifact).is_file():
+        print(f"tandem eval collab: no router file {artifact} (train one: tandem train {args.strategy} ... --out "
+              f"{artifact})", file=sys.stderr)
+        return 2
+    try:
+        result = run_eval(args.strategy, args.suite, n=args.n, artifact=artifact, zoo=args.zoo or zoo_dir(),
+                          slm=args.slm, llm=args.llm, experts=[e for e in args.experts.split(",") if e],
+                          max_tokens=args.max_tokens, threads=args.threads, progress=not args.quiet,
+                          log=lambda m: print(m, file=sys.stderr, flush=True))
+    except FileNotFoundError as e:
+        print(f"tandem eval collab: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.strategy} on {args.suite} (n={result['n']}, max_tokens={result['max_tokens']})")
+    print(format_table(result["routes"]))
+    for t in result["targets"]:
+        print(f"[{'ok' if t['holds'] else 'MISS'}] {t['statement']}")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

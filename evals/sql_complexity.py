@@ -1,0 +1,127 @@
+"""EllieSQL-style complexity routing on real text-to-SQL questions, scored against real complexity labels.
+
+Labels: BIRD mini-dev's `difficulty` (simple / moderate / challenging) and Spider dev's hardness computed from the
+gold SQL by Spider's rules (`routers.hardness.spider_hardness`: easy / medium / hard / extra). The router sees only
+what it would see at request time — the question (plus BIRD's evidence text) and the dataset name — never the SQL.
+It is a multinomial logistic regression on TF-IDF ⊕ sentence embedding (`routers.calibrated.RichFeatures`), C chosen
+by inner cross-validation on the training split only. Each dataset is split once (seeded, stratified) into train and
+held-out parts; reported per dataset on the held-out part: accuracy, macro-F1, accuracy within one level, and the
+majority-class and question-length baselines.
+
+    python -m evals.sql_complexity [--data ../shared/data] [--test-share 0.2] [--seed 0] [--json]
+
+Left out: execution-based tier labels (which tier's SQL runs correctly) — no tier runs are recorded here, so TEP
+(`evals.metrics.tep`) is not computed by this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from routers.base import RouteQuery
+from routers.calibrated import C_GRID, RichFeatures
+from routers.hardness import LEVELS, spider_hardness
+
+BIRD_LEVELS = ("simple", "moderate", "challenging")
+
+
+def load_spider(data: Path) -> tuple[list[str], list[int]]:
+    rows = json.loads((data / "spider" / "dev.json").read_text())
+    return [r["question"] for r in rows], [LEVELS.index(spider_hardness(r["query"])) for r in rows]
+
+
+def load_bird(data: Path) -> tuple[list[str], list[int]]:
+    rows = json.loads((data / "bird_minidev" / "mini_dev_sqlite.json").read_text())
+    texts = [f"{r['question']}\nEvidence: {r.get('evidence') or ''}" for r in rows]
+    return texts, [BIRD_LEVELS.index(r["difficulty"]) for r in rows]
+
+
+def within_one(pred: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(np.abs(pred - y) <= 1))
+
+
+def macro_f1(pred: np.ndarray, y: np.ndarray, k: int) -> float:
+    f1s = []
+    for c in range(k):
+        tp = np.sum((pred == c) & (y == c))
+        p, r = np.sum(pred == c), np.sum(y == c)
+        if r == 0:
+            continue
+        f1s.append(0.0 if tp == 0 else 2 * tp / (p + r))
+    return float(np.mean(f1s)) if f1s else 0.0
+
+
+def fit_classifier(x: Any, y: np.ndarray, seed: int, folds: int = 3) -> tuple[Any, float]:
+    """Multinomial LR with C by inner-CV accuracy on (x, y) — the training split only."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    cv = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+    best_c, best_acc = C_GRID[0], -1.0
+    for c in C_GRID:
+        acc = np.mean([np.mean(LogisticRegression(C=c, max_iter=500).fit(x[tr], y[tr]).predict(x[te]) == y[te])
+                       for tr, te in cv])
+        if acc > best_acc:
+            best_c, best_acc = c, float(acc)
+    return LogisticRegression(C=best_c, max_iter=500).fit(x, y), best_c
+
+
+def evaluate(texts: Sequence[str], y: Sequence[int], levels: Sequence[str], test_share: float, seed: int
+             ) -> dict[str, Any]:
+    from sklearn.model_selection import train_test_split
+
+    yy = np.asarray(y)
+    idx = np.arange(len(yy))
+    tr, te = train_test_split(idx, test_size=test_share, random_state=seed, stratify=yy)
+    qs = [RouteQuery(prompt=t) for t in texts]
+    feats = RichFeatures().fit([qs[i] for i in tr])
+    x_tr, x_te = feats.transform([qs[i] for i in tr]), feats.transform([qs[i] for i in te])
+    clf, c = fit_classifier(x_tr, yy[tr], seed)
+    pred = clf.predict(x_te)
+    majority = int(np.bincount(yy[tr]).argmax())
+    # length baseline: thresholds on question length that reproduce the training label shares
+    lens = np.array([len(t) for t in texts], dtype=float)
+    cdf = np.cumsum(np.bincount(yy[tr], minlength=len(levels)))[:-1] / len(tr)
+    cuts = np.quantile(lens[tr], cdf)
+    len_pred = np.searchsorted(cuts, lens[te], side="left")
+    return {
+        "n_train": len(tr), "n_test": len(te), "levels": list(levels), "C": c,
+        "label_share_test": (np.bincount(yy[te], minlength=len(levels)) / len(te)).round(3).tolist(),
+        "accuracy": float(np.mean(pred == yy[te])), "macro_f1": macro_f1(pred, yy[te], len(levels)),
+        "within_one": within_one(pred, yy[te]),
+        "majority_accuracy": float(np.mean(yy[te] == majority)),
+        "length_accuracy": float(np.mean(len_pred == yy[te])),
+        "length_macro_f1": macro_f1(len_pred, yy[te], len(levels)),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m evals.sql_complexity", description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="../shared/data")
+    p.add_argument("--test-share", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    data = Path(args.data)
+    out = {}
+    for name, loader, levels in (("spider", load_spider, LEVELS), ("bird", load_bird, BIRD_LEVELS)):
+        texts, y = loader(data)
+        out[name] = evaluate(texts, y, levels, args.test_share, args.seed)
+        r = out[name]
+        print(f"{name:<7} n={r['n_train']}+{r['n_test']}  acc {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}  "
+              f"within-1 {r['within_one']:.3f}  | majority acc {r['majority_accuracy']:.3f}  "
+              f"length acc {r['length_accuracy']:.3f} (F1 {r['length_macro_f1']:.3f})  C={r['C']}")
+    if args.json:
+        print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

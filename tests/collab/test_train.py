@@ -1,0 +1,101 @@
+"""``tandem train r2r|arbitrage|fusionroute`` end to end on tiny random models (a few examples), each file loadable as
+a strategy through ``build_from_artifact`` (as a gateway route builds it); τ choice for Arbitrage; zoo-name lookup."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from collab.inproc import HFModel
+from collab.registry import build_from_artifact
+from collab.session import Session
+from collab.train import choose_step_tau, main, model_dir
+from evals.zoo.tokenizer import END_ID, decode, encode
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory: pytest.TempPathFactory, zoo_tokenizer_dir: Path) -> Path:
+    """A zoo folder of tiny random models named like the real zoo."""
+    from evals.zoo.llama import make_llama
+
+    root = tmp_path_factory.mktemp("zoo")
+    for i, name in enumerate(("small", "large")):
+        make_llama(root / name, layers=1 + i, hidden=64, heads=2, seed=i, tokenizer_dir=zoo_tokenizer_dir)
+    return root
+
+
+def train(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def generate(strategy, models: dict[str, HFModel], n: int = 12):
+    sess = Session(models, encode("3+4="), stop_ids=[END_ID], decode=decode)
+    return asyncio.run(strategy.run(sess, n))
+
+
+def test_model_lookup_uses_the_zoo_folder(zoo: Path, tmp_path: Path) -> None:
+    assert model_dir("small", zoo) == zoo / "small"
+    assert model_dir(str(zoo / "large")) == zoo / "large"
+    with pytest.raises(SystemExit, match="not in the zoo"):
+        model_dir("nope", tmp_path)
+
+
+def test_train_r2r_end_to_end(zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r2r.pt"
+    res = train(capsys, "r2r", "--slm", "small", "--llm", "large", "--suite", "arithmetic", "--out", str(out),
+                "--zoo", str(zoo), "--limit", "3", "--max-tokens", "10", "--epochs", "2", "--quiet")
+    assert out.stat().st_size == res["bytes"] < 2_000_000
+    assert res["train_positions"] + res["val_positions"] >= 10
+    strat = build_from_artifact("r2r", str(out), slm="small", llm="large")
+    assert strat.tau == pytest.approx(res["tau"])
+    models = {"small": HFModel("small", zoo / "small"), "large": HFModel("large", zoo / "large")}
+    gen = generate(strat, models)
+    assert len(gen.output) >= 1 and set(gen.provenance) <= {"small", "large"}
+    assert strat.positions == len(gen.output) and strat.routed == gen.provenance.count("large")
+
+
+def test_train_arbitrage_end_to_end(zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "arb.pt"
+    res = train(capsys, "arbitrage", "--slm", "small", "--llm", "large", "--suite", "units", "--out", str(out),
+                "--zoo", str(zoo), "--limit", "2", "--epochs", "3", "--max-steps", "3",
+                "--max-step-tokens", "8", "--quiet")
+    assert out.stat().st_size < 2_000_000 and "baselines" in res and "tau" in res
+    blob = torch.load(out, weights_only=False)
+    assert blob["delimiter"] == "\n"
+    strat = build_from_artifact("arbitrage", str(out), draft="small", target="large", max_step_tokens=6)
+    assert strat.delimiter == "\n" and (strat.tau == res["tau"] or math.isinf(strat.tau))
+    models = {"small": HFModel("small", zoo / "small"), "large": HFModel("large", zoo / "large")}
+    gen = generate(strat, models)
+    assert len(gen.output) >= 1
+
+
+def test_train_fusionroute_end_to_end(zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "fr.pt"
+    res = train(capsys, "fusionroute", "--slm", "small", "--experts", "small,large", "--suite",
+                "mixed", "--out", str(out), "--zoo", str(zoo), "--limit", "2", "--epochs", "1", "--quiet")
+    assert out.stat().st_size < 2_000_000 and res["positions"] > 0
+    # the gateway's way: roles router + one per expert (given out of order); the tuned router comes from the file
+    strat = build_from_artifact("fusionroute", str(out), router="router", b="large", a="small")
+    assert strat.experts == ["small", "large"] and strat.router_model is not None
+    tuned = strat.router_model.model.state_dict()
+    untuned = HFModel("small", zoo / "small").model.state_dict()
+    assert any(not torch.equal(tuned[k], untuned[k]) for k in tuned)  # the router's weights were trained
+    models = {n: HFModel(n, zoo / n) for n in ("small", "large")}
+    gen = generate(strat, {"router": models["small"], **models})
+    assert set(gen.provenance) <= {"small", "large"} and len(gen.output) >= 1
+    assert gen.usage["router"].completion_tokens == len(gen.output)  # the tuned router ran every position
+
+
+def test_choose_step_tau_takes_fewest_escalations_reaching_the_reference() -> None:
+    sweep = [{"tau": 0.1, "escalation": 0.9, "score": 0.9}, {"tau": 0.5, "escalation": 0.4, "score": 0.8},
+             {"tau": 0.9, "escalation": 0.1, "score": 0.6}, {"tau": math.inf, "escalation": 0.0, "score": 0.5}]
+    assert choose_step_tau(sweep, 0.8) == 0.5
+    assert choose_step_tau(sweep, 0.5) == math.inf
+    assert choose_step_tau(sweep, 0.95) == 0.1  # nothing reaches it: the best score
+    assert choose_step_tau(sweep, 0.7, tolerance=0.1) == 0.9

@@ -1,0 +1,92 @@
+"""``tandem eval collab``: step owners and route totals against hand-computed references, the targets, and one run
+end to end through a real gateway subprocess on tiny random models (R2R trained with ``tandem train``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from collab.train import main as train_main
+from evals.collab_eval import RouteStats, main, model_params, step_owners, target_checks
+
+
+def test_step_owners_split_lines_and_collect_writers() -> None:
+    pieces = [("12", "s", 2), ("+3", "l", 2), ("=15\n", "s", 4), ("\n", "s", 1), ("ans", "l", 3), ("wer: 15", "l", 7)]
+    assert step_owners(pieces) == [{"s", "l"}, {"l"}]
+    assert step_owners([]) == []
+    assert step_owners([("a\nb", "x", 3)]) == [{"x"}, {"x"}]
+
+
+def test_route_stats_summary_matches_a_hand_count() -> None:
+    st = RouteStats()
+    st.add(1.0, [("ab\n", "small", 3), ("c", "large", 1)], {"small": 4, "large": 2}, 2.0)
+    st.add(0.0, [("d", "large", 1)], {"large": 1}, 1.0)
+    s = st.summary("large", {"small": 10, "large": 100})
+    assert s["n"] == 2 and s["accuracy"] == 0.5
+    assert s["large_token_share"] == pytest.approx(2 / 5)
+    assert s["large_step_share"] == pytest.approx(2 / 3)  # steps: "ab" (small), "c" (large), "d" (large)
+    assert s["avg_activated_params"] == pytest.approx((10 * 4 + 100 * 3) / 5)
+    assert s["tokens_per_s"] == pytest.approx(5 / 3.0)
+
+
+def _row(acc: float, share: float = 0.0, tps: float = 1.0, steps: float = 0.0) -> dict:
+    return {"accuracy": acc, "large_token_share": share, "tokens_per_s": tps, "large_step_share": steps}
+
+
+def test_target_checks() -> None:
+    roles = {"collab": "r2r", "small": "small", "large": "large"}
+    ok = target_checks("r2r", {"r2r": _row(0.79, 0.2, 20), "large": _row(0.8, 1, 10), "small": _row(0.3)}, roles)
+    assert [h for _, h in ok] == [True, True, True]
+    bad = target_checks("r2r", {"r2r": _row(0.7, 0.3, 15), "large": _row(0.8, 1, 10), "small": _row(0.3)}, roles)
+    assert [h for _, h in bad] == [False, False, False]
+    roles_a = {"collab": "arbitrage", "rsd": "rsd"}
+    res = target_checks("arbitrage", {"arbitrage": _row(0.5, steps=0.2), "rsd": _row(0.5, steps=0.3)}, roles_a)
+    assert [h for _, h in res] == [True, True]
+    roles_f = {"collab": "fusionroute", "router": "small"}
+    rows = {"fusionroute": _row(0.6), "small": _row(0.2), "expert-sql": _row(0.59), "large": _row(0.9)}
+    assert target_checks("fusionroute", rows, roles_f)[0][1] is True  # large is neither an expert nor the router
+    rows["expert-sql"] = _row(0.6)
+    assert target_checks("fusionroute", rows, roles_f)[0][1] is False
+
+
+def test_model_params_reads_safetensors(tiny_model_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    assert model_params(tiny_model_dir) == sum(p.numel() for p in model.parameters())
+
+
+def test_eval_collab_r2r_through_the_gateway(tmp_path: Path, zoo_tokenizer_dir: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from evals.zoo.llama import make_llama
+
+    zoo = tmp_path / "zoo"
+    for i, name in enumerate(("small", "large")):
+        make_llama(zoo / name, layers=1 + i, hidden=64, heads=2, seed=i, tokenizer_dir=zoo_tokenizer_dir)
+    art = tmp_path / "r2r.pt"
+    assert train_main(["r2r", "--slm", "small", "--llm", "large", "--suite", "units", "--out", str(art), "--zoo",
+                       str(zoo), "--limit", "2", "--max-tokens", "8", "--epochs", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["--strategy", "r2r", "--suite", "units", "--n", "2", "--artifact", str(art), "--zoo", str(zoo),
+                 "--max-tokens", "6", "--json", "--quiet"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[1].startswith("| route |")
+    res = json.loads(lines[-1])
+    assert list(res["routes"]) == ["r2r", "small", "large"] and res["n"] == 2
+    small, large, r2r = res["routes"]["small"], res["routes"]["large"], res["routes"]["r2r"]
+    assert small["large_token_share"] == 0.0 and large["large_token_share"] == 1.0
+    # per answer token; a stop token is decoded but has no text, so the averages can only be above the model's size
+    p_small, p_large = res["params"]["small"], res["params"]["large"]
+    assert p_small <= small["avg_activated_params"] <= 2 * p_small
+    assert p_large <= large["avg_activated_params"] <= 2 * p_large
+    # R2R runs the small model at every position and the large one where it routes
+    assert r2r["avg_activated_params"] >= p_small + r2r["large_token_share"] * p_large - 1e-6
+    assert all(r["tokens_per_s"] > 0 and r["tokens"] > 0 for r in res["routes"].values())
+    assert len(res["targets"]) == 3
+
+
+def test_eval_collab_without_artifact_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--strategy", "r2r", "--suite", "units", "--artifact", str(tmp_path / "none.pt")]) == 2
+    assert "no router file" in capsys.readouterr().err
