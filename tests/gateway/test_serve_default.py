@@ -42,6 +42,16 @@ def test_default_serve_answers_with_smollm2(tmp_path):
         assert raw.headers["x-tandem-route"] == "smollm2"
         assert float(raw.headers["x-tandem-cost-usd"]) > 0
         assert "Paris" in resp.choices[0].message.content
+
+        # The zoo models and a collaboration are routes of the embedded default too.
+        ids = {m.id for m in client.models.list().data}
+        assert {"small", "large", "expert-sql", "expert-units", "r2r"} <= ids
+        chunks = list(client.chat.completions.create(
+            model="r2r", messages=[{"role": "user", "content": "db shop: how many customers?"}], max_tokens=40,
+            stream=True, stream_options={"include_usage": True}))
+        writers = {c.model_extra["tandem"]["model"] for c in chunks if c.choices and c.model_extra.get("tandem")}
+        assert writers and writers <= {"small", "large"}
+        assert {u["model"] for u in chunks[-1].model_extra["tandem"]["usage"]} <= {"small", "large"}
     finally:
         proc.terminate()
         proc.wait(20)
