@@ -24,8 +24,6 @@ import argparse
 import asyncio
 import json
 import math
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,17 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 from bench.loadgen import percentile
+from evals.gateway_process import start_gateway, stop_process
 
 # ---------------------------------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_stub(tokens: int = 16, chunk_delay_ms: float = 0.0, timeout: float = 30.0) -> tuple[subprocess.Popen, str]:
@@ -69,41 +61,8 @@ def start_stub(tokens: int = 16, chunk_delay_ms: float = 0.0, timeout: float = 3
 def start_gateway_process(cfg: dict[str, Any], workdir: Path, timeout: float = 120.0
                           ) -> tuple[subprocess.Popen, str]:
     """``tandem serve --config`` on a free loopback port; returns (process, root URL) once ``/health/live`` answers."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    cfg = {**cfg, "server": {"host": "127.0.0.1", "port": port}}
-    storage = {"database_url": f"sqlite:///{workdir / 'tandem.db'}", "spool_dir": str(workdir / "spool"),
-               **(cfg.get("storage") or {})}
-    cfg["storage"] = storage
-    path = workdir / "tandem.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    log = (workdir / "gateway.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)], stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    log.close()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gateway exited: {(workdir / 'gateway.log').read_text()[-2000:]}")
-        try:
-            if httpx.get(base + "/health/live", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    stop_process(proc)
-    raise RuntimeError("gateway did not become live")
-
-
-def stop_process(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    g = start_gateway(cfg, workdir, timeout=timeout)
+    return g.proc, g.base
 
 
 def rss_mib(pid: int) -> float | None:

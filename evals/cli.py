@@ -20,9 +20,6 @@ import argparse
 import asyncio
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -75,54 +72,6 @@ def cmd_live(args: argparse.Namespace) -> int:
     return 0 if summary.failed == 0 else 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_gateway(config: dict, workdir: Path, timeout_s: float = 600.0) -> tuple[subprocess.Popen, str]:
-    """``tandem serve`` on a free loopback port with ``config`` (storage in ``workdir``); returns (process, /v1 URL)."""
-    import httpx
-    import yaml
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    cfg = dict(config)
-    cfg["server"] = {**(cfg.get("server") or {}), "host": "127.0.0.1", "port": port}
-    cfg["storage"] = {**(cfg.get("storage") or {}), "database_url": f"sqlite:///{workdir / 'tandem.db'}",
-                      "spool_dir": str(workdir / "spool")}
-    cfg.get("storage", {}).pop("redis_url", None)
-    path = workdir / "gateway.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    log = (workdir / "gateway.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)], stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gateway exited with {proc.returncode}; see {workdir / 'gateway.log'}")
-        try:
-            if httpx.get(base + "/health/live", timeout=1).status_code == 200:
-                return proc, base + "/v1"
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    stop_gateway(proc)
-    raise RuntimeError(f"gateway not live after {timeout_s:.0f}s; see {workdir / 'gateway.log'}")
-
-
-def stop_gateway(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 def distinct_routes(models: list[dict]) -> list[str]:
     """Route ids from ``/v1/models``, keeping one plain route per backend (a backend is also a route of its name)."""
     out, seen = [], set()
@@ -137,6 +86,7 @@ def distinct_routes(models: list[dict]) -> list[str]:
 def cmd_demo(args: argparse.Namespace) -> int:
     import httpx
 
+    from evals.gateway_process import start_gateway
     from evals.live import run_live
     from evals.report import write_report
     from evals.run_store import load_run
@@ -147,7 +97,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     run_dir = out / run_id
     print(f"starting the gateway ({args.config or 'embedded default config'}) ...", flush=True)
-    proc, url = start_gateway(cfg, run_dir / "gateway")
+    # The demo logs to its own database (so the run can be rebuilt from its log) and needs no Redis.
+    cfg["storage"] = {**(cfg.get("storage") or {}), "database_url": f"sqlite:///{run_dir / 'gateway' / 'tandem.db'}",
+                      "spool_dir": str(run_dir / "gateway" / "spool")}
+    cfg["storage"].pop("redis_url", None)
+    gw = start_gateway(cfg, run_dir / "gateway", timeout=600)
+    url = gw.url
     try:
         routes = [r for r in (args.routes or "").split(",") if r]
         if not routes:
@@ -157,7 +112,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         summary = asyncio.run(run_live(url, routes, items, run_id, out, args.concurrency, max_tokens=args.max_tokens,
                                        meta={"demo": True, "config": args.config or "default"}))
     finally:
-        stop_gateway(proc)
+        gw.stop()
     html, md = write_report(load_run(run_dir), run_dir / "report")
     _print_summary(summary, run_dir)
     print(f"report: {html}\nsummary: {md}")

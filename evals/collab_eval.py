@@ -21,10 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +28,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from evals.gateway_process import start_gateway
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "collab" / "artifacts"
 STRATEGIES = ("r2r", "arbitrage", "fusionroute")
@@ -179,57 +177,6 @@ def plan(strategy: str, suite: str, artifact: str, *, slm: str, llm: str, expert
                                                                  "large": llm}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Gateway:
-    """``tandem serve --config`` in a subprocess on a loopback port (stopped by :meth:`stop`)."""
-
-    def __init__(self, cfg: dict[str, Any], workdir: Path, threads: int, timeout: float = 300.0):
-        import httpx
-        import yaml
-
-        port = _free_port()
-        cfg = {**cfg, "server": {"host": "127.0.0.1", "port": port},
-               "storage": {"database_url": f"sqlite:///{workdir / 'tandem.db'}", "spool_dir": str(workdir / "spool")}}
-        path = workdir / "tandem.yaml"
-        path.write_text(yaml.safe_dump(cfg))
-        self.log_path = workdir / "gateway.log"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads),
-               "MKL_NUM_THREADS": str(threads)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)],
-                                     stdout=self.log_path.open("w"), stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
-        self.base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-            try:
-                if httpx.get(self.base + "/health/live", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"gateway not live after {timeout}s:\n{self.log()[-3000:]}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
 def ask(client: Any, route: str, prompt: str, max_tokens: int, count: Any) -> tuple[list[tuple[str, str, int]],
                                                                                    dict[str, int]]:
     """One streamed request: the answer as ``(text, model, tokens)`` pieces and each model's decoded tokens."""
@@ -280,7 +227,8 @@ def run_eval(strategy: str, suite: str, *, n: int, artifact: str, zoo: Path, slm
     outputs: dict[str, list[str]] = {r: [] for r in order}
     with tempfile.TemporaryDirectory(prefix="tandem-collab-eval-") as tmp:
         log(f"starting the gateway with {', '.join(models)} ...")
-        gw = Gateway(cfg, Path(tmp), threads)
+        threads_env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        gw = start_gateway(cfg, Path(tmp), env=threads_env)
         try:
             client = openai.OpenAI(base_url=gw.base + "/v1", api_key="eval", max_retries=0, timeout=600)
             for route in order:

@@ -17,7 +17,13 @@ in its features (the kNN router ranks same-category neighbours first). Routers:
   TF-IDF ⊕ embedding ⊕ category); go to the first tier with
   p_t ≥ τ_t. τ_t is calibrated on out-of-fold training predictions as the smallest threshold whose precision
   reaches the knob κ (a target pass rate for the calls a tier keeps).
-The distribution routers pick the smallest tier whose cumulative probability reaches the knob q ∈ [0, 1].
+The distribution routers (knn, classifier, preference, heuristic) turn their distribution over labels into a
+predicted pass probability per tier — p̂_t = Σ_l P(label = l | query) · P(tier t passes | label = l), the second
+factor counted on the training rows (tiers are not nested: a cheaper tier passing does not mean a dearer one does) —
+and apply the utility rule argmax_t p̂_t − λ·cost_t; the knob is λ (grid from λ = 0, the best predicted tier, to
+the cheapest tier, plus a point forcing the top tier). `rule="quantile"` keeps EllieSQL's original rule instead:
+the smallest tier whose cumulative label probability reaches the knob q ∈ [0, 1]. The heuristic router's
+"distribution" is a one-hot of the tier bin its complexity score falls in, and its pass table is counted per bin.
 
 Left out: pipelines as tiers (self-consistency with execution voting) — a tier is any candidate route, so a
 pipeline appears here only through its recorded scores and costs.
@@ -31,8 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from routers.base import RouteQuery, Router, TrainingTable
-from routers.calibrated import C_GRID, RichFeatures, fit_heads, log_loss, predict_heads
+from routers.base import RouteQuery, Router, TrainingTable, utility_argmax
+from routers.calibrated import C_GRID, RichFeatures, fit_heads, knob_grid_with_top, log_loss, predict_heads
 from routers.features import embeddings, hand_matrix
 
 PASS = 0.5
@@ -93,6 +99,21 @@ def pareto_tiers(mean_scores: np.ndarray, mean_costs: np.ndarray) -> np.ndarray:
     return np.array(out, dtype=int)
 
 
+def pass_table(groups: np.ndarray, scores_by_tier: np.ndarray, n_groups: int, threshold: float = PASS) -> np.ndarray:
+    """[G, T]: per group (label or bin) the training pass rate of each tier; a group with no rows (or a tier with no
+    score in it) gets the tier's overall pass rate. NaN scores are skipped."""
+    passed = np.where(np.isfinite(scores_by_tier), (np.nan_to_num(scores_by_tier) >= threshold).astype(float), np.nan)
+    with np.errstate(invalid="ignore"):
+        overall = np.nan_to_num(np.nanmean(passed, axis=0), nan=0.0) if len(passed) else np.zeros(passed.shape[1])
+        out = np.tile(overall, (n_groups, 1))
+        for g in range(n_groups):
+            rows = passed[groups == g]
+            if len(rows):
+                m = np.nanmean(rows, axis=0)
+                out[g] = np.where(np.isfinite(m), m, overall)
+    return out
+
+
 def mask_tiers(tiers: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     """Move each tier up to the next allowed tier (down to the highest allowed one when none is above)."""
     ok = np.flatnonzero(allowed)
@@ -133,11 +154,34 @@ class TierRouter(Router):
 
 
 class DistributionTierRouter(TierRouter):
-    """prepare → tier distribution [n, T]; choose → quantile rule."""
+    """prepare → distribution over labels [n, T]; choose → utility rule on expected pass (or the quantile rule)."""
+
+    def __init__(self, knob: float | None = None, seed: int = 0, rule: str = "utility") -> None:
+        if rule not in ("utility", "quantile"):
+            raise ValueError("rule must be 'utility' or 'quantile'")
+        super().__init__(knob=knob if knob is not None else (0.0 if rule == "utility" else 0.9), seed=seed)
+        self.rule = rule
+
+    def _fit_pass_table(self, table: TrainingTable, groups: np.ndarray) -> None:
+        self.pass_table = pass_table(groups, table.scores[:, self.tier_order], self.n_tiers)
+        self.tier_costs = self.model_costs[self.tier_order]
+
+    def expected_pass(self, prepared: np.ndarray) -> np.ndarray:
+        return prepared @ self.pass_table
 
     def choose(self, prepared: Any, knob: float | None = None, mask: np.ndarray | None = None) -> np.ndarray:
-        q = float(knob if knob is not None else self.knob)
-        return self._to_models(quantile_tier(prepared, q), mask)
+        k = float(knob if knob is not None else self.knob)
+        if self.rule == "quantile":
+            return self._to_models(quantile_tier(prepared, k), mask)
+        tier_mask = None if mask is None else np.asarray(mask, dtype=bool)[self.tier_order]
+        if tier_mask is not None and not tier_mask.any():
+            return self._to_models(np.zeros(len(prepared), dtype=int), mask)
+        return self.tier_order[utility_argmax(self.expected_pass(prepared), self.tier_costs, k, tier_mask)]
+
+    def knob_grid(self) -> list[float]:
+        if self.rule == "quantile":
+            return super().knob_grid()
+        return knob_grid_with_top(self.tier_costs)
 
     def row_scores(self, prepared: Any, i: int) -> dict[str, float]:
         return {self.models[self.tier_order[t]]: float(prepared[i, t]) for t in range(self.n_tiers)}
@@ -153,6 +197,7 @@ class EllieKnnRouter(DistributionTierRouter):
     def fit(self, data: Any, queries: Sequence[RouteQuery] | None = None) -> EllieKnnRouter:
         table, qs = self._table_and_queries(data, queries)
         self.labels = self._tiers(table)
+        self._fit_pass_table(table, self.labels)
         self.train_emb = embeddings(qs).astype(np.float32)
         self.features = RichFeatures(use_tfidf=False, use_emb=False, cat_weight=2.0).fit(qs)
         self.train_cat = self.features.category_matrix(qs)
@@ -183,6 +228,7 @@ class EllieClassifierRouter(DistributionTierRouter):
 
         table, qs = self._table_and_queries(data, queries)
         labels = self._tiers(table)
+        self._fit_pass_table(table, labels)
         self.classes = np.unique(labels)
         self.features = RichFeatures().fit(qs)
         x = self.features.transform(qs)
@@ -196,7 +242,7 @@ class EllieClassifierRouter(DistributionTierRouter):
                 for c in C_GRID:
                     p = np.zeros(len(labels))
                     for tr, te in cv:
-                        clf = LogisticRegression(C=c, max_iter=300, solver="liblinear").fit(x[tr], labels[tr])
+                        clf = LogisticRegression(C=c, max_iter=300).fit(x[tr], labels[tr])
                         proba = clf.predict_proba(x[te])
                         col = {k: i for i, k in enumerate(clf.classes_)}
                         p[te] = [proba[r, col[y]] if y in col else 1e-6 for r, y in enumerate(labels[te])]
@@ -204,7 +250,7 @@ class EllieClassifierRouter(DistributionTierRouter):
                     if loss < best_loss:
                         best_c, best_loss = c, loss
             self.metadata["chosen_C"] = best_c
-            self.clf = LogisticRegression(C=best_c, max_iter=300, solver="liblinear").fit(x, labels)
+            self.clf = LogisticRegression(C=best_c, max_iter=300).fit(x, labels)
         return self
 
     def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:
@@ -216,11 +262,8 @@ class EllieClassifierRouter(DistributionTierRouter):
         return probs
 
 
-class EllieHeuristicRouter(TierRouter):
+class EllieHeuristicRouter(DistributionTierRouter):
     name = "ellie-heuristic"
-
-    def __init__(self, knob: float | None = 0.0, seed: int = 0) -> None:
-        super().__init__(knob=knob, seed=seed)
 
     def fit(self, data: Any, queries: Sequence[RouteQuery] | None = None) -> EllieHeuristicRouter:
         table, qs = self._table_and_queries(data, queries)
@@ -231,26 +274,24 @@ class EllieHeuristicRouter(TierRouter):
         z = np.c_[np.ones(len(x)), (x - self.mu) / self.sd]
         self.w, *_ = np.linalg.lstsq(z, labels.astype(float), rcond=None)
         s = z @ self.w
-        self.s_sd = float(s.std()) + 1e-9
-        self.s_span = float((s.max() - s.min()) / self.s_sd) + 1.0
         cdf = np.cumsum(np.bincount(labels, minlength=self.n_tiers)) / len(labels)
-        self.thresholds = np.quantile(s, np.clip(cdf[:-1], 0.0, 1.0))  # tier t ⇔ θ_{t-1} < s ≤ θ_t
+        self.thresholds = np.quantile(s, np.clip(cdf[:-1], 0.0, 1.0))  # bin t ⇔ θ_{t-1} < s ≤ θ_t
+        self._fit_pass_table(table, self._bins(s))
         return self
 
-    def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:
+    def _bins(self, s: np.ndarray) -> np.ndarray:
+        return np.minimum(np.searchsorted(self.thresholds, s, side="left"), self.n_tiers - 1)
+
+    def complexity(self, queries: Sequence[RouteQuery]) -> np.ndarray:
         x = np.c_[hand_matrix(queries), self.features.category_matrix(queries)]
         return np.c_[np.ones(len(x)), (x - self.mu) / self.sd] @ self.w
 
-    def choose(self, prepared: Any, knob: float | None = None, mask: np.ndarray | None = None) -> np.ndarray:
-        shift = float(knob if knob is not None else self.knob) * self.s_sd
-        tiers = np.searchsorted(self.thresholds, prepared + shift, side="left")
-        return self._to_models(np.minimum(tiers, self.n_tiers - 1), mask)
-
-    def knob_grid(self) -> list[float]:
-        return [float(x) for x in np.linspace(-self.s_span, self.s_span, 41)]
-
-    def row_scores(self, prepared: Any, i: int) -> dict[str, float]:
-        return {"complexity": float(prepared[i])}
+    def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:
+        """One-hot of the complexity bin [n, T]."""
+        bins = self._bins(self.complexity(queries))
+        out = np.zeros((len(bins), self.n_tiers))
+        out[np.arange(len(bins)), bins] = 1.0
+        return out
 
 
 class EllieCascadeRouter(TierRouter):
@@ -301,7 +342,7 @@ class ElliePreferenceRouter(DistributionTierRouter):
 
     def fit(self, data: Any, queries: Sequence[RouteQuery] | None = None) -> ElliePreferenceRouter:
         table, qs = self._table_and_queries(data, queries)
-        self._tiers(table)
+        self._fit_pass_table(table, self._tiers(table))
         pairs = preference_pairs(table.scores[:, self.tier_order])  # [n, T, T] a ≻ b
         self.features = RichFeatures(use_tfidf=False).fit(qs)
         x = torch.tensor(self.features.transform(qs).toarray(), dtype=torch.float32)
