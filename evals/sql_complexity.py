@@ -3,8 +3,9 @@
 Labels: BIRD mini-dev's `difficulty` (simple / moderate / challenging) and Spider dev's hardness computed from the
 gold SQL by Spider's rules (`routers.hardness.spider_hardness`: easy / medium / hard / extra). The router sees only
 what it would see at request time — the question (plus BIRD's evidence text) and the dataset name — never the SQL.
-It is a multinomial logistic regression on TF-IDF ⊕ sentence embedding (`routers.calibrated.RichFeatures`), C chosen
-by inner cross-validation on the training split only. Each dataset is split once (seeded, stratified) into train and
+It is a multinomial logistic regression on TF-IDF ⊕ sentence embedding (`routers.calibrated.RichFeatures`) ⊕ the
+standardised hand features of `routers.features.hand_features` (lengths, digits, keyword counts) — or on the hand
+features alone: the feature set and C are chosen together by inner cross-validation on the training split only. Each dataset is split once (seeded, stratified) into train and
 held-out parts; reported per dataset on the held-out part: accuracy, macro-F1, accuracy within one level, and the
 majority-class and question-length baselines.
 
@@ -27,6 +28,7 @@ import numpy as np
 
 from routers.base import RouteQuery
 from routers.calibrated import C_GRID, RichFeatures
+from routers.features import hand_matrix
 from routers.hardness import LEVELS, spider_hardness
 
 BIRD_LEVELS = ("simple", "moderate", "challenging")
@@ -58,19 +60,21 @@ def macro_f1(pred: np.ndarray, y: np.ndarray, k: int) -> float:
     return float(np.mean(f1s)) if f1s else 0.0
 
 
-def fit_classifier(x: Any, y: np.ndarray, seed: int, folds: int = 3) -> tuple[Any, float]:
-    """Multinomial LR with C by inner-CV accuracy on (x, y) — the training split only."""
+def fit_classifier(xs: dict[str, Any], y: np.ndarray, seed: int, folds: int = 3) -> tuple[Any, str, float]:
+    """Multinomial LR; the feature set (a key of `xs`) and C by inner-CV accuracy on the training split only."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
     cv = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
-    best_c, best_acc = C_GRID[0], -1.0
-    for c in C_GRID:
-        acc = np.mean([np.mean(LogisticRegression(C=c, max_iter=500).fit(x[tr], y[tr]).predict(x[te]) == y[te])
-                       for tr, te in cv])
-        if acc > best_acc:
-            best_c, best_acc = c, float(acc)
-    return LogisticRegression(C=best_c, max_iter=500).fit(x, y), best_c
+    best: tuple[float, str, float] = (-1.0, next(iter(xs)), C_GRID[0])
+    for name, x in xs.items():
+        for c in C_GRID:
+            acc = float(np.mean([np.mean(LogisticRegression(C=c, max_iter=500).fit(x[tr], y[tr]).predict(x[te])
+                                         == y[te]) for tr, te in cv]))
+            if acc > best[0]:
+                best = (acc, name, c)
+    _, name, c = best
+    return LogisticRegression(C=c, max_iter=500).fit(xs[name], y), name, c
 
 
 def evaluate(texts: Sequence[str], y: Sequence[int], levels: Sequence[str], test_share: float, seed: int
@@ -81,10 +85,19 @@ def evaluate(texts: Sequence[str], y: Sequence[int], levels: Sequence[str], test
     idx = np.arange(len(yy))
     tr, te = train_test_split(idx, test_size=test_share, random_state=seed, stratify=yy)
     qs = [RouteQuery(prompt=t) for t in texts]
+    import scipy.sparse as sp
+
     feats = RichFeatures().fit([qs[i] for i in tr])
-    x_tr, x_te = feats.transform([qs[i] for i in tr]), feats.transform([qs[i] for i in te])
-    clf, c = fit_classifier(x_tr, yy[tr], seed)
-    pred = clf.predict(x_te)
+    hand = hand_matrix(qs)
+    mu, sd = hand[tr].mean(axis=0), hand[tr].std(axis=0) + 1e-9
+    z = (hand - mu) / sd
+
+    def x_of(rows: np.ndarray) -> dict[str, Any]:
+        return {"rich": sp.hstack([feats.transform([qs[i] for i in rows]), sp.csr_matrix(z[rows])]).tocsr(),
+                "hand": z[rows]}
+
+    clf, fset, c = fit_classifier(x_of(tr), yy[tr], seed)
+    pred = clf.predict(x_of(te)[fset])
     majority = int(np.bincount(yy[tr]).argmax())
     # length baseline: thresholds on question length that reproduce the training label shares
     lens = np.array([len(t) for t in texts], dtype=float)
@@ -92,7 +105,7 @@ def evaluate(texts: Sequence[str], y: Sequence[int], levels: Sequence[str], test
     cuts = np.quantile(lens[tr], cdf)
     len_pred = np.searchsorted(cuts, lens[te], side="left")
     return {
-        "n_train": len(tr), "n_test": len(te), "levels": list(levels), "C": c,
+        "n_train": len(tr), "n_test": len(te), "levels": list(levels), "C": c, "features": fset,
         "label_share_test": (np.bincount(yy[te], minlength=len(levels)) / len(te)).round(3).tolist(),
         "accuracy": float(np.mean(pred == yy[te])), "macro_f1": macro_f1(pred, yy[te], len(levels)),
         "within_one": within_one(pred, yy[te]),
@@ -117,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         r = out[name]
         print(f"{name:<7} n={r['n_train']}+{r['n_test']}  acc {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}  "
               f"within-1 {r['within_one']:.3f}  | majority acc {r['majority_accuracy']:.3f}  "
-              f"length acc {r['length_accuracy']:.3f} (F1 {r['length_macro_f1']:.3f})  C={r['C']}")
+              f"length acc {r['length_accuracy']:.3f} (F1 {r['length_macro_f1']:.3f})  features={r['features']} C={r['C']}")
     if args.json:
         print(json.dumps(out))
     return 0

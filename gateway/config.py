@@ -282,10 +282,11 @@ def load_config(path: str | os.PathLike) -> TandemConfig:
 
 
 # Nominal prices of the zoo's self-hosted models: dollars per million output tokens = FLOPs per token / 100,000
-# (input a quarter of that), so that cost reports order the models by the compute they really use.
+# (input a quarter of that; prefix-cached input is free: an in-process KV cache does no work for it), so that cost
+# reports order the models by the compute they really use.
 def _zoo_price(flops_per_token: float) -> dict[str, float]:
     out = round(flops_per_token / 1e5, 4)
-    return {"input_per_mtok": round(out / 4, 4), "output_per_mtok": out}
+    return {"input_per_mtok": round(out / 4, 4), "cached_input_per_mtok": 0.0, "output_per_mtok": out}
 
 
 def _zoo_parts() -> tuple[list[dict], list[dict]]:
@@ -313,6 +314,13 @@ def _zoo_parts() -> tuple[list[dict], list[dict]]:
                            "members": {"draft": "small", "target": "large"},
                            "artifact": str(artifacts / "arbitrage-units.pt"),
                            "description": "Arbitrage: zoo small drafts each step, zoo large rewrites predicted-weak steps"})
+    knn = root / "routers" / "artifacts" / "zoo-knn.pkl"
+    experts = ["small", "large", "expert-sql", "expert-units"]
+    if knn.exists() and set(experts) <= names:
+        routes.append({"name": "zoo-router", "kind": "router", "router": "knn", "artifact": str(knn),
+                       "candidates": experts,
+                       "description": "kNN router trained from a live eval of the zoo: picks the cheapest model "
+                                      "likely to answer"})
     return backends, routes
 
 

@@ -178,7 +178,10 @@ class CoERouter(Router):
         return np.where(prepared.max(axis=1) < self.tau, general, out)
 
     def knob_grid(self) -> list[float]:
-        with np.errstate(invalid="ignore"):
+        import warnings
+
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN category row (no data) is expected
             table = np.vstack([self.means, self.pooled])
             gaps = np.nanmax(table, axis=1, keepdims=True) - table
         g = np.unique(np.r_[0.0, gaps[np.isfinite(gaps)].ravel()])

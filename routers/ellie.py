@@ -8,7 +8,8 @@ in its features (the kNN router ranks same-category neighbours first). Routers:
 - `ellie-heuristic`: a least-squares complexity score from hand features (length, digits, keyword counts);
   tier thresholds are the score quantiles that reproduce the training label distribution; knob = shift of the
   score in standard deviations.
-- `ellie-knn`: tier distribution of the k nearest training prompts (embeddings).
+- `ellie-knn`: tier distribution of the k nearest training prompts (embeddings, same category first), smoothed;
+  k is chosen from a grid by leave-one-out log-likelihood of the training labels.
 - `ellie-classifier`: multinomial logistic regression on TF-IDF ⊕ embedding ⊕ category → tier distribution, C chosen
   by inner CV on the training rows.
 - `ellie-preference`: a linear ranker per tier trained on pairs (a passing tier ≻ a failing one, a cheaper passing
@@ -190,7 +191,9 @@ class DistributionTierRouter(TierRouter):
 class EllieKnnRouter(DistributionTierRouter):
     name = "ellie-knn"
 
-    def __init__(self, k: int = 20, **kw: Any) -> None:
+    K_GRID = (10, 20, 50, 100, 200)
+
+    def __init__(self, k: int | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         self.k = k
 
@@ -201,18 +204,37 @@ class EllieKnnRouter(DistributionTierRouter):
         self.train_emb = embeddings(qs).astype(np.float32)
         self.features = RichFeatures(use_tfidf=False, use_emb=False, cat_weight=2.0).fit(qs)
         self.train_cat = self.features.category_matrix(qs)
+        if self.k is None:  # leave-one-out on the training rows
+            sims = self._sims(self.train_emb, self.train_cat)
+            np.fill_diagonal(sims, -np.inf)
+            ll = {}
+            for k in self.K_GRID:
+                if k < len(self.labels):
+                    p = self._distribution(sims, k)
+                    ll[k] = float(np.mean(np.log(p[np.arange(len(self.labels)), self.labels])))
+            self.k = max(ll, key=lambda k: ll[k]) if ll else max(1, len(self.labels) - 1)
+            self.metadata["loo_log_likelihood"] = {str(k): v for k, v in ll.items()}
+        self.metadata["k"] = self.k
         return self
 
-    def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:
-        sims = embeddings(queries) @ self.train_emb.T
+    def _sims(self, emb: np.ndarray, cat: np.ndarray) -> np.ndarray:
+        sims = emb @ self.train_emb.T
         if self.train_cat.shape[1]:  # cosine ≤ 1, so a +2 bonus ranks same-category neighbours first
-            sims = sims + self.features.category_matrix(queries) @ self.train_cat.T / 2.0
-        k = min(self.k, len(self.labels))
+            sims = sims + cat @ self.train_cat.T / 2.0
+        return sims
+
+    def _distribution(self, sims: np.ndarray, k: int) -> np.ndarray:
+        """Label shares of the k nearest rows, add-½ smoothed."""
+        k = min(k, sims.shape[1])
         idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        probs = np.zeros((len(queries), self.n_tiers))
+        counts = np.zeros((len(sims), self.n_tiers))
         for j in range(k):
-            probs[np.arange(len(queries)), self.labels[idx[:, j]]] += 1.0 / k
-        return probs
+            np.add.at(counts, (np.arange(len(sims)), self.labels[idx[:, j]]), 1.0)
+        return (counts + 0.5) / (k + 0.5 * self.n_tiers)
+
+    def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:
+        sims = self._sims(embeddings(queries), self.features.category_matrix(queries))
+        return self._distribution(sims, int(self.k or 1))
 
 
 class EllieClassifierRouter(DistributionTierRouter):

@@ -79,3 +79,21 @@ def test_pareto_tiers_drop_dominated_models() -> None:
     # model 1 (dearer, worse than 0), model 3 (dearer, worse than 2) and model 5 (no data) are dominated
     assert pareto_tiers(means, costs).tolist() == [0, 2, 4]
     assert pareto_tiers(np.array([0.5, 0.5]), np.array([1.0, 1.0])).tolist() == [0]
+
+
+def test_pass_table_reference() -> None:
+    from routers.ellie import pass_table
+
+    rng = np.random.default_rng(3)
+    scores = (rng.random((60, 3)) < [0.3, 0.6, 0.9]).astype(float)
+    scores[rng.random((60, 3)) < 0.1] = np.nan
+    groups = rng.integers(0, 3, 60)
+    groups[groups == 2] = 1  # group 2 is empty → overall pass rates
+    got = pass_table(groups, scores, 3)
+    for t in range(3):
+        ok = np.isfinite(scores[:, t])
+        overall = np.mean(scores[ok, t] >= 0.5)
+        for g in range(3):
+            rows = ok & (groups == g)
+            want = np.mean(scores[rows, t] >= 0.5) if rows.any() else overall
+            assert abs(got[g, t] - want) < 1e-12
