@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 
 Mode = Literal["greedy", "sample", "logprobs"]
@@ -72,6 +73,65 @@ def gumbel_from_keys(keys: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     h = lowbias32(keys ^ cols.to(torch.int64))
     u = ((h >> 8).to(torch.float32) + 0.5) * (1.0 / 16777216.0)
     return -torch.log(-torch.log(u))
+
+
+# Largest finite noise value: u's float32 rounding makes h >> 8 = 2**24 − 2 and 2**24 − 3 give u = 1 − 2**-23, so
+# g = −log(2**-23 + …) ≈ 23·ln 2 ≈ 15.94; the rounding of 2**24 − 1 + 0.5 gives u = 1.0 and g = +inf (the one infinite
+# value). tests/kernels/test_cpu.py checks this bound against the torch formula on all 2**24 values of h >> 8.
+GUMBEL_MAX_FINITE = 15.943
+Q_INF = (1 << 24) - 1  # the h >> 8 value whose noise is +inf
+_M1_INV = pow(_M1, -1, 1 << 32)
+_M2_INV = pow(_M2, -1, 1 << 32)
+
+
+def hash_block(keys: np.ndarray, cols: np.ndarray, out: np.ndarray, tmp: np.ndarray) -> np.ndarray:
+    """``lowbias32(keys ^ cols)`` in uint32 (no int64 temporaries): keys ``[R, 1]``, cols ``[C]``, out/tmp ``[R, C]``."""
+    np.bitwise_xor(keys, cols[None, :], out=out)
+    np.right_shift(out, 16, out=tmp)
+    np.bitwise_xor(out, tmp, out=out)
+    np.multiply(out, np.uint32(_M1), out=out)
+    np.right_shift(out, 15, out=tmp)
+    np.bitwise_xor(out, tmp, out=out)
+    np.multiply(out, np.uint32(_M2), out=out)
+    np.right_shift(out, 16, out=tmp)
+    np.bitwise_xor(out, tmp, out=out)
+    return out
+
+
+def neg_gumbel_block(
+    keys: np.ndarray, cols: np.ndarray, out: np.ndarray, hbuf: np.ndarray, tmp: np.ndarray
+) -> torch.Tensor:
+    """``−g`` = ``log(−log u)`` as a float32 tensor viewing ``out`` ``[R, C]``, the same float32 ops as
+    ``gumbel_from_keys`` except that the one +inf value (``h >> 8 = 2**24 − 1``) is replaced by the largest finite one
+    (callers find those tokens with ``infinite_noise_cols``)."""
+    h = hash_block(keys, cols, hbuf, tmp)
+    np.right_shift(h, 8, out=h)
+    np.minimum(h, np.uint32(Q_INF - 1), out=h)
+    np.add(h, np.float32(0.5), out=out, dtype=np.float32, casting="unsafe")  # exact cast, then a float32 add
+    np.multiply(out, np.float32(1.0 / 16777216.0), out=out)
+    t = torch.from_numpy(out)
+    torch.log(t, out=t)
+    t.neg_()
+    return torch.log(t, out=t)
+
+
+def lowbias32_inverse(h: np.ndarray) -> np.ndarray:
+    """The inverse permutation of ``lowbias32`` on uint32 arrays (``lowbias32_inverse(lowbias32(x)) == x``)."""
+    x = h.astype(np.uint32)
+    x ^= x >> np.uint32(16)
+    x *= np.uint32(_M2_INV)
+    x ^= (x >> np.uint32(15)) ^ (x >> np.uint32(30))
+    x *= np.uint32(_M1_INV)
+    x ^= x >> np.uint32(16)
+    return x
+
+
+def infinite_noise_cols(keys: np.ndarray, v: int) -> np.ndarray:
+    """Per row key ``[B]`` (uint32), the vocabulary indices < ``v`` whose noise is +inf, as int64 ``[B, 256]``
+    (−1 where the hash preimage lies outside the vocabulary): the preimages of ``h`` with ``h >> 8 = 2**24 − 1``."""
+    top = lowbias32_inverse(np.arange(Q_INF << 8, 1 << 32, dtype=np.uint64).astype(np.uint32))
+    cols = (top[None, :] ^ keys.astype(np.uint32)[:, None]).astype(np.int64)
+    return np.where(cols < v, cols, -1)
 
 
 def gumbel_noise(seed: int, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:

@@ -1,28 +1,208 @@
-"""Fused CPU path of the dense logit combination: one streaming pass over the vocabulary in cache-sized tiles.
+"""Fused CPU path of the dense logit combination: one streaming pass over the vocabulary in small tiles.
 
 For each vocabulary tile ``[B, C]`` it accumulates ``Σ_m w·x`` into one float32 buffer in place (the input dtype is
 cast inside the kernel, no ``[M, B, V]`` temporaries), adds the bias, applies the temperature only where the mode
 needs it, adds Gumbel noise when sampling, and keeps a running (max, argmax) and — when logprobs are wanted — an
-online log-sum-exp per row. Every tile stays in cache, so the logits are read once from memory.
+online log-sum-exp per row (one ``exp`` per element, no per-model log-softmax). Every tile stays in cache, so the
+logits are read once from memory.
 
-Same answer as ``kernels.reference`` (up to float rounding; see ``kernels.common`` for the definition). What it
-leaves out: threading policy (it uses torch's intra-op threads as configured by the caller) and sparse inputs.
+Threads: a tile holds at most ``TILE_ELEMS`` elements, below torch's intra-op grain size, so every torch op runs on
+the calling thread (no OpenMP barrier per op, which costs whole scheduler slices on a busy machine). Parallelism is
+coarse instead: the vocabulary is cut into ``min(2, torch.get_num_threads())`` contiguous spans scanned by worker
+threads (torch and numpy release the GIL), whose partials are merged (ties → the smaller index, as in the reference).
+
+Sampling (``kernels.common.neg_gumbel_block`` computes the noise in uint32 arithmetic) prunes exactly: a token whose
+``y`` is below ``best − G_BOUND`` (``best`` = a score already seen in that row) cannot win or tie, because every
+finite noise value is ≤ ``GUMBEL_MAX_FINITE``; such row segments get no noise at all. The one infinite noise value
+(``h >> 8 == 2**24 − 1``, see ``kernels.common``) is found by inverting the hash, not by scanning.
+
+Same answer as ``kernels.reference`` (up to float rounding; see ``kernels.common`` for the definition), except that a
+masked token (y = −inf) whose noise is +inf is never chosen (the reference's ``argmax`` picks the NaN it makes; the
+Triton kernel ignores it, as here). What it leaves out: sparse inputs; thread count beyond 2.
 """
 
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from kernels.common import CombineResult, check_dense, check_mode, gumbel_from_keys, row_keys, weights_matrix
+from kernels.common import (
+    GUMBEL_MAX_FINITE,
+    CombineResult,
+    check_dense,
+    check_mode,
+    infinite_noise_cols,
+    neg_gumbel_block,
+    row_keys,
+    weights_matrix,
+)
 
-TILE_ELEMS = 1 << 20  # float32 elements per tile buffer (4 MiB): stays in the last-level cache
+TILE_ELEMS = 32767  # elements per tile: under torch's grain size (32768), so ops stay on the calling thread
+MIN_PARALLEL_ELEMS = 1 << 18  # below this many B·V elements one thread does it all
+MAX_WORKERS = 2
+
+
+def prune_margin(best: torch.Tensor) -> torch.Tensor:
+    """Slack added to ``GUMBEL_MAX_FINITE`` in the pruning test: far above float32 rounding of ``y + g`` near ``best``."""
+    return 1e-3 + 1e-5 * best.abs()
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="combine-cpu")
+    return _POOL
+
+
+@dataclass
+class _Job:
+    """Everything a span scan needs (read-only, shared by the workers)."""
+
+    logits: torch.Tensor
+    bias: torch.Tensor | None
+    active: list[int]
+    scal: list[float] | None  # one weight per model when all rows share them
+    wcols: list[torch.Tensor] | None  # [B, 1] weight columns otherwise
+    zero_rows: list[bool]
+    temperature: float
+    scale_t: bool
+    need_lse: bool
+    want_best: bool
+    sample: bool
+    keys: np.ndarray | None  # [B, 1] uint32 row keys
+    decided: torch.Tensor | None  # [B] bool: rows whose winner is already known (infinite noise)
+
+
+@dataclass
+class _Partial:
+    best_val: torch.Tensor
+    best_idx: torch.Tensor
+    lse: torch.Tensor | None
 
 
 def _tile_cols(b: int, v: int) -> int:
-    cols = max(256, TILE_ELEMS // max(b, 1))
-    return min(v, cols)
+    return min(v, max(64, TILE_ELEMS // max(b, 1)))
+
+
+def _fill_tile(job: _Job, acc: torch.Tensor, term: torch.Tensor, c0: int, c1: int) -> None:
+    """``acc ← Σ_m w·x (+ bias) (/ T)`` for columns ``[c0, c1)``, in float32."""
+    x = job.logits
+    upcast = x.dtype != torch.float32
+    if not job.active:
+        acc.zero_()
+    for j, i in enumerate(job.active):
+        xt = x[i, :, c0:c1]
+        if job.scal is not None:
+            wt = job.scal[i]
+            if j == 0:
+                if upcast or wt != 1.0:
+                    acc.copy_(xt)
+                    if wt != 1.0:
+                        acc.mul_(wt)
+                else:
+                    acc.copy_(xt)
+            else:
+                acc.add_(xt, alpha=wt)
+            continue
+        assert job.wcols is not None
+        if not job.zero_rows[i]:
+            if j == 0:
+                torch.mul(xt, job.wcols[i], out=acc)
+            else:
+                acc.addcmul_(xt, job.wcols[i])
+        else:  # rows with weight 0: 0 · (−inf) must contribute 0, not NaN
+            dst = acc if j == 0 else term
+            torch.mul(xt, job.wcols[i], out=dst)
+            dst.nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
+            if j > 0:
+                acc.add_(term)
+    if job.bias is not None:
+        acc.add_(job.bias[:, c0:c1])
+    if job.scale_t and job.temperature != 1.0:
+        acc.div_(job.temperature)
+
+
+def _scan(job: _Job, start: int, end: int) -> _Partial:
+    """Stream columns ``[start, end)``: per-tile (best score, its index) and log-sum-exp, reduced over tiles at the end."""
+    b = job.logits.shape[1]
+    cols = _tile_cols(b, end - start)
+    n_tiles = -(-(end - start) // cols)
+    acc_buf = torch.empty(b, cols)
+    term_buf = torch.empty(b, cols)
+    tile_val = torch.full((n_tiles, b), -math.inf)
+    tile_idx = torch.zeros((n_tiles, b), dtype=torch.int64)
+    tile_lse = torch.empty((n_tiles, b)) if job.need_lse else None
+    best_val = torch.full((b,), -math.inf)  # running lower bound of the best score (sampling's pruning)
+    if job.sample and job.decided is not None:
+        best_val.masked_fill_(job.decided, math.inf)  # their winner is known: prune all their noise
+    noise_np = np.empty((b, cols), dtype=np.float32)
+    hash_np = np.empty((b, cols), dtype=np.uint32)
+    hash_tmp = np.empty((b, cols), dtype=np.uint32)
+    col_ids = np.arange(start, end, dtype=np.uint32)
+
+    for t in range(n_tiles):
+        c0 = start + t * cols
+        c1 = min(c0 + cols, end)
+        n = c1 - c0
+        acc = acc_buf[:, :n] if n == cols else torch.empty(b, n)
+        _fill_tile(job, acc, term_buf[:, :n], c0, c1)
+        if job.sample:
+            assert job.keys is not None
+            seg_max = acc.amax(dim=1)
+            live = seg_max + (GUMBEL_MAX_FINITE + prune_margin(best_val)) >= best_val
+            n_live = int(live.sum())
+            if n_live == b:
+                g = neg_gumbel_block(job.keys, col_ids[c0 - start : c1 - start], noise_np[:, :n], hash_np[:, :n],
+                                     hash_tmp[:, :n])  # fmt: skip
+                torch.max(torch.sub(acc, g, out=g), dim=1, out=(tile_val[t], tile_idx[t]))  # y + g = y − (−g)
+            elif n_live:
+                rows = live.nonzero()[:, 0]
+                r = rows.shape[0]
+                g = neg_gumbel_block(job.keys[rows.numpy()], col_ids[c0 - start : c1 - start], noise_np[:r, :n],
+                                     hash_np[:r, :n], hash_tmp[:r, :n])  # fmt: skip
+                vals, idx = torch.sub(acc.index_select(0, rows), g, out=g).max(dim=1)
+                tile_val[t].index_copy_(0, rows, vals)
+                tile_idx[t].index_copy_(0, rows, idx)
+            torch.maximum(best_val, tile_val[t], out=best_val)
+        elif job.want_best:
+            torch.max(acc, dim=1, out=(tile_val[t], tile_idx[t]))
+        if tile_lse is not None:
+            torch.logsumexp(acc, dim=1, out=tile_lse[t])
+    offsets = torch.arange(start, end, cols, dtype=torch.int64)[:, None]
+    tile = tile_val.argmax(dim=0)  # first maximum → the earliest tile; within a tile max() gave the first index
+    rows_all = torch.arange(b)
+    best = tile_val[tile, rows_all]
+    idx = tile_idx[tile, rows_all] + offsets[tile, 0]
+    lse = torch.logsumexp(tile_lse, dim=0) if tile_lse is not None else None
+    return _Partial(best, idx, lse)
+
+
+def _merge(parts: list[_Partial]) -> _Partial:
+    """Merge span partials in vocabulary order (a later span wins only when strictly better)."""
+    out = parts[0]
+    for p in parts[1:]:
+        better = p.best_val > out.best_val
+        lse = None
+        if out.lse is not None and p.lse is not None:
+            lse = torch.logaddexp(out.lse, p.lse)
+        out = _Partial(torch.where(better, p.best_val, out.best_val), torch.where(better, p.best_idx, out.best_idx), lse)
+    return out
+
+
+def _spans(b: int, v: int) -> list[tuple[int, int]]:
+    n = min(MAX_WORKERS, torch.get_num_threads())
+    if n < 2 or b * v < MIN_PARALLEL_ELEMS:
+        return [(0, v)]
+    cols = _tile_cols(b, v)
+    mid = min(v, -(-(v // 2) // cols) * cols)  # cut on a tile boundary
+    return [(0, mid), (mid, v)] if 0 < mid < v else [(0, v)]
 
 
 def combine_cpu(
@@ -42,90 +222,68 @@ def combine_cpu(
     w = weights_matrix(weights, m, b)
     need_lse = return_logprobs or mode == "logprobs"
     sample = mode == "sample"
-    scale_t = need_lse or sample  # greedy's argmax does not depend on T
     per_row = not bool((w == w[0:1]).all())
     if per_row:
-        wcols = [w[:, i : i + 1].contiguous() for i in range(m)]
+        wcols: list[torch.Tensor] | None = [w[:, i : i + 1].contiguous() for i in range(m)]
         active = [i for i in range(m) if bool((w[:, i] != 0).any())]
         zero_rows = [bool((w[:, i] == 0).any()) for i in range(m)]
+        scal = None
     else:
+        wcols = None
         zero_rows = [False] * m
         scal = [float(w[0, i]) for i in range(m)]
         active = [i for i in range(m) if scal[i] != 0.0]
 
-    cols = _tile_cols(b, v)
-    acc_buf = torch.empty(b, cols, dtype=torch.float32)
-    tmp_buf = torch.empty(b, cols, dtype=torch.float32) if (need_lse or sample) else None
-    term_buf = torch.empty(b, cols, dtype=torch.float32) if per_row and any(zero_rows) else acc_buf
-    best_val = torch.full((b,), float("-inf"))
-    best_idx = torch.full((b,), -1, dtype=torch.int64)
-    run_max = torch.full((b,), float("-inf")) if need_lse else None
-    run_sum = torch.zeros(b) if need_lse else None
-    keys = row_keys(seed, torch.arange(b))[:, None] if sample else None
-    col_ids = torch.arange(v, dtype=torch.int64) if sample else None
+    keys_np = decided = inf_winner = None
+    if sample:
+        keys = row_keys(seed, torch.arange(b))
+        keys_np = keys.numpy().astype(np.uint32)[:, None]
+        inf_winner = _infinite_noise_winners(logits, w, active, bias, temperature, keys_np[:, 0], v)
+        decided = inf_winner >= 0
+    job = _Job(logits, bias, active, scal, wcols, zero_rows, float(temperature), need_lse or sample, need_lse,
+               mode != "logprobs", sample, keys_np, decided)  # fmt: skip
 
-    for c0 in range(0, v, cols):
-        c1 = min(c0 + cols, v)
-        n = c1 - c0
-        acc = acc_buf[:, :n]
-        if not active:
-            acc.zero_()
-        for j, i in enumerate(active):
-            xt = logits[i, :, c0:c1]
-            if per_row:
-                if not zero_rows[i]:
-                    if j == 0:
-                        torch.mul(xt, wcols[i], out=acc)
-                    else:
-                        acc.addcmul_(xt, wcols[i])
-                else:  # rows with weight 0: 0 · (−inf) must contribute 0, not NaN
-                    term = acc if j == 0 else term_buf[:, :n]
-                    torch.mul(xt, wcols[i], out=term)
-                    term.nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
-                    if j > 0:
-                        acc.add_(term)
-            elif j == 0:
-                torch.mul(xt, scal[i], out=acc)
-            else:
-                acc.add_(xt, alpha=scal[i])
-        if bias is not None:
-            acc.add_(bias[:, c0:c1])
-        if scale_t and temperature != 1.0:
-            acc.div_(temperature)
-        if sample:
-            assert tmp_buf is not None and keys is not None and col_ids is not None
-            scored = tmp_buf[:, :n]
-            torch.add(acc, gumbel_from_keys(keys, col_ids[None, c0:c1]), out=scored)
-        else:
-            scored = acc
-        vals, idx = scored.max(dim=1)
-        better = vals > best_val
-        best_val = torch.where(better, vals, best_val)
-        best_idx = torch.where(better, idx + c0, best_idx)
-        if need_lse:
-            assert run_max is not None and run_sum is not None and tmp_buf is not None
-            tmax = vals if not sample else acc.amax(dim=1)
-            new_max = torch.maximum(run_max, tmax)
-            safe = torch.where(torch.isneginf(new_max), torch.zeros_like(new_max), new_max)
-            e = tmp_buf[:, :n]
-            torch.sub(acc, safe[:, None], out=e)
-            e.exp_()
-            run_sum = run_sum * torch.exp(run_max - safe) + e.sum(dim=1)
-            run_max = new_max
+    spans = _spans(b, v)
+    if len(spans) == 1:
+        part = _scan(job, *spans[0])
+    else:
+        futures = [_pool().submit(_scan, job, s0, s1) for s0, s1 in spans]
+        part = _merge([f.result() for f in futures])
 
+    best_val, best_idx = part.best_val, part.best_idx
     if mode == "logprobs":
         assert targets is not None
         ids = targets.to(torch.int64).clone()
     else:
         ids = torch.where(torch.isneginf(best_val), torch.full_like(best_idx, -1), best_idx)
+        if inf_winner is not None:
+            ids = torch.where(inf_winner >= 0, inf_winner, ids)
     if not need_lse:
         return CombineResult(ids)
-    assert run_max is not None and run_sum is not None
-    lse = run_max + torch.log(run_sum)
-    chosen = _scores_at(logits, w, active, bias, temperature, ids.clamp(min=0))
-    lp = chosen - lse
-    lp = torch.where((ids < 0) | torch.isneginf(run_max), torch.full_like(lp, float("-inf")), lp)
+    assert part.lse is not None
+    chosen = _scores_at(logits, w, active, bias, temperature, ids.clamp(min=0)[:, None])[:, 0]
+    lp = chosen - part.lse
+    lp = torch.where((ids < 0) | torch.isneginf(part.lse), torch.full_like(lp, float("-inf")), lp)
     return CombineResult(ids, lp)
+
+
+def _infinite_noise_winners(
+    logits: torch.Tensor,
+    w: torch.Tensor,
+    active: list[int],
+    bias: torch.Tensor | None,
+    temperature: float,
+    keys: np.ndarray,
+    v: int,
+) -> torch.Tensor:
+    """Per row, the smallest token with +inf noise and a finite score (it wins outright), else −1."""
+    cols = infinite_noise_cols(keys, v)  # [B, 256] int64, −1 where the preimage is out of range
+    ids = torch.from_numpy(cols)
+    y = _scores_at(logits, w, active, bias, temperature, ids.clamp(min=0))
+    ok = (ids >= 0) & torch.isfinite(y)
+    big = torch.full_like(ids, v)
+    first = torch.where(ok, ids, big).amin(dim=1)
+    return torch.where(first < v, first, torch.full_like(first, -1))
 
 
 def _scores_at(
@@ -136,13 +294,14 @@ def _scores_at(
     temperature: float,
     ids: torch.Tensor,
 ) -> torch.Tensor:
-    """``y[b, ids[b]]`` computed the same way as the tiles (same operation order), float32 ``[B]``."""
+    """``y[b, ids[b, k]]`` for ids ``[B, K]``, computed the same way as the tiles (same operation order), float32."""
     b = ids.shape[0]
-    rows = torch.arange(b)
-    acc = torch.zeros(b)
+    rows = torch.arange(b)[:, None]
+    acc = torch.zeros(ids.shape)
     for j, i in enumerate(active):
         x = logits[i, rows, ids].float()
-        term = torch.where(w[:, i] == 0, torch.zeros_like(x), x * w[:, i])
+        wi = w[:, i : i + 1]
+        term = torch.where(wi == 0, torch.zeros_like(x), x * wi)
         acc = term if j == 0 else acc + term
     if bias is not None:
         acc = acc + bias[rows, ids].float()
