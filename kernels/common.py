@@ -85,8 +85,8 @@ _M2_INV = pow(_M2, -1, 1 << 32)
 
 
 def hash_block(keys: np.ndarray, cols: np.ndarray, out: np.ndarray, tmp: np.ndarray) -> np.ndarray:
-    """``lowbias32(keys ^ cols)`` in uint32 (no int64 temporaries): keys ``[R, 1]``, cols ``[C]``, out/tmp ``[R, C]``."""
-    np.bitwise_xor(keys, cols[None, :], out=out)
+    """``lowbias32(keys ^ cols)`` in uint32 (no int64 temporaries); keys and cols broadcast to out/tmp's shape."""
+    np.bitwise_xor(keys, cols, out=out)
     np.right_shift(out, 16, out=tmp)
     np.bitwise_xor(out, tmp, out=out)
     np.multiply(out, np.uint32(_M1), out=out)
@@ -101,8 +101,8 @@ def hash_block(keys: np.ndarray, cols: np.ndarray, out: np.ndarray, tmp: np.ndar
 def neg_gumbel_block(
     keys: np.ndarray, cols: np.ndarray, out: np.ndarray, hbuf: np.ndarray, tmp: np.ndarray
 ) -> torch.Tensor:
-    """``−g`` = ``log(−log u)`` as a float32 tensor viewing ``out`` ``[R, C]``, the same float32 ops as
-    ``gumbel_from_keys`` except that the one +inf value (``h >> 8 = 2**24 − 1``) is replaced by the largest finite one
+    """``−g`` = ``log(−log u)`` as a float32 tensor viewing ``out``, the same float32 ops as
+    ``gumbel_from_keys`` (keys and cols broadcast to ``out``'s shape) except that the one +inf value (``h >> 8 = 2**24 − 1``) is replaced by the largest finite one
     (callers find those tokens with ``infinite_noise_cols``)."""
     h = hash_block(keys, cols, hbuf, tmp)
     np.right_shift(h, 8, out=h)

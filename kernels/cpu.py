@@ -13,7 +13,8 @@ threads (torch and numpy release the GIL), whose partials are merged (ties → t
 
 Sampling (``kernels.common.neg_gumbel_block`` computes the noise in uint32 arithmetic) prunes exactly: a token whose
 ``y`` is below ``best − G_BOUND`` (``best`` = a score already seen in that row) cannot win or tie, because every
-finite noise value is ≤ ``GUMBEL_MAX_FINITE``; such row segments get no noise at all. The one infinite noise value
+finite noise value is ≤ ``GUMBEL_MAX_FINITE`` (``prune_threshold``); when under a quarter of a tile's tokens pass,
+noise is computed only for those.  The one infinite noise value
 (``h >> 8 == 2**24 − 1``, see ``kernels.common``) is found by inverting the hash, not by scanning.
 
 Same answer as ``kernels.reference`` (up to float rounding; see ``kernels.common`` for the definition), except that a
@@ -46,9 +47,15 @@ MIN_PARALLEL_ELEMS = 1 << 18  # below this many B·V elements one thread does it
 MAX_WORKERS = 2
 
 
-def prune_margin(best: torch.Tensor) -> torch.Tensor:
-    """Slack added to ``GUMBEL_MAX_FINITE`` in the pruning test: far above float32 rounding of ``y + g`` near ``best``."""
-    return 1e-3 + 1e-5 * best.abs()
+def prune_threshold(best: torch.Tensor) -> torch.Tensor:
+    """Per row, the score ``y`` below which a token can neither win nor tie against a seen score ``best`` (``[B]``).
+
+    Every finite noise value is ≤ ``GUMBEL_MAX_FINITE``, so ``y < best − GUMBEL_MAX_FINITE − δ`` gives
+    ``y + g < best − δ``, and with ``δ = 1e-3 + 1e-5·|best|`` (far above float32 rounding of ``y + g``) the rounded
+    score stays below ``best``. ``best = −inf`` → −inf (nothing pruned); ``+inf`` (row decided) → +inf (all pruned).
+    """
+    margin = 1e-3 + 1e-5 * best.abs().clamp(max=1e30)
+    return best - GUMBEL_MAX_FINITE - margin
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -94,20 +101,16 @@ def _tile_cols(b: int, v: int) -> int:
 def _fill_tile(job: _Job, acc: torch.Tensor, term: torch.Tensor, c0: int, c1: int) -> None:
     """``acc ← Σ_m w·x (+ bias) (/ T)`` for columns ``[c0, c1)``, in float32."""
     x = job.logits
-    upcast = x.dtype != torch.float32
     if not job.active:
         acc.zero_()
     for j, i in enumerate(job.active):
         xt = x[i, :, c0:c1]
         if job.scal is not None:
             wt = job.scal[i]
-            if j == 0:
-                if upcast or wt != 1.0:
-                    acc.copy_(xt)
-                    if wt != 1.0:
-                        acc.mul_(wt)
-                else:
-                    acc.copy_(xt)
+            if j == 0:  # upcast first, then scale in float32 (as the reference does)
+                acc.copy_(xt)
+                if wt != 1.0:
+                    acc.mul_(wt)
             else:
                 acc.add_(xt, alpha=wt)
             continue
@@ -155,21 +158,23 @@ def _scan(job: _Job, start: int, end: int) -> _Partial:
         _fill_tile(job, acc, term_buf[:, :n], c0, c1)
         if job.sample:
             assert job.keys is not None
-            seg_max = acc.amax(dim=1)
-            live = seg_max + (GUMBEL_MAX_FINITE + prune_margin(best_val)) >= best_val
-            n_live = int(live.sum())
-            if n_live == b:
-                g = neg_gumbel_block(job.keys, col_ids[c0 - start : c1 - start], noise_np[:, :n], hash_np[:, :n],
-                                     hash_tmp[:, :n])  # fmt: skip
+            tile_cols = col_ids[c0 - start : c1 - start]
+            cand = acc >= prune_threshold(best_val)[:, None]  # the only tokens that can win or tie
+            k = int(cand.sum())
+            if 4 * k > b * n:  # dense: noise for the whole tile
+                g = neg_gumbel_block(job.keys, tile_cols[None, :], noise_np[:, :n], hash_np[:, :n], hash_tmp[:, :n])
                 torch.max(torch.sub(acc, g, out=g), dim=1, out=(tile_val[t], tile_idx[t]))  # y + g = y − (−g)
-            elif n_live:
-                rows = live.nonzero()[:, 0]
-                r = rows.shape[0]
-                g = neg_gumbel_block(job.keys[rows.numpy()], col_ids[c0 - start : c1 - start], noise_np[:r, :n],
-                                     hash_np[:r, :n], hash_tmp[:r, :n])  # fmt: skip
-                vals, idx = torch.sub(acc.index_select(0, rows), g, out=g).max(dim=1)
-                tile_val[t].index_copy_(0, rows, vals)
-                tile_idx[t].index_copy_(0, rows, idx)
+            elif k:  # sparse: noise only at the candidates
+                r, c = cand.nonzero(as_tuple=True)
+                rn, cn = r.numpy(), c.numpy()
+                g = neg_gumbel_block(job.keys[rn, 0], tile_cols[cn], noise_np.reshape(-1)[:k], hash_np.reshape(-1)[:k],
+                                     hash_tmp.reshape(-1)[:k])  # fmt: skip
+                s = acc[r, c] - g
+                row_best = torch.full((b,), -math.inf).scatter_reduce_(0, r, s, "amax")
+                hit = s == row_best[r]
+                first = torch.full((b,), n, dtype=torch.int64).scatter_reduce_(0, r[hit], c[hit], "amin")
+                tile_val[t] = row_best
+                tile_idx[t] = first.clamp_(max=n - 1)
             torch.maximum(best_val, tile_val[t], out=best_val)
         elif job.want_best:
             torch.max(acc, dim=1, out=(tile_val[t], tile_idx[t]))

@@ -62,6 +62,7 @@ def combine_reference(
             rows = torch.arange(b, device=y.device)
             cols = torch.arange(v, device=y.device)
             scores = y + gumbel_noise(seed, rows, cols)
+            scores = torch.where(torch.isneginf(y), y, scores)  # +inf noise on a masked token must not make NaN
         ids = scores.argmax(dim=-1)
         ids = torch.where(torch.isneginf(row_max), torch.full_like(ids, -1), ids)
     if not (return_logprobs or mode == "logprobs"):
