@@ -347,20 +347,21 @@ class OpenAIHTTPBackend(Backend):
 
     # -- chat --------------------------------------------------------------------------------------------------------
 
-    def _chat_body(self, req: ChatRequest) -> dict[str, Any]:
+    def _sampling_body(self, req: ChatRequest | CompletionRequest, **first: Any) -> dict[str, Any]:
+        """Pass-through extras, the model, ``first`` (messages or prompt), then the sampling fields that are set."""
         body: dict[str, Any] = dict(req.extra) if req.extra else {}
         body["model"] = self.model
-        body["messages"] = req.messages
-        if req.max_tokens is not None:
-            body["max_tokens"] = req.max_tokens
-        if req.temperature is not None:
-            body["temperature"] = req.temperature
-        if req.top_p is not None:
-            body["top_p"] = req.top_p
+        body.update(first)
+        for name in ("max_tokens", "temperature", "top_p", "seed"):
+            value = getattr(req, name)
+            if value is not None:
+                body[name] = value
         if req.stop:
             body["stop"] = req.stop
-        if req.seed is not None:
-            body["seed"] = req.seed
+        return body
+
+    def _chat_body(self, req: ChatRequest) -> dict[str, Any]:
+        body = self._sampling_body(req, messages=req.messages)
         if req.logprobs:
             body["logprobs"] = True
             if req.top_logprobs:
@@ -404,19 +405,7 @@ class OpenAIHTTPBackend(Backend):
     # -- completions -------------------------------------------------------------------------------------------------
 
     def _completion_body(self, req: CompletionRequest) -> dict[str, Any]:
-        body: dict[str, Any] = dict(req.extra) if req.extra else {}
-        body["model"] = self.model
-        body["prompt"] = req.prompt
-        if req.max_tokens is not None:
-            body["max_tokens"] = req.max_tokens
-        if req.temperature is not None:
-            body["temperature"] = req.temperature
-        if req.top_p is not None:
-            body["top_p"] = req.top_p
-        if req.stop:
-            body["stop"] = req.stop
-        if req.seed is not None:
-            body["seed"] = req.seed
+        body = self._sampling_body(req, prompt=req.prompt)
         if req.logprobs is not None:
             body["logprobs"] = req.logprobs
         if req.echo:
