@@ -20,12 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
+from collab.artifact import SavedModule
 from collab.features import DEFAULT_K, STEP_FEATURES, Signals, signals_from_logits, signals_from_top, step_features
 from collab.registry import CollabStrategy, register
 from collab.session import Session
@@ -34,8 +33,10 @@ StepScorer = Callable[[list[str], str], float]
 MODES = ("router", "rsd", "oracle", "draft", "target")
 
 
-class StepRouter(nn.Module):
+class StepRouter(SavedModule):
     """MLP from step features to the predicted advantage of the target on this step."""
+
+    kind = "arbitrage"
 
     def __init__(self, n_features: int = STEP_FEATURES, width: int = 32):
         super().__init__()
@@ -49,18 +50,6 @@ class StepRouter(nn.Module):
     @torch.no_grad()
     def predict(self, feats: torch.Tensor) -> float:
         return float(self(feats.reshape(1, -1))[0])
-
-    def save(self, path: str | Path, **extra: Any) -> None:
-        torch.save({"kind": "arbitrage", "config": self.config, "state": self.state_dict(), **extra}, str(path))
-
-    @classmethod
-    def load(cls, path: str | Path) -> tuple[StepRouter, dict[str, Any]]:
-        blob = torch.load(str(path), weights_only=False)
-        if blob.get("kind") != "arbitrage":
-            raise ValueError(f"{path} is not an Arbitrage router (kind={blob.get('kind')!r})")
-        r = cls(**blob["config"])
-        r.load_state_dict(blob["state"])
-        return r.eval(), blob
 
 
 @dataclass

@@ -16,19 +16,20 @@ training (``collab.labels``, ``collab.train``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
+from collab.artifact import SavedModule
 from collab.features import DEFAULT_K, FLOOR, Signals, signals_from_logits, signals_from_top
 from collab.registry import CollabStrategy, register
 from collab.session import ModelUsage, Session
 
 
-class R2RRouter(nn.Module):
+class R2RRouter(SavedModule):
     """MLP over [top-k logprobs, entropy, token logprob] ⊕ token embedding ⊕ projected hidden state → one logit."""
+
+    kind = "r2r"
 
     def __init__(self, vocab_size: int, *, k: int = DEFAULT_K, hidden_size: int = 0, width: int = 64,
                  token_dim: int = 16):
@@ -61,18 +62,6 @@ class R2RRouter(nn.Module):
     @torch.no_grad()
     def prob(self, signals: Signals) -> float:
         return float(torch.sigmoid(self(*self.batch([signals])))[0])
-
-    def save(self, path: str | Path, **extra: Any) -> None:
-        torch.save({"kind": "r2r", "config": self.config, "state": self.state_dict(), **extra}, str(path))
-
-    @classmethod
-    def load(cls, path: str | Path) -> tuple[R2RRouter, dict[str, Any]]:
-        blob = torch.load(str(path), weights_only=False)
-        if blob.get("kind") != "r2r":
-            raise ValueError(f"{path} is not an R2R router (kind={blob.get('kind')!r})")
-        router = cls(**blob["config"])
-        router.load_state_dict(blob["state"])
-        return router.eval(), blob
 
 
 @register("r2r")

@@ -1,6 +1,6 @@
 """Routes and dispatch: resolve a client's ``model`` to a route, then call it with retries and fallbacks.
 
-A :class:`RouteTable` maps names to :class:`BackendRoute`. :func:`call_chat` and :func:`open_chat_stream` walk the
+A :class:`RouteTable` maps names to :class:`BackendRoute`. :func:`call_whole` and :func:`open_stream` walk the
 route's chain — the route itself, then its fallbacks in order — retrying retryable failures (connection refused,
 timeouts, 5xx) up to each route's ``retries`` with a short backoff. A client mistake (``InvalidRequest``) is never
 retried. A stream is only "open" once its first event has arrived, so a backend that fails before streaming
@@ -233,23 +233,14 @@ async def _with_fallbacks(table: RouteTable, route: BackendRoute, req: ChatReque
     raise last
 
 
-async def call_chat(table: RouteTable, route: BackendRoute, req: ChatRequest, cooldowns: CooldownStore | None = None):
-    """Non-streaming chat through the route's chain. Returns (ChatResult, Attempted, backend seconds)."""
+async def call_whole(table: RouteTable, route: BackendRoute, req: ChatRequest | CompletionRequest,
+                     cooldowns: CooldownStore | None = None):
+    """A non-streaming chat or completion through the route's chain.
+    Returns (ChatResult or CompletionResult, Attempted, backend seconds)."""
 
     async def call(r: BackendRoute):
         t0 = time.perf_counter()
-        res = await r.backend.chat(req)
-        return res, time.perf_counter() - t0
-
-    (res, secs), att = await _with_fallbacks(table, route, req, call, cooldowns)
-    return res, att, secs
-
-
-async def call_complete(table: RouteTable, route: BackendRoute, req: CompletionRequest,
-                        cooldowns: CooldownStore | None = None):
-    async def call(r: BackendRoute):
-        t0 = time.perf_counter()
-        res = await r.backend.complete(req)
+        res = await (r.backend.chat(req) if isinstance(req, ChatRequest) else r.backend.complete(req))
         return res, time.perf_counter() - t0
 
     (res, secs), att = await _with_fallbacks(table, route, req, call, cooldowns)

@@ -19,7 +19,7 @@ import orjson
 
 from gateway.backends.base import ChatRequest, CompletionRequest, StreamEvent
 from gateway.cooldown import make_cooldown_store
-from gateway.dispatch import Attempted, BackendRoute, call_chat, call_complete, open_stream
+from gateway.dispatch import Attempted, BackendRoute, call_whole, open_stream
 from gateway.errors import AuthenticationError, InvalidRequest, PromptTooLarge, TandemError
 from gateway.limits import KeyLimits, Reservation
 from gateway.schemas import ChatCompletionRequest, CompletionRequestBody
@@ -201,7 +201,7 @@ class RequestFlow:
 
     async def chat(self, flow: Flow, body: ChatCompletionRequest) -> dict[str, Any]:
         route, req = await self.prepare(flow, body)
-        res, flow.attempted, flow.backend_s = await call_chat(self.gw.table, route, req, self.cooldowns)
+        res, flow.attempted, flow.backend_s = await call_whole(self.gw.table, route, req, self.cooldowns)
         flow.attempted.routed = flow.routed
         if res.decision:
             flow.routed.append(res.decision)
@@ -219,7 +219,7 @@ class RequestFlow:
 
     async def complete(self, flow: Flow, body: CompletionRequestBody) -> dict[str, Any]:
         route, req = await self.prepare(flow, body)
-        res, flow.attempted, flow.backend_s = await call_complete(self.gw.table, route, req, self.cooldowns)
+        res, flow.attempted, flow.backend_s = await call_whole(self.gw.table, route, req, self.cooldowns)
         flow.attempted.routed = flow.routed
         self.account(flow, flow.attempted.route, res.counts)
         flow.response = res.text

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gateway.backends.base import Backend, ChatRequest, ChatResult, StreamEvent, TokenCounts
-from gateway.dispatch import Attempted, BackendRoute, RouteTable, call_chat, open_stream
+from gateway.dispatch import Attempted, BackendRoute, RouteTable, call_whole, open_stream
 from gateway.errors import BackendError, TandemError
 from gateway.usage import Price
 from routers.tcar import DEFAULT_THRESHOLD, OOS, build_prompt, cosine_scores, fallback, parse, refine_prompt
@@ -112,7 +112,7 @@ class TcarBackend(Backend):
         table = self.table
         assert table is not None, "TcarBackend used before bind()"
         route, _ = await table.select(table.resolve(route_name), RouteQuery.from_messages(req.messages))
-        res, att, _secs = await call_chat(table, route, req)
+        res, att, _secs = await call_whole(table, route, req)
         return res, att
 
     @staticmethod
