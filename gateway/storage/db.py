@@ -11,6 +11,8 @@ What it leaves out: the schema itself (``tables`` and the migration scripts) and
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +53,30 @@ def make_engine(url: str | URL, *, busy_timeout_ms: int = 5000, **kwargs: Any) -
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             try:
-                if not memory:
-                    cur.execute("PRAGMA journal_mode=WAL")
-                    cur.execute("PRAGMA synchronous=NORMAL")
+                # busy_timeout first: switching a new file to WAL needs the write lock, which another process or
+                # thread may hold at that moment (concurrent first migrations).
                 cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+                if not memory:
+                    _set_wal(cur)
+                    cur.execute("PRAGMA synchronous=NORMAL")
                 cur.execute("PRAGMA foreign_keys=ON")
             finally:
                 cur.close()
 
     return engine
+
+
+def _set_wal(cur: Any, attempts: int = 50) -> None:
+    """Switch a SQLite file to WAL. The switch needs an exclusive lock and can answer "database is locked" at once,
+    without waiting on the busy timeout, while another connection is creating the same new file: retry briefly."""
+    for attempt in range(attempts):
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
 
 
 def alembic_config(url: str | URL | None = None) -> Config:
