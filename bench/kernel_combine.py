@@ -119,6 +119,33 @@ def bench_gpu(v: int, m: int, dtype: torch.dtype) -> dict[str, float]:
     return out
 
 
+def sweep_gpu(v: int, m: int) -> list[dict[str, object]]:
+    """Greedy Triton kernel time (CUDA-graph replay) and fraction of copy per launch shape, B ∈ {32, 64}, bf16/fp32."""
+    import triton.testing
+
+    from kernels.triton_combine import LaunchConfig, combine_triton
+
+    rows: list[dict[str, object]] = []
+    w = torch.full((m,), 1.0 / m, device="cuda")
+    for dt_name in ("bfloat16", "float32"):
+        for b in (32, 64):
+            xs = [(torch.randn(m, b, v, device="cuda") * 3).to(DTYPES[dt_name]) for _ in range(4)]
+            dsts = [torch.empty_like(x) for x in xs]
+            nbytes = xs[0].numel() * xs[0].element_size()
+            t_copy = triton.testing.do_bench_cudagraph(rotating(lambda i, d=dsts, s=xs: d[i].copy_(s[i])), rep=50)
+            for block in (1024, 2048, 4096, 8192):
+                for warps in (4, 8, 16):
+                    for pps in (2, 4, 8, 16):
+                        cfg = LaunchConfig(block, warps, pps)
+                        fn = rotating(lambda i, s=xs, c=cfg: combine_triton(s[i], w, launch=c))
+                        t = triton.testing.do_bench_cudagraph(fn, rep=50)
+                        frac = (nbytes / t) / (2 * nbytes / t_copy)
+                        rows.append({"dtype": dt_name, "b": b, "block": block, "warps": warps, "pps": pps,
+                                     "us": round(t * 1e3, 2), "fraction_of_copy": round(frac, 3)})  # fmt: skip
+                        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--v", type=int, default=151936)
@@ -128,7 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--no-cpu", action="store_true", help="skip the CPU part (GPU only)")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    ap.add_argument("--sweep", action="store_true", help="GPU only: compare Triton launch shapes, then exit")
     args = ap.parse_args(argv)
+    if args.sweep:
+        rows = sweep_gpu(args.v, args.m)
+        for key in {(r["dtype"], r["b"]) for r in rows}:
+            best = max((r for r in rows if (r["dtype"], r["b"]) == key), key=lambda r: r["fraction_of_copy"])
+            print("best", json.dumps(best))
+        return 0
     dtype = DTYPES[args.dtype]
     res: dict[str, object] = {"v": args.v, "m": args.m, "b": args.b, "dtype": args.dtype}
     if not args.no_cpu:

@@ -14,12 +14,10 @@ threads (torch and numpy release the GIL), whose partials are merged (ties → t
 Sampling (``kernels.common.neg_gumbel_block`` computes the noise in uint32 arithmetic) prunes exactly: a token whose
 ``y`` is below ``best − G_BOUND`` (``best`` = a score already seen in that row) cannot win or tie, because every
 finite noise value is ≤ ``GUMBEL_MAX_FINITE`` (``prune_threshold``); when under a quarter of a tile's tokens pass,
-noise is computed only for those.  The one infinite noise value
-(``h >> 8 == 2**24 − 1``, see ``kernels.common``) is found by inverting the hash, not by scanning.
+noise is computed only for those.
 
-Same answer as ``kernels.reference`` (up to float rounding; see ``kernels.common`` for the definition), except that a
-masked token (y = −inf) whose noise is +inf is never chosen (the reference's ``argmax`` picks the NaN it makes; the
-Triton kernel ignores it, as here). What it leaves out: sparse inputs; thread count beyond 2.
+Same answer as ``kernels.reference`` (up to float rounding; see ``kernels.common`` for the definition). What it leaves
+out: sparse inputs; thread count beyond 2.
 """
 
 from __future__ import annotations
@@ -36,7 +34,6 @@ from kernels.common import (
     CombineResult,
     check_dense,
     check_mode,
-    infinite_noise_cols,
     neg_gumbel_block,
     row_keys,
     weights_matrix,
@@ -84,7 +81,6 @@ class _Job:
     want_best: bool
     sample: bool
     keys: np.ndarray | None  # [B, 1] uint32 row keys
-    decided: torch.Tensor | None  # [B] bool: rows whose winner is already known (infinite noise)
 
 
 @dataclass
@@ -143,8 +139,6 @@ def _scan(job: _Job, start: int, end: int) -> _Partial:
     tile_idx = torch.zeros((n_tiles, b), dtype=torch.int64)
     tile_lse = torch.empty((n_tiles, b)) if job.need_lse else None
     best_val = torch.full((b,), -math.inf)  # running lower bound of the best score (sampling's pruning)
-    if job.sample and job.decided is not None:
-        best_val.masked_fill_(job.decided, math.inf)  # their winner is known: prune all their noise
     noise_np = np.empty((b, cols), dtype=np.float32)
     hash_np = np.empty((b, cols), dtype=np.uint32)
     hash_tmp = np.empty((b, cols), dtype=np.uint32)
@@ -239,14 +233,9 @@ def combine_cpu(
         scal = [float(w[0, i]) for i in range(m)]
         active = [i for i in range(m) if scal[i] != 0.0]
 
-    keys_np = decided = inf_winner = None
-    if sample:
-        keys = row_keys(seed, torch.arange(b))
-        keys_np = keys.numpy().astype(np.uint32)[:, None]
-        inf_winner = _infinite_noise_winners(logits, w, active, bias, temperature, keys_np[:, 0], v)
-        decided = inf_winner >= 0
+    keys_np = row_keys(seed, torch.arange(b)).numpy().astype(np.uint32)[:, None] if sample else None
     job = _Job(logits, bias, active, scal, wcols, zero_rows, float(temperature), need_lse or sample, need_lse,
-               mode != "logprobs", sample, keys_np, decided)  # fmt: skip
+               mode != "logprobs", sample, keys_np)  # fmt: skip
 
     spans = _spans(b, v)
     if len(spans) == 1:
@@ -261,8 +250,6 @@ def combine_cpu(
         ids = targets.to(torch.int64).clone()
     else:
         ids = torch.where(torch.isneginf(best_val), torch.full_like(best_idx, -1), best_idx)
-        if inf_winner is not None:
-            ids = torch.where(inf_winner >= 0, inf_winner, ids)
     if not need_lse:
         return CombineResult(ids)
     assert part.lse is not None
@@ -271,24 +258,6 @@ def combine_cpu(
     lp = torch.where((ids < 0) | torch.isneginf(part.lse), torch.full_like(lp, float("-inf")), lp)
     return CombineResult(ids, lp)
 
-
-def _infinite_noise_winners(
-    logits: torch.Tensor,
-    w: torch.Tensor,
-    active: list[int],
-    bias: torch.Tensor | None,
-    temperature: float,
-    keys: np.ndarray,
-    v: int,
-) -> torch.Tensor:
-    """Per row, the smallest token with +inf noise and a finite score (it wins outright), else −1."""
-    cols = infinite_noise_cols(keys, v)  # [B, 256] int64, −1 where the preimage is out of range
-    ids = torch.from_numpy(cols)
-    y = _scores_at(logits, w, active, bias, temperature, ids.clamp(min=0))
-    ok = (ids >= 0) & torch.isfinite(y)
-    big = torch.full_like(ids, v)
-    first = torch.where(ok, ids, big).amin(dim=1)
-    return torch.where(first < v, first, torch.full_like(first, -1))
 
 
 def _scores_at(

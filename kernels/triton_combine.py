@@ -14,6 +14,7 @@ module without Triton is fine; ``available()`` says whether the kernel can run.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 
@@ -29,6 +30,15 @@ except ImportError:  # pragma: no cover - depends on the install
 
 BLOCK = 2048
 NUM_WARPS = 8
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Launch shape of pass 1: vocabulary chunk per loop step, warps per program, programs wanted per SM."""
+
+    block: int = BLOCK
+    num_warps: int = NUM_WARPS
+    programs_per_sm: int = 4
 
 
 def available() -> bool:
@@ -97,7 +107,7 @@ if HAVE_TRITON:
             acc = tl.where(mask, acc, float("-inf"))
             if SAMPLE:
                 h = _hash(key ^ cols.to(tl.uint32))
-                u = ((h >> 8).to(tl.float32) + 0.5) * (1.0 / 16777216.0)
+                u = ((h >> 9).to(tl.float32) + 0.5) * (1.0 / 8388608.0)  # kernels.common: 23 bits
                 sc = acc - tl.log(-tl.log(u))
             else:
                 sc = acc
@@ -210,9 +220,10 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def num_splits(b: int, v: int, sms: int, block: int = BLOCK) -> int:
-    """Vocabulary splits per row: enough programs for ~4 per multiprocessor, at least one block per split."""
-    want = max(1, _cdiv(4 * sms, b))
+def num_splits(b: int, v: int, sms: int, block: int = BLOCK, programs_per_sm: int = 4) -> int:
+    """Vocabulary splits per row: enough programs for ``programs_per_sm`` per multiprocessor, at least one block per
+    split."""
+    want = max(1, _cdiv(programs_per_sm * sms, b))
     return max(1, min(want, _cdiv(v, block)))
 
 
@@ -226,8 +237,10 @@ def combine_triton(
     seed: int = 0,
     targets: torch.Tensor | None = None,
     return_logprobs: bool = False,
+    launch: LaunchConfig | None = None,
 ) -> CombineResult:
-    """``combine`` on dense CUDA logits ``[M, B, V]`` with the Triton kernels; see ``kernels.combine``."""
+    """``combine`` on dense CUDA logits ``[M, B, V]`` with the Triton kernels; see ``kernels.combine``.
+    ``launch`` overrides the launch shape (``bench/kernel_combine.py --sweep`` compares shapes)."""
     if not HAVE_TRITON:
         raise RuntimeError("Triton is not installed")
     check_mode(mode, temperature, targets)
@@ -241,8 +254,9 @@ def combine_triton(
     need_lse = return_logprobs or mode == "logprobs"
     sample = mode == "sample"
     scale_t = (need_lse or sample) and temperature != 1.0
-    s = num_splits(b, v, _sm_count(dev))
-    split_len = _cdiv(_cdiv(v, s), BLOCK) * BLOCK
+    cfg = launch or LaunchConfig()
+    s = num_splits(b, v, _sm_count(dev), cfg.block, cfg.programs_per_sm)
+    split_len = _cdiv(_cdiv(v, s), cfg.block) * cfg.block
     s = _cdiv(v, split_len)
     seed_key = lowbias32_int(seed) if sample else 0
     work = torch.empty(4 if need_lse else 2, b, s, dtype=torch.float32, device=dev)
@@ -254,7 +268,7 @@ def combine_triton(
         logits, logits.stride(0), logits.stride(1), w, stride_w, bias_t, stride_bias, seed_key,
         p_best, p_idx, p_max, p_sum, m, v, s, split_len, float(temperature),
         HAS_BIAS=bias is not None, SAMPLE=sample, NEED_LSE=need_lse, SCALE_T=scale_t,
-        BLOCK_V=BLOCK, num_warps=NUM_WARPS,
+        BLOCK_V=cfg.block, num_warps=cfg.num_warps,
     )  # fmt: skip
     ids = torch.empty(b, dtype=torch.int64, device=dev)
     lp = torch.empty(b, dtype=torch.float32, device=dev) if need_lse else p_best

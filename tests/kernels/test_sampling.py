@@ -7,6 +7,7 @@ import torch
 
 from kernels import combine
 from kernels.reference import combine_reference, combined_scores
+from kernels.triton_combine import available as triton_available
 
 # chi-square critical values at alpha = 0.001 for df = 7
 CHI2_CRIT_DF7 = 24.322
@@ -17,7 +18,10 @@ def chi_square(counts: torch.Tensor, probs: torch.Tensor) -> float:
     return float(((counts - expected) ** 2 / expected).sum())
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpu"])
+TRITON = pytest.param("triton", marks=pytest.mark.skipif(not triton_available(), reason="needs CUDA and Triton"))
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", TRITON])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_sample_distribution_matches_combined_softmax(backend: str, temperature: float) -> None:
     v, rows = 8, 20000
@@ -25,7 +29,8 @@ def test_sample_distribution_matches_combined_softmax(backend: str, temperature:
     x = base[:, None, :].expand(2, rows, v).contiguous()
     w = [0.7, 0.6]
     probs = torch.softmax(combined_scores(x[:, :1], w, None, temperature)[0].double(), dim=0)
-    ids = combine(x, w, temperature=temperature, mode="sample", seed=123, backend=backend).token_ids
+    xd = x.cuda() if backend == "triton" else x
+    ids = combine(xd, w, temperature=temperature, mode="sample", seed=123, backend=backend).token_ids.cpu()
     counts = torch.bincount(ids, minlength=v).double()
     assert chi_square(counts, probs) < CHI2_CRIT_DF7
     # and a wrong distribution (uniform, or the first model alone) is rejected by the same statistic
