@@ -21,7 +21,8 @@ def test_num_splits_fills_the_gpu_at_small_batch() -> None:
     assert num_splits(1, 151936, 132, block=2048, programs_per_sm=4) == 75  # capped by blocks of the vocabulary
     assert num_splits(1, 262144 * 8, 132, block=2048, programs_per_sm=4) == 528
     assert num_splits(64, 151936, 132, block=2048, programs_per_sm=4) == 9
-    assert num_splits(1024, 1271, 132) == 1
+    assert num_splits(1024, 1271, 132, block=2048) == 1
+    assert num_splits(64, 151936, 132) == 17  # the default shape: 8 programs per SM
 
 
 @needs_gpu
