@@ -120,11 +120,12 @@ def bench_gpu(v: int, m: int, dtype: torch.dtype) -> dict[str, float]:
 
 
 def sweep_gpu(v: int, m: int) -> list[dict[str, object]]:
-    """Greedy Triton kernel time (CUDA-graph replay) and fraction of copy per launch shape, B ∈ {32, 64}, bf16/fp32."""
+    """Triton kernel time (CUDA-graph replay) and fraction of copy per launch shape and mode, B ∈ {32, 64}, bf16/fp32."""
     import triton.testing
 
     from kernels.triton_combine import LaunchConfig, combine_triton
 
+    shapes = [(1024, 4, 8), (2048, 8, 4), (1024, 8, 8), (2048, 4, 8), (4096, 8, 4)]
     rows: list[dict[str, object]] = []
     w = torch.full((m,), 1.0 / m, device="cuda")
     for dt_name in ("bfloat16", "float32"):
@@ -133,16 +134,15 @@ def sweep_gpu(v: int, m: int) -> list[dict[str, object]]:
             dsts = [torch.empty_like(x) for x in xs]
             nbytes = xs[0].numel() * xs[0].element_size()
             t_copy = triton.testing.do_bench_cudagraph(rotating(lambda i, d=dsts, s=xs: d[i].copy_(s[i])), rep=50)
-            for block in (1024, 2048, 4096, 8192):
-                for warps in (4, 8, 16):
-                    for pps in (2, 4, 8, 16):
-                        cfg = LaunchConfig(block, warps, pps)
-                        fn = rotating(lambda i, s=xs, c=cfg: combine_triton(s[i], w, launch=c))
-                        t = triton.testing.do_bench_cudagraph(fn, rep=50)
-                        frac = (nbytes / t) / (2 * nbytes / t_copy)
-                        rows.append({"dtype": dt_name, "b": b, "block": block, "warps": warps, "pps": pps,
-                                     "us": round(t * 1e3, 2), "fraction_of_copy": round(frac, 3)})  # fmt: skip
-                        print(json.dumps(rows[-1]), flush=True)
+            for mode, kw in [("greedy", {}), ("logprobs", {"return_logprobs": True}), ("sample", {"mode": "sample"})]:
+                for block, warps, pps in shapes:
+                    cfg = LaunchConfig(block, warps, pps)
+                    fn = rotating(lambda i, s=xs, c=cfg, kw=kw: combine_triton(s[i], w, launch=c, **kw))
+                    t = triton.testing.do_bench_cudagraph(fn, rep=50)
+                    frac = (nbytes / t) / (2 * nbytes / t_copy)
+                    rows.append({"dtype": dt_name, "b": b, "mode": mode, "block": block, "warps": warps, "pps": pps,
+                                 "us": round(t * 1e3, 2), "fraction_of_copy": round(frac, 3)})  # fmt: skip
+                    print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.sweep:
         rows = sweep_gpu(args.v, args.m)
-        for key in {(r["dtype"], r["b"]) for r in rows}:
-            best = max((r for r in rows if (r["dtype"], r["b"]) == key), key=lambda r: r["fraction_of_copy"])
+        for key in sorted({(r["dtype"], r["b"], r["mode"]) for r in rows}):
+            best = max((r for r in rows if (r["dtype"], r["b"], r["mode"]) == key), key=lambda r: r["fraction_of_copy"])
             print("best", json.dumps(best))
         return 0
     dtype = DTYPES[args.dtype]
