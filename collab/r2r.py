@@ -5,9 +5,14 @@ logprobs, entropy, chosen token's logprob, an embedding of the chosen token, and
 model runs in process (zeros otherwise) — and outputs the probability that the position is *divergent*.
 :class:`R2RStrategy` decodes with it. Where ``p ≥ τ`` the large model supplies the token:
 
-- small model in process: one position at a time (its logits → token through ``kernels.combine`` → router);
+- small model in process: position by position (its logits → greedy or seeded token → router); with both models in
+  process, up to ``chunk`` positions run in one worker thread (one thread hop per chunk: with tiny models a hop per
+  token cost more than the small model's forward pass);
 - small model remote: it drafts a chunk with top-k logprobs, the first flagged position is cut, the large model writes
   one token on the (prefix-cached) prompt, and the loop repeats.
+
+Each ``advance`` appends tokens of one writer only (a flagged position after small-model tokens is left to the next
+call, in ``session.scratch``), so a streamed piece — the text of one ``advance`` — belongs to one model.
 
 ``τ ≥ 1`` never routes (the router is not even called) and ``τ ≤ 0`` always routes. What it leaves out: labels and
 training (``collab.labels``, ``collab.train``).
@@ -15,10 +20,12 @@ training (``collab.labels``, ``collab.train``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from collab.artifact import SavedModule
 from collab.features import DEFAULT_K, FLOOR, Signals, signals_from_logits, signals_from_top
@@ -61,7 +68,20 @@ class R2RRouter(SavedModule):
 
     @torch.no_grad()
     def prob(self, signals: Signals) -> float:
-        return float(torch.sigmoid(self(*self.batch([signals])))[0])
+        """p(divergent) of one position: :meth:`forward` on a batch of one, op for op (same numbers), without the
+        module calls, stacking and list building that dominate its cost for one row."""
+        dense = signals.dense()[: self.k + 2].reshape(1, -1)
+        emb = self.tok.weight[signals.token_id].reshape(1, -1)
+        x = F.linear(torch.cat([dense / abs(FLOOR) * 3.0, emb], -1), self.inp.weight, self.inp.bias)
+        if self.hid is not None:
+            h = signals.hidden.reshape(1, -1) if signals.hidden is not None else torch.zeros(1, self.hidden_size)
+            x = x + F.linear(h, self.hid.weight, self.hid.bias)
+        lin1, lin2 = self.mlp[1], self.mlp[3]
+        x = F.linear(F.gelu(F.linear(F.gelu(x), lin1.weight, lin1.bias)), lin2.weight, lin2.bias)
+        return float(torch.sigmoid(x.squeeze(-1))[0])
+
+
+PENDING = "r2r_pending"  # session.scratch: the small model's next position is flagged; the large model writes it
 
 
 @register("r2r")
@@ -93,7 +113,14 @@ class R2RStrategy(CollabStrategy):
         return hit
 
     async def advance(self, session: Session, budget: int) -> None:
-        if session.member(self.slm).in_process:
+        slm_local, llm_local = session.member(self.slm).in_process, session.member(self.llm).in_process
+        if slm_local and llm_local:
+            # both in process: up to `chunk` positions in one worker thread (one thread hop per chunk, not per token)
+            await asyncio.to_thread(self._advance_in_process, session, min(self.chunk, budget))
+        elif session.scratch.pop(PENDING, False):
+            tok, _ = await session.next_token(self.llm, top_logprobs=self.k)
+            session.append(tok, self.llm)
+        elif slm_local:
             logits, hidden = await session.state(self.slm)
             tok = session.pick([logits])
             if self.routes(signals_from_logits(logits, tok, self.k, hidden)):
@@ -101,13 +128,41 @@ class R2RStrategy(CollabStrategy):
                 session.append(tok, self.llm)
             else:
                 session.append(tok, self.slm)
-            return
+        else:
+            await self._advance_remote(session, budget)
+
+    def _advance_in_process(self, session: Session, n: int) -> None:
+        """Up to ``n`` positions, blocking, with the same model calls, picks and router calls as one position at a
+        time. One writer per call: a position flagged after small-model tokens is left to the next call."""
+        with torch.no_grad():
+            if session.scratch.pop(PENDING, False):
+                session.append(session.pick([session.state_sync(self.llm)[0]]), self.llm)
+                return
+            for i in range(n):
+                logits, hidden = session.state_sync(self.slm)
+                tok = session.pick([logits])
+                if self.routes(signals_from_logits(logits, tok, self.k, hidden)):
+                    if i:
+                        session.scratch[PENDING] = True
+                    else:
+                        session.append(session.pick([session.state_sync(self.llm)[0]]), self.llm)
+                    return
+                session.append(tok, self.slm)
+                if session.done:
+                    return
+
+    async def _advance_remote(self, session: Session, budget: int) -> None:
+        """The small model drafts a chunk; its tokens up to the first flagged position are kept and the large model
+        writes that position (now if it is the chunk's first, else on the next call: one writer per call)."""
         draft = await session.complete(self.slm, min(self.chunk, budget), top_logprobs=self.k,
                                        stop_ids=sorted(session.stop_ids))
-        for step in draft.steps:
+        for i, step in enumerate(draft.steps):
             if self.routes(signals_from_top(step.top, step.token_id, step.logprob, self.k)):
-                tok, _ = await session.next_token(self.llm, top_logprobs=self.k)
-                session.append(tok, self.llm)
+                if i:
+                    session.scratch[PENDING] = True
+                else:
+                    tok, _ = await session.next_token(self.llm, top_logprobs=self.k)
+                    session.append(tok, self.llm)
                 return
             session.append(step.token_id, self.slm)
             if session.done:

@@ -11,7 +11,8 @@ one :class:`Member` per model with its usage. Two transports, picked per model:
   continuations, both on token-id prompts that the server's prefix cache mostly holds already.
 
 Every token choice from logits goes through ``kernels.combine`` (:meth:`Session.pick`); a remote model's own sampled
-token is taken as it is. Usage per model follows the OpenAI convention per call: ``prompt_tokens`` is the whole
+token is taken as it is. ``state_sync`` lets a strategy run several in-process positions in one worker thread.
+Usage per model follows the OpenAI convention per call: ``prompt_tokens`` is the whole
 context sent (cached included), ``cached_tokens`` the part reused from the model's cache (in process: the session's
 view of what the model's KV cache holds; remote: what the server reports), ``completion_tokens`` the positions the
 model decoded (kept or not), ``written_tokens`` the answer tokens attributed to it, ``calls`` its model calls.
@@ -82,7 +83,13 @@ class Member:
         self._seen: list[int] = []  # ids this model's cache holds, as far as this session knows
 
     def _count_context(self, ids: list[int]) -> None:
-        reused = min(common_prefix(self._seen, ids), len(ids) - 1) if self._seen else 0
+        seen = self._seen
+        if not seen:
+            reused = 0
+        elif len(seen) <= len(ids) and ids[: len(seen)] == seen:  # the usual case: the model's cache is a prefix
+            reused = min(len(seen), len(ids) - 1)
+        else:
+            reused = min(common_prefix(seen, ids), len(ids) - 1)
         self.usage.prompt_tokens += len(ids)
         self.usage.cached_tokens += max(reused, 0)
         self.usage.completion_tokens += 1
@@ -101,6 +108,17 @@ class Member:
         fn = getattr(self.model, "anext_logits", None)
         logits = await fn(ids) if fn else await asyncio.to_thread(self.model.next_logits, ids)  # type: ignore[attr-defined]
         return logits.float().cpu(), None
+
+    def state_sync(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`state` as a blocking call, for a strategy that runs several positions in one worker thread (one
+        thread hop per chunk instead of one per token; the model calls and their order are the same)."""
+        if not self.in_process:
+            raise TypeError(f"model '{self.name}' is remote: it has no logits")
+        self._count_context(ids)
+        if self.has_state:
+            logits, hidden = self.model.next_state(ids)  # type: ignore[attr-defined]
+            return logits.float().cpu(), hidden.float().cpu()
+        return self.model.next_logits(ids).float().cpu(), None  # type: ignore[attr-defined]
 
     async def logits(self, ids: list[int]) -> torch.Tensor:
         return (await self.state(ids))[0]
@@ -190,6 +208,10 @@ class Session:
     async def state(self, name: str, ids: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         return await self.member(name).state(self.ids if ids is None else ids)
 
+    def state_sync(self, name: str, ids: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Blocking :meth:`state` (call it from a worker thread, see :meth:`Member.state_sync`)."""
+        return self.member(name).state_sync(self.ids if ids is None else ids)
+
     async def logits(self, name: str, ids: list[int] | None = None) -> torch.Tensor:
         return await self.member(name).logits(self.ids if ids is None else ids)
 
@@ -230,6 +252,7 @@ class Session:
             return self.pick([logits], position=len(ids) - len(self.prompt_ids)), logits
         out = await self.complete(name, 1, ids=ids, top_logprobs=top_logprobs)
         return out.steps[0].token_id, None
+
 
 
 def topk_of(logprobs_or_top: torch.Tensor | Sequence[tuple[int, float]], k: int | None = None) -> kernels.TopK:

@@ -11,10 +11,13 @@ the outputs with the suite checker and prints a table; with ``--json`` the last 
 Per route: accuracy; the large model's share of answer tokens and of answer steps (a step — one line — counts as the
 large model's if it wrote any token of it; Arbitrage's "target steps"); average activated parameters per answer token
 (:func:`collab.r2r.average_activated_params`, from the per-model usage the gateway reports); and tokens/s (answer
-tokens over the wall time of the requests, one at a time, after one warm-up request per route).
+tokens over the wall time of the requests, one at a time, after one warm-up request per route). On a mix of suites
+each route also gets its accuracy per domain and, for the collaboration, which model wrote its tokens in each domain
+(``by_suite``; e.g. whether FusionRoute's head picks the domain's expert).
 
-What it leaves out: training the routers (``tandem train``), remote (vLLM) members, and cost (the gateway prices
-members at zero here — the zoo models have no price).
+``--config FILE`` serves a given config instead (e.g. remote vLLM members named as the zoo models; ``--route`` names
+its collaboration route). What it leaves out: training the routers (``tandem train``), starting vLLM servers, and
+cost (the gateway prices members at zero here — the zoo models have no price).
 """
 
 from __future__ import annotations
@@ -68,9 +71,12 @@ class RouteStats:
     steps_by: dict[str, int] = field(default_factory=dict)
     decoded_by: dict[str, int] = field(default_factory=dict)  # usage completion_tokens per model
     seconds: float = 0.0
+    groups: dict[str, RouteStats] = field(default_factory=dict)  # per domain (the example's suite)
 
     def add(self, score: float, pieces: Sequence[tuple[str, str, int]], decoded: Mapping[str, int], seconds: float,
-            delimiter: str = "\n") -> None:
+            delimiter: str = "\n", group: str | None = None) -> None:
+        if group is not None:
+            self.groups.setdefault(group, RouteStats()).add(score, pieces, decoded, seconds, delimiter)
         self.n += 1
         self.score += score
         self.seconds += seconds
@@ -99,6 +105,10 @@ class RouteStats:
             "tokens_per_s": self.tokens / self.seconds if self.seconds > 0 else 0.0,
             "tokens": self.tokens,
             "token_share": {m: c / self.tokens for m, c in sorted(self.tokens_by.items())} if self.tokens else {},
+            "by_suite": {g: {"n": s.n, "accuracy": s.score / s.n if s.n else 0.0,
+                             "token_share": {m: c / s.tokens for m, c in sorted(s.tokens_by.items())} if s.tokens
+                             else {}}
+                         for g, s in sorted(self.groups.items())},
         }
 
 
@@ -136,6 +146,26 @@ def format_table(routes: Mapping[str, Mapping[str, Any]]) -> str:
         steps = "-" if r["large_step_share"] is None else f"{r['large_step_share']:.3f}"
         lines.append(f"| {name} | {r['n']} | {r['accuracy']:.3f} | {share} | {steps} | "
                      f"{r['avg_activated_params'] / 1e6:.3f}M | {r['tokens_per_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def format_domains(routes: Mapping[str, Mapping[str, Any]], collab: str) -> str:
+    """Accuracy per domain (the examples' suites) for every route, then which model wrote the collaboration's
+    tokens in each domain (e.g. whether FusionRoute's head picks the domain's expert); empty for a one-suite run."""
+    suites = sorted({g for r in routes.values() for g in r.get("by_suite", {})})
+    if len(suites) < 2:
+        return ""
+    lines = ["| route | " + " | ".join(suites) + " |", "|" + "---|" * (len(suites) + 1)]
+    for name, r in routes.items():
+        acc = [f"{r['by_suite'][g]['accuracy']:.3f}" if g in r["by_suite"] else "-" for g in suites]
+        lines.append(f"| {name} | " + " | ".join(acc) + " |")
+    by = routes[collab].get("by_suite", {})
+    writers = sorted({m for g in by.values() for m in g["token_share"]})
+    lines += ["", f"{collab}: token share per domain", "| domain | " + " | ".join(writers) + " |",
+              "|" + "---|" * (len(writers) + 1)]
+    for g in suites:
+        share = by.get(g, {}).get("token_share", {})
+        lines.append(f"| {g} | " + " | ".join(f"{share.get(m, 0.0):.3f}" for m in writers) + " |")
     return "\n".join(lines)
 
 
@@ -198,8 +228,10 @@ def ask(client: Any, route: str, prompt: str, max_tokens: int, count: Any) -> tu
 
 def run_eval(strategy: str, suite: str, *, n: int, artifact: str, zoo: Path, slm: str = "small",
              llm: str = "large", experts: Sequence[str] = EXPERTS, max_tokens: int | None = None, threads: int = 1,
-             progress: bool = True, log: Any = print) -> dict[str, Any]:
-    """Serve, ask, score; the JSON-able result (see the module docstring)."""
+             progress: bool = True, log: Any = print, config: Path | None = None, route: str | None = None
+             ) -> dict[str, Any]:
+    """Serve, ask, score; the JSON-able result (see the module docstring). ``config``: serve this gateway config
+    instead (its backends named as the zoo models, e.g. vLLM servers); ``route``: the collaboration's route name."""
     import openai
     from transformers import AutoTokenizer
 
@@ -215,6 +247,13 @@ def run_eval(strategy: str, suite: str, *, n: int, artifact: str, zoo: Path, slm
     params = {m: model_params(d) for m, d in dirs.items()}
     cfg = {"backends": [{"name": m, "kind": "local", "path": str(d)} for m, d in dirs.items()],
            "routes": collab_routes}
+    if config is not None:
+        import yaml
+
+        cfg = yaml.safe_load(Path(config).read_text())
+    if route:
+        collab_routes = [{**collab_routes[0], "name": route}, *collab_routes[1:]]
+        roles = {**roles, "collab": route}
     order = [r["name"] for r in collab_routes] + models
     examples = tasks.task_examples(suite, "test", n)
     budget = max_tokens or max(answer_budget(tasks._suite(s)) for s in tasks.suite_names(suite))
@@ -244,7 +283,7 @@ def run_eval(strategy: str, suite: str, *, n: int, artifact: str, zoo: Path, slm
                     dt = time.perf_counter() - t0
                     text = "".join(p for p, _, _ in pieces)
                     outputs[route].append(text)
-                    stats[route].add(tasks.check(ex, text), pieces, decoded, dt)
+                    stats[route].add(tasks.check(ex, text), pieces, decoded, dt, group=ex.suite)
         except Exception:
             log(gw.log()[-3000:])
             raise
@@ -269,6 +308,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--experts", default=",".join(EXPERTS), help="FusionRoute experts (zoo names)")
     p.add_argument("--max-tokens", type=int, help="answer budget (default: from the suite's longest answer)")
     p.add_argument("--threads", type=int, default=1, help="torch threads in the gateway process")
+    p.add_argument("--config", type=Path, help="serve this gateway config instead of the generated one (backends "
+                   "named as the zoo models, e.g. deploy/examples/r2r-vllm.yaml)")
+    p.add_argument("--route", help="the collaboration's route name (default: the strategy's name)")
     p.add_argument("--json", action="store_true", help="end with one JSON line")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -287,12 +329,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_eval(args.strategy, args.suite, n=args.n, artifact=artifact, zoo=args.zoo or zoo_dir(),
                           slm=args.slm, llm=args.llm, experts=[e for e in args.experts.split(",") if e],
                           max_tokens=args.max_tokens, threads=args.threads, progress=not args.quiet,
-                          log=lambda m: print(m, file=sys.stderr, flush=True))
+                          log=lambda m: print(m, file=sys.stderr, flush=True), config=args.config, route=args.route)
     except FileNotFoundError as e:
         print(f"tandem eval collab: {e}", file=sys.stderr)
         return 2
     print(f"{args.strategy} on {args.suite} (n={result['n']}, max_tokens={result['max_tokens']})")
     print(format_table(result["routes"]))
+    domains = format_domains(result["routes"], result["roles"]["collab"])
+    if domains:
+        print(domains)
     for t in result["targets"]:
         print(f"[{'ok' if t['holds'] else 'MISS'}] {t['statement']}")
     if args.json:

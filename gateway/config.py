@@ -314,6 +314,13 @@ def _zoo_parts() -> tuple[list[dict], list[dict]]:
                            "members": {"draft": "small", "target": "large"},
                            "artifact": str(artifacts / "arbitrage-units.pt"),
                            "description": "Arbitrage: zoo small drafts each step, zoo large rewrites predicted-weak steps"})
+    fusion_experts = ["expert-arithmetic", "expert-sql", "expert-units"]
+    if (artifacts / "fusionroute-mixed.pt").exists() and {"small", *fusion_experts} <= names:
+        routes.append({"name": "fusionroute", "kind": "collab", "strategy": "fusionroute",
+                       "members": {"router": "small", **{e: e for e in fusion_experts}},
+                       "artifact": str(artifacts / "fusionroute-mixed.pt"),
+                       "description": "FusionRoute: a tuned zoo small picks a domain expert per token and adds its "
+                                      "own logits to the expert's"})
     knn = root / "routers" / "artifacts" / "zoo-knn.pkl"
     experts = ["small", "large", "expert-sql", "expert-units"]
     if knn.exists() and set(experts) <= names:

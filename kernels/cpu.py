@@ -16,6 +16,9 @@ Sampling (``kernels.common.neg_gumbel_block`` computes the noise in uint32 arith
 finite noise value is ≤ ``GUMBEL_MAX_FINITE`` (``prune_threshold``); when under a quarter of a tile's tokens pass,
 noise is computed only for those.
 
+One model, greedy, no bias (a collaboration's per-token pick from one model) is just that model's argmax: a short
+path with no tiling (a tiny vocabulary's call then costs microseconds, not the scan's set-up).
+
 Same answer as ``kernels.reference`` (up to float rounding; see ``kernels.common`` for the definition). What it leaves
 out: sparse inputs; thread count beyond 2.
 """
@@ -218,6 +221,8 @@ def combine_cpu(
     """Fused ``combine`` on dense CPU logits ``[M, B, V]``; see ``kernels.combine`` for the arguments."""
     check_mode(mode, temperature, targets)
     m, b, v = check_dense(logits, bias, targets)
+    if m == 1 and mode == "greedy" and not return_logprobs and bias is None and _one_positive(weights):
+        return CombineResult(_argmax_rows(logits[0]))  # one model, greedy: its argmax (the decode loop's usual call)
     w = weights_matrix(weights, m, b)
     need_lse = return_logprobs or mode == "logprobs"
     sample = mode == "sample"
@@ -258,6 +263,20 @@ def combine_cpu(
     lp = torch.where((ids < 0) | torch.isneginf(part.lse), torch.full_like(lp, float("-inf")), lp)
     return CombineResult(ids, lp)
 
+
+
+def _one_positive(weights: torch.Tensor | list[float] | tuple[float, ...]) -> bool:
+    """True for a one-entry weight list/tuple (or ``[1]`` tensor) holding a positive number."""
+    if isinstance(weights, torch.Tensor):
+        return weights.shape == (1,) and bool(weights[0] > 0)
+    return len(weights) == 1 and float(weights[0]) > 0
+
+
+def _argmax_rows(x: torch.Tensor) -> torch.Tensor:
+    """Per row of ``[B, V]``, the first index of the maximum, −1 where the whole row is −inf."""
+    idx = x.argmax(dim=1)  # torch returns the first maximal index
+    best = x.gather(1, idx[:, None])[:, 0]
+    return torch.where(torch.isneginf(best), torch.full_like(idx, -1), idx)
 
 
 def _scores_at(

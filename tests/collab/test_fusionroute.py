@@ -1,5 +1,6 @@
 """FusionRoute: decoding equals argmax(log π_router + log π_I) computed by hand with fresh forward passes; a remote
-expert reporting its whole vocabulary as top-k gives the same tokens; training on disagreement positions lowers loss."""
+expert reporting its whole vocabulary as top-k gives the same tokens; training on disagreement positions lowers loss;
+the batched labels equal the per-position reference."""
 
 from __future__ import annotations
 
@@ -104,3 +105,16 @@ def test_training_lowers_loss_and_roundtrips(dirs: dict[str, Path], tmp_path: Pa
     assert head2.choose(h) == head.choose(h)
     torch.testing.assert_close(fresh.next_logits(PROMPT), router.next_logits(PROMPT))
     assert decode(PROMPT) == "3+4="
+
+
+def test_batched_labels_equal_the_per_position_reference(dirs: dict[str, Path]) -> None:
+    from collab.train import fusion_samples
+
+    experts = [HFModel("a", dirs["a"]), HFModel("b", dirs["b"])]
+    seqs = [(encode(f"{i}*3="), encode(f"{3 * i}") + [END_ID]) for i in range(20, 26)]
+    want = asyncio.run(fusion_examples(seqs, experts))
+    got = fusion_samples(seqs, experts)
+    assert want and len(got) == len(want)
+    for w, g in zip(want, got, strict=True):
+        assert (g.ids, g.positions, g.targets) == (w.ids, w.positions, w.targets)
+        torch.testing.assert_close(g.expert_logprobs, w.expert_logprobs, atol=1e-4, rtol=1e-4)

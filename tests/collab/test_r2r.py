@@ -148,3 +148,49 @@ def test_train_r2r_learns_a_separable_rule_and_roundtrips(tmp_path: Path) -> Non
     again, blob = R2RRouter.load(tmp_path / "r.pt")
     assert blob["tau"] == tau
     assert again.prob(samples[0].signals) == pytest.approx(router.prob(samples[0].signals))
+
+
+@pytest.mark.parametrize("hidden_size", [0, 12])
+def test_router_prob_is_forward_on_one_row(hidden_size: int) -> None:
+    torch.manual_seed(hidden_size)
+    router = R2RRouter(128, hidden_size=hidden_size).eval()
+    g = torch.Generator().manual_seed(1)
+    for i in range(100):
+        logits = torch.randn(128, generator=g) * 4
+        hidden = torch.randn(hidden_size, generator=g) if hidden_size and i % 2 else None
+        sig = signals_from_logits(logits, int(torch.randint(0, 128, (1,), generator=g)), router.k, hidden)
+        with torch.no_grad():
+            want = float(torch.sigmoid(router(*router.batch([sig])))[0])
+        assert router.prob(sig) == want  # same ops, same numbers
+
+
+class Recorder(R2RStrategy):
+    """Records the writers of the tokens each ``advance`` appended."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.writers: list[set[str]] = []
+
+    async def advance(self, session: Session, budget: int) -> None:
+        before = len(session.provenance)
+        await super().advance(session, budget)
+        self.writers.append(set(session.provenance[before:]))
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_chunks_equal_one_position_at_a_time_and_have_one_writer(tiny_model_dir: Path, large_dir: Path,
+                                                                 remote: bool) -> None:
+    def models():
+        small, large = HFModel("small", tiny_model_dir), HFModel("large", large_dir)
+        return [RemoteOnly(small), RemoteOnly(large)] if remote else [small, large]
+
+    one = Recorder("small", "large", router=TokenRule(128), tau=0.5, chunk=1)
+    many = Recorder("small", "large", router=TokenRule(128), tau=0.5, chunk=6)
+    g1, g6 = run(models(), one, 30), run(models(), many, 30)
+    assert g1.output == g6.output and g1.provenance == g6.provenance
+    assert {"small", "large"} <= set(g6.provenance)
+    assert all(len(w) == 1 for w in many.writers)  # each streamed piece belongs to one model
+    assert any(len(w) > 1 for w in [set(g6.provenance[i:i + 6]) for i in range(0, 30, 6)])  # the test means something
+    assert len(many.writers) < len(one.writers)  # fewer advance calls (thread hops / draft calls) with chunks
+    if not remote:
+        assert g1.usage == g6.usage  # the same model calls

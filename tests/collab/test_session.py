@@ -111,3 +111,17 @@ def test_session_rejects_unknown_model(tiny_model_dir: Path) -> None:
     sess = Session([HFModel("small", tiny_model_dir)], PROMPT)
     with pytest.raises(KeyError):
         sess.member("large")
+
+
+
+
+def test_state_sync_equals_state_and_counts_the_same(tiny_model_dir: Path) -> None:
+    a, b = HFModel("a", tiny_model_dir), HFModel("b", tiny_model_dir)
+    s_async, s_sync = Session([a], PROMPT), Session([b], PROMPT)
+    for extra in ([], [5], [5, 6, 7], [5, 9]):  # extend, catch up, then diverge
+        ids = PROMPT + extra
+        la, ha = asyncio.run(s_async.state("a", ids))
+        lb, hb = s_sync.state_sync("b", ids)
+        assert torch.equal(la, lb) and torch.equal(ha, hb)
+    assert s_async.member("a").usage == s_sync.member("b").usage
+    assert s_sync.member("b").usage.cached_tokens > 0

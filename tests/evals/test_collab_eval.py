@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from collab.train import main as train_main
-from evals.collab_eval import RouteStats, main, model_params, step_owners, target_checks
+from evals.collab_eval import RouteStats, format_domains, main, model_params, step_owners, target_checks
 
 
 def test_step_owners_split_lines_and_collect_writers() -> None:
@@ -29,6 +29,23 @@ def test_route_stats_summary_matches_a_hand_count() -> None:
     assert s["large_step_share"] == pytest.approx(2 / 3)  # steps: "ab" (small), "c" (large), "d" (large)
     assert s["avg_activated_params"] == pytest.approx((10 * 4 + 100 * 3) / 5)
     assert s["tokens_per_s"] == pytest.approx(5 / 3.0)
+
+
+def test_route_stats_per_domain_and_the_domain_table() -> None:
+    st = RouteStats()
+    st.add(1.0, [("a", "e1", 3), ("b", "e2", 1)], {}, 1.0, group="sql")
+    st.add(0.0, [("c", "e2", 2)], {}, 1.0, group="units")
+    st.add(0.0, [("d", "e1", 4)], {}, 1.0, group="sql")
+    s = st.summary(None, {})
+    assert s["n"] == 3 and s["tokens"] == 10
+    assert s["by_suite"]["sql"]["n"] == 2 and s["by_suite"]["sql"]["accuracy"] == 0.5
+    assert s["by_suite"]["sql"]["token_share"] == pytest.approx({"e1": 7 / 8, "e2": 1 / 8})
+    assert s["by_suite"]["units"]["token_share"] == {"e2": 1.0}
+    table = format_domains({"f": s}, "f")
+    assert "| f | 0.500 | 0.000 |" in table and "| sql | 0.875 | 0.125 |" in table and "| units | 0.000 | 1.000 |" in table
+    one = RouteStats()
+    one.add(1.0, [("a", "e1", 1)], {}, 1.0, group="sql")
+    assert format_domains({"f": one.summary(None, {})}, "f") == ""
 
 
 def _row(acc: float, share: float = 0.0, tps: float = 1.0, steps: float = 0.0) -> dict:

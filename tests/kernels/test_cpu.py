@@ -174,3 +174,15 @@ def test_a_near_certain_token_is_always_drawn() -> None:
     for seed in range(20):
         assert torch.equal(combine_cpu(x, [1.0], mode="sample", seed=seed).token_ids, top)
         assert torch.equal(combine_reference(x, [1.0], mode="sample", seed=seed).token_ids, top)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_one_model_greedy_short_path_equals_the_reference_on_ties_and_masks(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(-3, 4, (1, 50, 37), generator=g).float()  # small integers: many ties
+    x[torch.rand(1, 50, 37, generator=g) < 0.3] = float("-inf")
+    x[0, 7] = float("-inf")  # one fully masked row
+    for w in ([1.0], [0.3], torch.tensor([2.0])):
+        got = combine_cpu(x, w, mode="greedy").token_ids
+        assert torch.equal(got, combine_reference(x, w, mode="greedy").token_ids)
+        assert int(got[7]) == -1
