@@ -8,6 +8,9 @@ without embeddings, ≤ 15 ms with. Reported: wall-clock p50 / p99 and the proce
 stays meaningful when the machine is shared (wall time then includes waiting for a core). A cache-hit p50 (the same
 queries again) is reported too.
 
+Threads: one intra-op torch thread by default (`--threads`). A single query's matmuls are too small to split well,
+and on a shared machine a second OpenMP thread waiting for a busy core made one 3×384·384×1536 linear ~50× slower.
+
 Usage: python bench/router_latency.py [--data ../shared/data/routerbench] [--routers a,b] [--n 200] [--train 500]
 Left out: batching, concurrency, gateway overhead.
 """
@@ -36,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--routers", default=None)
     p.add_argument("--n", type=int, default=200, help="timed decisions per router")
     p.add_argument("--train", type=int, default=500, help="training rows")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = p.parse_args(argv)
     import torch
 

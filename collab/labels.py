@@ -8,7 +8,10 @@
   disagree, over given (prompt, answer) sequences.
 - :func:`arbitrage_labels` — both models write each step from the same prefix; a step scorer rates both; the sample
   is the draft step's features with ``advantage = score(target) − score(draft)``; the better step (ties → draft)
-  continues the trajectory.
+  continues the trajectory. With ``rollout`` (a model) and ``outcome`` (the task's final checker), a step's score is
+  ``max(checker, outcome of the rollout's greedy completion after the step)``: a Monte-Carlo process reward that
+  also credits a correct step the checker rejects (a reference matcher marks a valid other decomposition, e.g.
+  ``26*10=260`` for ``26*100=2600``, as wrong) — one rollout per written step.
 
 The small model / experts must run in process (full logits); the writers may be remote. What it leaves out: the
 training loops (``collab.train``) and task data (``evals.suites``).
@@ -115,14 +118,30 @@ class StepSample:
 
 
 StepScore = Callable[[Any, list[str], str], float]
+TextOutcome = Callable[[Any, str], float]
+
+
+async def rollout_value(model: TokenModel, ids: list[int], example: Any, outcome: TextOutcome,
+                        decode: Callable[[list[int]], str], answer_start: int, max_tokens: int,
+                        stop_ids: Sequence[int] = ()) -> float:
+    """``outcome`` of the answer ``ids[answer_start:]`` completed greedily by ``model`` (up to ``max_tokens`` more
+    tokens, none if the answer already ended with a stop token)."""
+    tail: list[int] = []
+    if max_tokens > 0 and not (len(ids) > answer_start and ids[-1] in set(stop_ids)):
+        tail = list((await model.complete_ids(list(ids), max_tokens, stop_ids=list(stop_ids))).token_ids)
+    return float(outcome(example, decode(list(ids[answer_start:]) + tail)))
 
 
 async def arbitrage_labels(examples: Sequence[Any], prompts: Sequence[list[int]], draft: TokenModel,
                            target: TokenModel, *, step_score: StepScore, decode: Callable[[list[int]], str],
                            delimiter: Sequence[int] | str, stop_ids: Sequence[int] = (), max_steps: int = 16,
-                           max_step_tokens: int = 64, k: int = DEFAULT_K, progress: bool = False
-                           ) -> list[StepSample]:
-    """Per-step samples for every example (see the module docstring)."""
+                           max_step_tokens: int = 64, k: int = DEFAULT_K, progress: bool = False,
+                           rollout: TokenModel | None = None, outcome: TextOutcome | None = None,
+                           max_tokens: int = 0) -> list[StepSample]:
+    """Per-step samples for every example (see the module docstring); ``max_tokens``: the answer budget that
+    bounds a rollout."""
+    if (rollout is None) != (outcome is None):
+        raise ValueError("rollout and outcome go together")
     samples: list[StepSample] = []
     pairs = list(enumerate(zip(examples, prompts, strict=True)))
     for ex_i, (ex, prompt) in _bar(pairs, progress, "arbitrage labels"):
@@ -133,6 +152,11 @@ async def arbitrage_labels(examples: Sequence[Any], prompts: Sequence[list[int]]
             t = await write_step(sess, "target", max_step_tokens, delimiter, k=k)
             sd = float(step_score(ex, list(steps), decode(d.tokens)))
             st = float(step_score(ex, list(steps), decode(t.tokens)))
+            if rollout is not None and outcome is not None:
+                left = max_tokens - len(sess.output)
+                vals = [await rollout_value(rollout, sess.ids + w.tokens, ex, outcome, decode, len(prompt),
+                                            left - len(w.tokens), stop_ids) for w in (d, t)]
+                sd, st = max(sd, vals[0]), max(st, vals[1])
             feats = step_features(d.signals, step_index=s_i, ended_at_delimiter=d.ended_at_delimiter)
             samples.append(StepSample(feats, st - sd, sd, st, ex_i, s_i))
             best = t if st > sd else d

@@ -5,8 +5,9 @@
 - FusionRoute: on the experts' disagreement positions, the routing head learns (cross-entropy) the expert that gives
   the target token the highest probability, and the router model's logits learn next-token cross-entropy of
   ``log_softmax(log π_router + log π_I*)`` with ``I*`` that expert (complementary logits; experts frozen).
-- Arbitrage: MSE regression of the advantage; :func:`sweep_steps` reports, per threshold, the escalation rate and the
-  mean step score, beside the RSD, oracle, draft-only and target-only baselines.
+- Arbitrage: MSE regression of the advantage (validation: whole held-out examples); :func:`sweep_steps` reports, per
+  threshold, the escalation rate and the mean step score, beside the RSD, oracle, draft-only and target-only
+  baselines. Step scores are the suite's step checker or, by default, rollout-backed (``collab.labels``).
 
 The command resolves models as HF folders or zoo names (``evals.zoo.paths``), makes labels from the models on the
 suite's train split (one suite, a comma list or ``mixed``), trains, calibrates τ and saves one small file. All loops
@@ -211,8 +212,12 @@ def train_arbitrage(samples: Sequence[StepSample], *, epochs: int = 200, lr: flo
     """Regress the advantage; metrics hold the validation sweep over τ and the baselines."""
     torch.manual_seed(seed)
     router = StepRouter(samples[0].features.numel())
-    tr, va = split(len(samples), val_frac, seed)
-    va = va or tr
+    by_example = sorted({s.example for s in samples})
+    tr_ex, va_ex = split(len(by_example), val_frac, seed)
+    va_set = {by_example[i] for i in va_ex}  # whole examples held out: their steps share a trajectory
+    tr = [i for i, s in enumerate(samples) if s.example not in va_set]
+    va = [i for i, s in enumerate(samples) if s.example in va_set] or tr
+    tr = tr or va
     x = torch.stack([s.features for s in samples])
     y = torch.tensor([s.advantage for s in samples])
     opt = torch.optim.AdamW(router.parameters(), lr=lr)
@@ -281,6 +286,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--delimiter", help="Arbitrage step delimiter (default: the suite's)")
     ap.add_argument("--max-steps", type=int, default=16, help="Arbitrage: steps per example at most")
     ap.add_argument("--max-step-tokens", type=int, default=64, help="Arbitrage: tokens per step at most")
+    ap.add_argument("--step-score", choices=["rollout", "checker"], default="rollout", help="Arbitrage: a step's score "
+                    "for the labels: the suite's step checker, or (rollout) the better of it and the final check of "
+                    "the target's greedy completion after the step")
     ap.add_argument("--recall", type=float, default=0.95, help="R2R: recall of divergent positions that sets τ")
     ap.add_argument("--hidden", action="store_true", help="R2R: also feed the SLM's hidden state (in-process "
                     "collab only: gateway backends give no hidden state)")
@@ -345,7 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             step_score=lambda ex, pre, st: tasks.check_step(ex, [tasks.clean_step(p) for p in pre],
                                                             tasks.clean_step(st)),
             decode=decode, delimiter=delim, stop_ids=stop, max_steps=args.max_steps,
-            max_step_tokens=args.max_step_tokens, progress=show))
+            max_step_tokens=args.max_step_tokens, progress=show,
+            **({"rollout": llm, "outcome": tasks.check, "max_tokens": args.max_tokens}
+               if args.step_score == "rollout" else {})))
         if not samples_a:
             raise SystemExit("no steps were written: nothing to train on")
         router_a, metrics = train_arbitrage(samples_a, epochs=args.epochs or 200, seed=args.seed)
@@ -353,7 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tau_a = choose_step_tau(metrics["sweep"], rsd)
         metrics["tau"] = tau_a
         metrics["chosen"] = next(e for e in metrics["sweep"] if e["tau"] == tau_a)
-        router_a.save(args.out, tau=tau_a, metrics=metrics, llm=args.llm, delimiter=delim, **common)
+        router_a.save(args.out, tau=tau_a, metrics=metrics, llm=args.llm, delimiter=delim, step_score=args.step_score,
+                      **common)
     summary = {k: v for k, v in metrics.items() if k != "sweep"}
     print(json.dumps({"out": args.out, "bytes": Path(args.out).stat().st_size, **summary}, default=str))
     return 0

@@ -15,6 +15,11 @@ tokens over the wall time of the requests, one at a time, after one warm-up requ
 each route also gets its accuracy per domain and, for the collaboration, which model wrote its tokens in each domain
 (``by_suite``; e.g. whether FusionRoute's head picks the domain's expert).
 
+Arbitrage's curve: ``--thresholds 0,0.05,0.1`` adds one route ``arbitrage:τ`` per threshold (the router's τ
+overridden) and ``--deltas`` one ``rsd:δ`` per RSD acceptance threshold; ``--split validation`` runs the suite's
+validation split. Calibrate on validation (the τ with the fewest target steps whose accuracy reaches RSD's,
+:func:`match_threshold`, printed and in the JSON as ``matched``), then run that τ on test.
+
 ``--config FILE`` serves a given config instead (e.g. remote vLLM members named as the zoo models; ``--route`` names
 its collaboration route). What it leaves out: training the routers (``tandem train``), starting vLLM servers, and
 cost (the gateway prices members at zero here — the zoo models have no price).
@@ -138,6 +143,27 @@ def target_checks(strategy: str, routes: Mapping[str, Mapping[str, Any]], roles:
     return out
 
 
+def match_threshold(points: Sequence[Mapping[str, float]], reference_accuracy: float, tolerance: float = 0.0
+                    ) -> dict[str, float] | None:
+    """Of sweep points ``{"tau", "accuracy", "large_step_share"}``, the one with the smallest target-step share whose
+    accuracy reaches ``reference_accuracy − tolerance`` (ties: the larger τ); ``None`` if none does."""
+    ok = [p for p in points if p["accuracy"] >= reference_accuracy - tolerance - 1e-12]
+    if not ok:
+        return None
+    return dict(min(ok, key=lambda p: (p["large_step_share"], -p["tau"])))
+
+
+def sweep_routes(thresholds: Sequence[float], deltas: Sequence[float], suite: str, slm: str, llm: str,
+                 artifact: str) -> list[dict[str, Any]]:
+    """Arbitrage routes ``arbitrage:τ`` (the router at each τ) and RSD routes ``rsd:δ`` (each acceptance threshold)."""
+    members = {"draft": slm, "target": llm}
+    out = [{"name": f"arbitrage:{t:g}", "kind": "collab", "strategy": "arbitrage", "members": members,
+            "artifact": artifact, "params": {"tau": float(t)}} for t in thresholds]
+    out += [{"name": f"rsd:{d:g}", "kind": "collab", "strategy": "arbitrage", "members": members,
+             "params": {"mode": "rsd", "prm": f"suite:{suite}", "delimiter": "\n", "delta": float(d)}} for d in deltas]
+    return out
+
+
 def format_table(routes: Mapping[str, Mapping[str, Any]]) -> str:
     head = "| route | n | accuracy | large tok share | large step share | avg activated params | tokens/s |"
     lines = [head, "|" + "---|" * 7]
@@ -228,10 +254,11 @@ def ask(client: Any, route: str, prompt: str, max_tokens: int, count: Any) -> tu
 
 def run_eval(strategy: str, suite: str, *, n: int, artifact: str, zoo: Path, slm: str = "small",
              llm: str = "large", experts: Sequence[str] = EXPERTS, max_tokens: int | None = None, threads: int = 1,
-             progress: bool = True, log: Any = print, config: Path | None = None, route: str | None = None
-             ) -> dict[str, Any]:
+             progress: bool = True, log: Any = print, config: Path | None = None, route: str | None = None,
+             split: str = "test", thresholds: Sequence[float] = (), deltas: Sequence[float] = ()) -> dict[str, Any]:
     """Serve, ask, score; the JSON-able result (see the module docstring). ``config``: serve this gateway config
-    instead (its backends named as the zoo models, e.g. vLLM servers); ``route``: the collaboration's route name."""
+    instead (its backends named as the zoo models, e.g. vLLM servers); ``route``: the collaboration's route name;
+    ``thresholds`` / ``deltas``: Arbitrage's τ / RSD's δ sweep routes (Arbitrage only)."""
     import openai
     from transformers import AutoTokenizer
 
@@ -240,6 +267,9 @@ def run_eval(strategy: str, suite: str, *, n: int, artifact: str, zoo: Path, slm
 
     models, collab_routes, roles = plan(strategy, suite, str(Path(artifact).resolve()), slm=slm, llm=llm,
                                         experts=experts)
+    if strategy == "arbitrage" and (thresholds or deltas):
+        collab_routes = collab_routes + sweep_routes(thresholds, deltas, suite, slm, llm,
+                                                     str(Path(artifact).resolve()))
     dirs = {m: (zoo / m) for m in models}
     missing = [m for m, d in dirs.items() if not (d / "config.json").is_file()]
     if missing:
@@ -255,7 +285,7 @@ def run_eval(strategy: str, suite: str, *, n: int, artifact: str, zoo: Path, slm
         collab_routes = [{**collab_routes[0], "name": route}, *collab_routes[1:]]
         roles = {**roles, "collab": route}
     order = [r["name"] for r in collab_routes] + models
-    examples = tasks.task_examples(suite, "test", n)
+    examples = tasks.task_examples(suite, split, n)
     budget = max_tokens or max(answer_budget(tasks._suite(s)) for s in tasks.suite_names(suite))
     tok = AutoTokenizer.from_pretrained(str(dirs[slm]))
 
@@ -290,7 +320,12 @@ def run_eval(strategy: str, suite: str, *, n: int, artifact: str, zoo: Path, slm
         finally:
             gw.stop()
     summaries = {r: stats[r].summary(llm, params) for r in order}
-    return {"strategy": strategy, "suite": suite, "n": len(examples), "max_tokens": budget, "artifact": artifact,
+    extra: dict[str, Any] = {}
+    if strategy == "arbitrage" and thresholds:
+        sweep = [{"tau": float(t), "accuracy": summaries[f"arbitrage:{t:g}"]["accuracy"],
+                  "large_step_share": summaries[f"arbitrage:{t:g}"]["large_step_share"]} for t in thresholds]
+        extra = {"sweep": sweep, "matched": match_threshold(sweep, summaries[roles["rsd"]]["accuracy"])}
+    return {"strategy": strategy, "suite": suite, "split": split, "n": len(examples), **extra, "max_tokens": budget, "artifact": artifact,
             "params": params, "roles": roles, "routes": summaries,
             "targets": [{"statement": s, "holds": h} for s, h in target_checks(strategy, summaries, roles)]}
 
@@ -311,9 +346,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="serve this gateway config instead of the generated one (backends "
                    "named as the zoo models, e.g. deploy/examples/r2r-vllm.yaml)")
     p.add_argument("--route", help="the collaboration's route name (default: the strategy's name)")
+    p.add_argument("--split", default="test", choices=["test", "validation"], help="the suite's split to ask")
+    p.add_argument("--thresholds", help="Arbitrage: comma list of τ, one extra route arbitrage:τ each")
+    p.add_argument("--deltas", help="Arbitrage: comma list of RSD δ, one extra route rsd:δ each")
     p.add_argument("--json", action="store_true", help="end with one JSON line")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
+
+
+def floats(text: str | None) -> list[float]:
+    """``"0,0.05"`` → ``[0.0, 0.05]``; none → ``[]``."""
+    return [float(x) for x in (text or "").split(",") if x.strip()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -329,17 +372,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_eval(args.strategy, args.suite, n=args.n, artifact=artifact, zoo=args.zoo or zoo_dir(),
                           slm=args.slm, llm=args.llm, experts=[e for e in args.experts.split(",") if e],
                           max_tokens=args.max_tokens, threads=args.threads, progress=not args.quiet,
-                          log=lambda m: print(m, file=sys.stderr, flush=True), config=args.config, route=args.route)
+                          log=lambda m: print(m, file=sys.stderr, flush=True), config=args.config, route=args.route,
+                          split=args.split, thresholds=floats(args.thresholds), deltas=floats(args.deltas))
     except FileNotFoundError as e:
         print(f"tandem eval collab: {e}", file=sys.stderr)
         return 2
-    print(f"{args.strategy} on {args.suite} (n={result['n']}, max_tokens={result['max_tokens']})")
+    print(f"{args.strategy} on {args.suite} {args.split} (n={result['n']}, max_tokens={result['max_tokens']})")
     print(format_table(result["routes"]))
     domains = format_domains(result["routes"], result["roles"]["collab"])
     if domains:
         print(domains)
     for t in result["targets"]:
         print(f"[{'ok' if t['holds'] else 'MISS'}] {t['statement']}")
+    if "matched" in result:
+        m = result["matched"]
+        print("matched to RSD's accuracy: " + (f"τ={m['tau']:g} (accuracy {m['accuracy']:.3f}, target step share "
+                                               f"{m['large_step_share']:.3f})" if m else "no τ reaches it"))
     if args.json:
         print(json.dumps(result))
     return 0

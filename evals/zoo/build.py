@@ -1,7 +1,7 @@
 """Build the zoo: write and train every spec'd model into ``out_dir/<name>/`` and record a ``zoo.json`` manifest.
 
 :func:`build` builds the zoo tokenizer once, reads each suite's train split once (chat-encoded), then for each spec
-(in order, or only the named ones) writes a seeded random Llama (:func:`evals.zoo.llama.make_llama`), trains it by
+(in order, or only the named ones; with its step-lines drill pool when ``spec.aux_lines`` > 0) writes a seeded random Llama (:func:`evals.zoo.llama.make_llama`), trains it by
 step count (:func:`evals.zoo.train.train_model`) and records in the manifest: the spec, steps actually run, seed,
 parameter count, forward FLOPs/token, train time, final loss and the folder's size. ``steps`` overrides every spec's
 step count (CI smoke builds); ``steps_scale`` multiplies them. Building only some models keeps the other entries of
@@ -24,7 +24,7 @@ from evals.zoo.llama import make_llama
 from evals.zoo.paths import MANIFEST
 from evals.zoo.spec import ZOO_SPECS, ModelSpec, flops_per_token, param_count
 from evals.zoo.tokenizer import VOCAB_SIZE, build_tokenizer
-from evals.zoo.train import Encoded, encode_examples, train_model
+from evals.zoo.train import Encoded, encode_examples, encode_step_lines, lines_pool_name, mixture, train_model
 
 
 def default_get_suite(name: str) -> Any:
@@ -48,9 +48,15 @@ def select_specs(specs: Sequence[ModelSpec], only: Sequence[str] | None) -> list
 
 
 def load_pools(suites: Sequence[str], get_suite: Callable[[str], Any], max_len: int,
-               train_n: int | None = None) -> dict[str, list[Encoded]]:
-    """Suite → chat-encoded train examples."""
-    return {s: encode_examples(get_suite(s).examples("train", n=train_n), max_len) for s in suites}
+               train_n: int | None = None, lines: Sequence[str] = ()) -> dict[str, list[Encoded]]:
+    """Suite → chat-encoded train examples, plus ``<suite>/lines`` → its step lines for each suite in ``lines``."""
+    pools: dict[str, list[Encoded]] = {}
+    for s in suites:
+        examples = get_suite(s).examples("train", n=train_n)
+        pools[s] = encode_examples(examples, max_len)
+        if s in lines:
+            pools[lines_pool_name(s)] = encode_step_lines(examples, max_len)
+    return pools
 
 
 def build(out_dir: str | Path, *, steps: int | None = None, steps_scale: float = 1.0, only: Sequence[str] | None = None,
@@ -64,7 +70,8 @@ def build(out_dir: str | Path, *, steps: int | None = None, steps_scale: float =
     chosen = select_specs(specs, only)
     suites = sorted({s for spec in chosen for s, w in spec.suites.items() if w > 0})
     max_len = max((spec.max_len for spec in chosen), default=0)
-    pools = load_pools(suites, get_suite, max_len, train_n)
+    lines = sorted({s for spec in chosen if spec.aux_lines > 0 for s, w in spec.suites.items() if w > 0})
+    pools = load_pools(suites, get_suite, max_len, train_n, lines=lines)
     if log:
         log("train examples: " + ", ".join(f"{s} {len(p)}" for s, p in pools.items()))
     manifest_path = out / MANIFEST
@@ -84,8 +91,8 @@ def build(out_dir: str | Path, *, steps: int | None = None, steps_scale: float =
             make_llama(folder, layers=spec.layers, hidden=spec.hidden, heads=spec.heads,
                        intermediate=spec.intermediate, seed=spec.seed, tokenizer_dir=tok_dir)
             spec_pools = {s: [Encoded(e.ids[:spec.max_len], e.n_prompt) for e in pools[s] if e.n_prompt < spec.max_len]
-                          for s in spec.suites if spec.suites[s] > 0}
-            result = train_model(run_spec, folder, spec_pools, progress=progress, log=None)
+                          for s in mixture(spec)}
+            result = train_model(run_spec, folder, spec_pools, progress=progress, log=log)
             entries[spec.name] = {
                 "name": spec.name,
                 "role": spec.role,

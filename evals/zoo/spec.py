@@ -8,7 +8,8 @@ steps and the batch size, a fixed seed, and the mixture of task suites it trains
 - ``large``: 2 × 192, all three suites, 600 steps — 6.8× ``small``'s FLOPs per token (:func:`flops_per_token`).
 - ``expert-<suite>``: 2 × 96 (3.5× cheaper than ``large``) trained on its own suite only — blind outside it.
 
-``role`` leaves room for more kinds (a ``"router"`` spec later: same fields, its own data). :func:`flops_per_token`
+``aux_lines`` (default 0, left out of the JSON when 0) adds a drill of single step lines ``a op b=c`` from the train
+split to an expert's mixture (:func:`evals.zoo.train.mixture`). ``role`` leaves room for more kinds (a ``"router"`` spec later: same fields, its own data). :func:`flops_per_token`
 and :func:`param_count` are pure arithmetic on the shape (no torch), checked in tests against the real model.
 
 What it leaves out: the training loop (:mod:`evals.zoo.train`), building the folders (:mod:`evals.zoo.build`) and the
@@ -46,6 +47,9 @@ class ModelSpec:
     seed: int = 0
     role: str = "general"  # "general" | "expert" | "router"
     dtype: str = "float32"  # how the weights are saved: "float32" or "bfloat16"
+    # Weight (beside ``suites``) of an auxiliary pool of single step lines ``a op b=c`` cut from the train split of
+    # the spec's suites (loss on ``c`` only): an arithmetic drill for the arithmetic expert. 0 = none.
+    aux_lines: float = 0.0
 
     @property
     def head_dim(self) -> int:
@@ -61,6 +65,8 @@ class ModelSpec:
 
     def to_json(self) -> dict:
         d = asdict(self)
+        if not self.aux_lines:
+            del d["aux_lines"]  # absent means 0 (the manifests written before the field existed)
         d["head_dim"] = self.head_dim
         d["intermediate"] = self.ffn
         return d

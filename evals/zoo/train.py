@@ -10,7 +10,12 @@ train split. A step's rows are sorted by length and cut into micro-batches (:fun
 the loss is normalised by the step's answer tokens), each right-padded (so no attention mask is needed: a causal model
 never looks right). The optimiser
 is AdamW with linear warmup and cosine decay (:func:`lr_at`). The run length is ``spec.steps`` — never wall time —
-so the same spec and seed give the same weights on the same torch build. Weights are saved with ``save_pretrained``
+so the same spec and seed give the same weights on the same torch build.
+
+An expert may add a drill to its mixture (``spec.aux_lines`` > 0): the pool ``<suite>/lines`` holds every step line
+``a op b=c`` of the suite's train examples (the same train split, so nothing of validation/test leaks), each as one
+chat turn with an empty prompt, ``<|user|><|end|>\n<|assistant|>a op b=c<|end|>``, with the loss on ``c<|end|>`` only
+(:func:`encode_step_lines`). :func:`mixture` gives the pool weights, the lines pools sharing ``aux_lines``. Weights are saved with ``save_pretrained``
 (safetensors, sharded below 8 MB) in the spec's dtype, beside the zoo tokenizer.
 
 What it leaves out: choosing the specs (:mod:`evals.zoo.spec`), the whole-zoo build and manifest
@@ -108,6 +113,38 @@ def micro_batches(rows: Sequence[Encoded], max_tokens: int) -> list[list[Encoded
     return chunks
 
 
+LINES_SUFFIX = "/lines"
+
+
+def lines_pool_name(suite: str) -> str:
+    return suite + LINES_SUFFIX
+
+
+def encode_step_lines(examples: Sequence[Any], max_len: int) -> list[Encoded]:
+    """Every step line with exactly one ``=`` (``.steps`` of each example) as an empty-prompt chat turn whose loss
+    covers the text after ``=`` and the closing ``<|end|>``; lines longer than ``max_len`` tokens are dropped."""
+    head = chat_prompt_ids("")
+    out = []
+    for ex in examples:
+        for line in getattr(ex, "steps", ()):
+            if line.count("=") != 1 or line.endswith("="):
+                continue
+            ids = head + encode_text(line) + [END_ID]
+            if len(ids) <= max_len:
+                out.append(Encoded(ids, len(head) + line.index("=") + 1))
+    return out
+
+
+def mixture(spec: ModelSpec) -> dict[str, float]:
+    """Pool name → sampling weight: the spec's suites, plus ``<suite>/lines`` pools sharing ``spec.aux_lines`` in
+    proportion to the suites' weights."""
+    weights = {s: w for s, w in spec.suites.items() if w > 0}
+    if spec.aux_lines > 0:
+        total = sum(weights.values())
+        weights.update({lines_pool_name(s): spec.aux_lines * w / total for s, w in list(weights.items())})
+    return weights
+
+
 class BatchSampler:
     """Seeded batches: per row, a suite by mixture weight, then a uniform example of it."""
 
@@ -160,7 +197,7 @@ def train_model(spec: ModelSpec, model_dir: str | Path, pools: dict[str, list[En
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": spec.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=spec.lr, betas=(0.9, 0.98), eps=1e-8)
-    sampler = BatchSampler(pools, spec.suites, spec.seed)
+    sampler = BatchSampler(pools, mixture(spec), spec.seed)
     warmup = min(spec.warmup, max(1, total // 10))
     losses: list[float] = []
     tokens = 0
@@ -189,7 +226,7 @@ def train_model(spec: ModelSpec, model_dir: str | Path, pools: dict[str, list[En
         if step % 20 == 0 or step == total - 1:
             bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.1e}")
         if log is not None and (step % 100 == 0 or step == total - 1):
-            log(f"{spec.name} step {step + 1}/{total} loss {losses[-1]:.4f}")
+            log(f"{spec.name} step {step + 1}/{total} loss {losses[-1]:.4f} ({time.perf_counter() - t0:.0f}s)")
     seconds = time.perf_counter() - t0
     model.eval()
     save_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[spec.dtype]

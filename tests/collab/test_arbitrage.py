@@ -101,3 +101,40 @@ def test_sweep_and_baselines_reference() -> None:
     b = baselines(d, t, deltas=[0.3])
     assert b["oracle"] >= max(b["draft"], b["target"])
     assert b["rsd"][0]["escalation"] == pytest.approx(sum(x < 0.3 for x in d) / 50)
+
+
+def test_rollout_value_and_rollout_labels(tiny_model_dir: Path, target_dir: Path, delimiter: list[int]) -> None:
+    from collab.labels import rollout_value
+
+    target = HFModel("t", target_dir)
+    prompt = encode("Q0: ")
+    cont = asyncio.run(target.complete_ids(prompt, 5)).token_ids
+    seen: list[str] = []
+
+    def outcome(ex: dict, text: str) -> float:
+        seen.append(text)
+        return float(text == ex["want"])
+
+    # the greedy completion of the target is what the outcome sees (and the answer starts after the prompt)
+    assert asyncio.run(rollout_value(target, prompt, {"want": decode(cont)}, outcome, decode, len(prompt), 5)) == 1.0
+    assert asyncio.run(rollout_value(target, prompt, {"want": "x"}, outcome, decode, len(prompt), 5)) == 0.0
+    assert asyncio.run(rollout_value(target, prompt + cont[:2], {"want": decode(cont[:2])}, outcome, decode,
+                                     len(prompt), 0)) == 1.0  # no budget left: no rollout
+
+    def zero(ex: dict, prefix: list[str], step: str) -> float:
+        return 0.0
+
+    def digits(ex: dict, text: str) -> float:
+        return float(any(c.isdigit() for c in text))
+
+    kw = dict(step_score=zero, decode=decode, delimiter=delimiter, max_steps=3, max_step_tokens=6)
+    plain = asyncio.run(arbitrage_labels([{}], [prompt], HFModel("d", tiny_model_dir), target, **kw))
+    rolled = asyncio.run(arbitrage_labels([{}], [prompt], HFModel("d", tiny_model_dir), target, **kw,
+                                          rollout=target, outcome=digits, max_tokens=30))
+    assert all(s.draft_score == 0.0 and s.target_score == 0.0 for s in plain)
+    assert len(rolled) >= 1
+    for s in rolled:
+        assert s.advantage == pytest.approx(s.target_score - s.draft_score)
+        assert s.draft_score in (0.0, 1.0) and s.target_score in (0.0, 1.0)
+    with pytest.raises(ValueError):
+        asyncio.run(arbitrage_labels([{}], [prompt], HFModel("d", tiny_model_dir), target, **kw, rollout=target))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from routers.base import RouteQuery
-from routers.features import Embedder, Tfidf, hand_features, routing_text
+from routers.features import Embedder, Tfidf, hand_features, resolve_precision, routing_text
 
 
 def test_routing_text_parses_turn_lists_and_cuts_few_shot_blocks() -> None:
@@ -66,3 +67,17 @@ def test_lru_evicts_oldest(tmp_path) -> None:
     assert e.stats["misses"] == before
     e.embed_one("two")
     assert e.stats["misses"] == before + 1
+
+
+def test_precision_names_the_cache_file_and_bf16_stays_close_to_fp32(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TANDEM_CACHE", str(tmp_path))
+    with pytest.raises(ValueError):
+        resolve_precision("int4")
+    assert resolve_precision("auto") in ("float32", "bfloat16")
+    fp32, bf16 = Embedder(precision="float32"), Embedder(precision="bfloat16")
+    assert fp32.cache_path != bf16.cache_path and "bfloat16" in bf16.cache_path.name
+    texts = ["Which gas do plants absorb from the air?", "Write a python function that reverses a linked list."]
+    a, b = fp32.embed(texts), bf16.embed(texts)
+    assert b.dtype == np.float32 and np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    assert float((a * b).sum(1).min()) > 0.999
+    assert float(a[0] @ b[1]) < 0.9  # different texts stay apart
