@@ -6,7 +6,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from routers.base import RouteQuery, utility_argmax
-from routers.calibrated import RichFeatures, fit_heads, knob_grid_with_top, log_loss, predict_heads
+from routers.calibrated import (
+    RichFeatures,
+    fit_heads,
+    head_logits,
+    knob_grid_with_top,
+    log_loss,
+    predict_heads,
+)
 
 
 def test_category_block_one_hot_and_unknown_zero() -> None:
@@ -42,6 +49,10 @@ def test_heads_learn_a_separable_rule_and_choose_c_inside_training() -> None:
     assert np.all(np.isnan(oof[:10, 0])) and np.all(np.isfinite(oof[10:, 0]))
     p = predict_heads(heads, sp.csr_matrix(x))
     assert np.mean((p[:, 0] > 0.5) == (x[:, 0] > 0)) > 0.95
+    # the direct linear form equals sklearn's own (the reference twin), sparse and dense
+    np.testing.assert_allclose(head_logits(heads, sp.csr_matrix(x))[:, 0], heads[0].decision_function(x), rtol=1e-12)
+    np.testing.assert_allclose(predict_heads(heads, x)[:, 0], heads[0].predict_proba(x)[:, 1], rtol=1e-9)
+    np.testing.assert_allclose(predict_heads(heads, x)[:, 1], heads[1], rtol=1e-12)
 
 
 def test_grid_reaches_the_top_cost_model_and_the_cheapest() -> None:
