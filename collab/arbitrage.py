@@ -26,7 +26,7 @@ from torch import nn
 
 from collab.artifact import SavedModule
 from collab.features import DEFAULT_K, STEP_FEATURES, Signals, signals_from_logits, signals_from_top, step_features
-from collab.registry import CollabStrategy, register
+from collab.registry import CollabStrategy
 from collab.session import Session
 
 StepScorer = Callable[[list[str], str], float]
@@ -108,7 +108,6 @@ async def write_step(session: Session, model: str, max_tokens: int, delimiter: D
     return step
 
 
-@register("arbitrage")
 class ArbitrageStrategy(CollabStrategy):
     """Step-level routing between ``draft`` and ``target`` (see the module docstring for the modes)."""
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from collab.registry import CollabStrategy, register
+from collab.registry import CollabStrategy
 from collab.session import Session, topk_of
 
 
@@ -80,7 +80,6 @@ def load_fusionroute(path: str | Path, router_model: nn.Module | None = None) ->
     return head.eval(), list(blob["experts"]), blob
 
 
-@register("fusionroute")
 class FusionRouteStrategy(CollabStrategy):
     """Router model ``router`` (a session member with ``next_state``) + ``head`` over ``experts`` (member names).
 

@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from collab.artifact import SavedModule
 from collab.features import DEFAULT_K, FLOOR, Signals, signals_from_logits, signals_from_top
-from collab.registry import CollabStrategy, register
+from collab.registry import CollabStrategy
 from collab.session import ModelUsage, Session
 
 
@@ -84,7 +84,6 @@ class R2RRouter(SavedModule):
 PENDING = "r2r_pending"  # session.scratch: the small model's next position is flagged; the large model writes it
 
 
-@register("r2r")
 class R2RStrategy(CollabStrategy):
     """The small model ``slm`` writes; where the router's p ≥ ``tau`` the large model ``llm`` writes instead."""
 

@@ -1,10 +1,12 @@
-"""The strategy interface (:class:`CollabStrategy`) and a registry of strategies by name.
+"""The strategy interface (:class:`CollabStrategy`) and a registry of strategies by name (:class:`StrategyRegistry`).
 
 A strategy has one job: :meth:`CollabStrategy.advance` appends one or more tokens to a :class:`~collab.session.Session`
 (each with the model that wrote it). The base class turns that into a stream (:meth:`CollabStrategy.generate`, async
 iterator of ``Emitted(token_id, text, model)``) and a one-shot run (:meth:`CollabStrategy.run`), which is what the
-gateway serves as a ``collab`` route. What it leaves out: building the session's models (the caller brings them) and
-loading trained routers (each strategy module's ``load``).
+gateway serves as a ``collab`` route. A registry is a plain object (no module-level state):
+:func:`default_strategy_registry` builds one holding the built-in strategies; it also caches loaded router files.
+What it leaves out: building the session's models (the caller brings them) and the routers' formats (each strategy
+module's ``load``).
 """
 
 from __future__ import annotations
@@ -53,47 +55,8 @@ class CollabStrategy(ABC):
                           session.finish_reason or "length", session.text)
 
 
-_REGISTRY: dict[str, Callable[..., CollabStrategy]] = {}
-
-
-def register(name: str) -> Callable[[Callable[..., CollabStrategy]], Callable[..., CollabStrategy]]:
-    """Class decorator: make a strategy buildable by ``build(name, ...)``."""
-    def deco(factory: Callable[..., CollabStrategy]) -> Callable[..., CollabStrategy]:
-        _REGISTRY[name] = factory
-        return factory
-    return deco
-
-
-def names() -> list[str]:
-    _load_builtins()
-    return sorted(_REGISTRY)
-
-
-def build(name: str, **kwargs: Any) -> CollabStrategy:
-    """A strategy by name (``r2r``, ``fusionroute``, ``arbitrage``, ``single``) with its constructor arguments."""
-    _load_builtins()
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown collab strategy '{name}' (have {sorted(_REGISTRY)})") from None
-    return factory(**kwargs)
-
-
-def _load_builtins() -> None:
-    import collab.arbitrage  # noqa: F401
-    import collab.fusionroute  # noqa: F401
-    import collab.r2r  # noqa: F401
-    import collab.single  # noqa: F401
-
-
 def _load_artifact(name: str, artifact: str) -> tuple[Any, dict[str, Any]]:
-    """(router object, saved metadata) of a training file, cached by path and modification time."""
-    import os
-
-    key = (name, os.path.abspath(artifact), os.path.getmtime(artifact))
-    hit = _ARTIFACTS.get(key)
-    if hit is not None:
-        return hit
+    """(router object, saved metadata) of a training file."""
     if name == "r2r":
         from collab.r2r import R2RRouter
 
@@ -114,11 +77,7 @@ def _load_artifact(name: str, artifact: str) -> tuple[Any, dict[str, Any]]:
         loaded = ((head, experts, model), blob)
     else:
         raise ValueError(f"strategy '{name}' takes no router artifact")
-    _ARTIFACTS[key] = loaded
     return loaded
-
-
-_ARTIFACTS: dict[tuple[str, str, float], tuple[Any, dict[str, Any]]] = {}
 
 
 def _fusion_kwargs(loaded: tuple[Any, list[str], Any], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -142,19 +101,65 @@ def _fusion_kwargs(loaded: tuple[Any, list[str], Any], kwargs: dict[str, Any]) -
     return {"router": router, "experts": experts, "head": head, "router_model": model, **params}
 
 
-def build_from_artifact(name: str, artifact: str | None = None, **kwargs: Any) -> CollabStrategy:
-    """A strategy by name with its trained router loaded from ``artifact`` (``tandem train NAME --out FILE``).
-    The artifact's calibrated threshold (and Arbitrage's step delimiter) is used unless given. FusionRoute takes the
-    roles ``router`` and one per expert, and runs the tuned router saved in the file. Without an artifact: ``build``.
-    Loaded files are cached (by path and modification time), so a route can build a strategy per request."""
-    if artifact is None:
-        return build(name, **kwargs)
-    loaded, meta = _load_artifact(name, artifact)
-    if name == "fusionroute":
-        return build(name, **_fusion_kwargs(loaded, kwargs))
-    kwargs.setdefault("router", loaded)
-    if meta.get("tau") is not None:
-        kwargs.setdefault("tau", float(meta["tau"]))
-    if name == "arbitrage" and meta.get("delimiter") is not None:
-        kwargs.setdefault("delimiter", str(meta["delimiter"]))
-    return build(name, **kwargs)
+class StrategyRegistry:
+    """Strategy name → factory, plus a cache of loaded router files (by path and modification time)."""
+
+    def __init__(self) -> None:
+        self._factories: dict[str, Callable[..., CollabStrategy]] = {}
+        self._artifacts: dict[tuple[str, str, float], tuple[Any, dict[str, Any]]] = {}
+
+    def register(self, name: str, factory: Callable[..., CollabStrategy]) -> None:
+        if name in self._factories:
+            raise ValueError(f"collab strategy '{name}' is already registered")
+        self._factories[name] = factory
+
+    def names(self) -> list[str]:
+        return sorted(self._factories)
+
+    def build(self, name: str, **kwargs: Any) -> CollabStrategy:
+        """A strategy by name (``r2r``, ``fusionroute``, ``arbitrage``, ``single``) with its constructor arguments."""
+        try:
+            factory = self._factories[name]
+        except KeyError:
+            raise KeyError(f"unknown collab strategy '{name}' (have {self.names()})") from None
+        return factory(**kwargs)
+
+    def _loaded(self, name: str, artifact: str) -> tuple[Any, dict[str, Any]]:
+        import os
+
+        key = (name, os.path.abspath(artifact), os.path.getmtime(artifact))
+        hit = self._artifacts.get(key)
+        if hit is None:
+            hit = self._artifacts[key] = _load_artifact(name, artifact)
+        return hit
+
+    def build_from_artifact(self, name: str, artifact: str | None = None, **kwargs: Any) -> CollabStrategy:
+        """A strategy by name with its trained router loaded from ``artifact`` (``tandem train NAME --out FILE``).
+        The artifact's calibrated threshold (and Arbitrage's step delimiter) is used unless given. FusionRoute takes
+        the roles ``router`` and one per expert, and runs the tuned router saved in the file. Without an artifact:
+        :meth:`build`. Loaded files are cached, so a route can build a strategy per request."""
+        if artifact is None:
+            return self.build(name, **kwargs)
+        loaded, meta = self._loaded(name, artifact)
+        if name == "fusionroute":
+            return self.build(name, **_fusion_kwargs(loaded, kwargs))
+        kwargs.setdefault("router", loaded)
+        if meta.get("tau") is not None:
+            kwargs.setdefault("tau", float(meta["tau"]))
+        if name == "arbitrage" and meta.get("delimiter") is not None:
+            kwargs.setdefault("delimiter", str(meta["delimiter"]))
+        return self.build(name, **kwargs)
+
+
+def default_strategy_registry() -> StrategyRegistry:
+    """A fresh registry with the built-in strategies."""
+    from collab.arbitrage import ArbitrageStrategy
+    from collab.fusionroute import FusionRouteStrategy
+    from collab.r2r import R2RStrategy
+    from collab.single import SingleModel
+
+    reg = StrategyRegistry()
+    for name, factory in (("arbitrage", ArbitrageStrategy), ("fusionroute", FusionRouteStrategy),
+                          ("r2r", R2RStrategy), ("single", SingleModel)):  # fmt: skip
+        reg.register(name, factory)
+    return reg

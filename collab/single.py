@@ -6,11 +6,10 @@ In process it picks each token from the model's logits through ``kernels.combine
 
 from __future__ import annotations
 
-from collab.registry import CollabStrategy, register
+from collab.registry import CollabStrategy
 from collab.session import Session
 
 
-@register("single")
 class SingleModel(CollabStrategy):
     """Every token from ``model``."""
 

@@ -45,13 +45,16 @@ def build_routes(cfg: TandemConfig, backends: dict[str, Backend], agents: AgentS
     """Every backend is a route of its own name; configured routes add names (or take a backend's name over).
     Router artifacts are loaded here (blocking: call from a worker thread). TCAR routes read ``agents``."""
     routes: dict[str, Route] = {name: BackendRoute(name, b) for name, b in backends.items()}
+    strategies = None  # one collab strategy registry per table (built at the first collab route)
     for r in cfg.routes:
         if r.kind == "collab":
+            from collab.registry import default_strategy_registry
             from gateway.backends.collab_backend import CollabBackend
 
+            strategies = strategies or default_strategy_registry()
             members = {name: backends[name] for name in dict.fromkeys(r.members.values())}
-            collab = CollabBackend(r.name, r.strategy, members, dict(r.members), r.artifact, dict(r.params),
-                                   r.tokenizer)
+            collab = CollabBackend(r.name, r.strategy, members, dict(r.members), strategies, r.artifact,
+                                   dict(r.params), r.tokenizer)
             routes[r.name] = BackendRoute(r.name, collab, list(r.fallbacks), 0, r.description, kind="collab")
         elif r.kind == "tcar":
             from gateway.tcar_route import TcarBackend

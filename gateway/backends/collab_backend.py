@@ -11,11 +11,14 @@ What it leaves out: the strategies themselves and their training (``collab``), t
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.backends.base import Backend, ChatRequest, StreamEvent, TokenCounts
 from gateway.errors import InvalidRequest, PromptTooLarge
 from gateway.usage import Price
+
+if TYPE_CHECKING:
+    from collab.registry import StrategyRegistry
 
 
 def shared_tokenizer(members: dict[str, Backend], tokenizer_path: str | None) -> Any:
@@ -39,11 +42,9 @@ class CollabBackend(Backend):
     kind = "collab"
 
     def __init__(self, name: str, strategy: str, members: dict[str, Backend], roles: dict[str, Any],
-                 artifact: str | None = None, params: dict[str, Any] | None = None, tokenizer: str | None = None,
-                 max_context: int = 2048):
+                 strategies: StrategyRegistry, artifact: str | None = None, params: dict[str, Any] | None = None,
+                 tokenizer: str | None = None, max_context: int = 2048):
         super().__init__(name, Price(), frozenset())
-        from collab.registry import build_from_artifact
-
         self.strategy_name = strategy
         self.members = members
         self.roles = roles
@@ -51,7 +52,7 @@ class CollabBackend(Backend):
         self.artifact = artifact
         self.max_context = max_context
         self.tokenizer = shared_tokenizer(members, tokenizer)
-        self._build = build_from_artifact
+        self._build = strategies.build_from_artifact
         self._check = self._new_strategy()  # fail at start, not per request, on a bad artifact or role
 
     def _new_strategy(self) -> Any:

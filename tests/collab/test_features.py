@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from collab import registry
 from collab.features import FLOOR, signals_from_logits, signals_from_top, step_features
+from collab.registry import default_strategy_registry
 
 
 def test_signals_from_logits_reference() -> None:
@@ -49,6 +49,7 @@ def test_step_features_reference() -> None:
 
 
 def test_registry_builds_strategies() -> None:
+    registry = default_strategy_registry()
     assert {"r2r", "fusionroute", "arbitrage", "single"} <= set(registry.names())
     s = registry.build("r2r", slm="a", llm="b", tau=1.0)
     assert s.name == "r2r"

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from collab.inproc import HFModel
-from collab.registry import build_from_artifact
+from collab.registry import default_strategy_registry
 from collab.session import Session
 from collab.train import choose_step_tau, main, model_dir
 from evals.zoo.tokenizer import END_ID, decode, encode
@@ -52,7 +52,7 @@ def test_train_r2r_end_to_end(zoo: Path, tmp_path: Path, capsys: pytest.CaptureF
                 "--zoo", str(zoo), "--limit", "3", "--max-tokens", "10", "--epochs", "2", "--quiet")
     assert out.stat().st_size == res["bytes"] < 2_000_000
     assert res["train_positions"] + res["val_positions"] >= 10
-    strat = build_from_artifact("r2r", str(out), slm="small", llm="large")
+    strat = default_strategy_registry().build_from_artifact("r2r", str(out), slm="small", llm="large")
     assert strat.tau == pytest.approx(res["tau"])
     models = {"small": HFModel("small", zoo / "small"), "large": HFModel("large", zoo / "large")}
     gen = generate(strat, models)
@@ -68,7 +68,7 @@ def test_train_arbitrage_end_to_end(zoo: Path, tmp_path: Path, capsys: pytest.Ca
     assert out.stat().st_size < 2_000_000 and "baselines" in res and "tau" in res
     blob = torch.load(out, weights_only=False)
     assert blob["delimiter"] == "\n"
-    strat = build_from_artifact("arbitrage", str(out), draft="small", target="large", max_step_tokens=6)
+    strat = default_strategy_registry().build_from_artifact("arbitrage", str(out), draft="small", target="large", max_step_tokens=6)
     assert strat.delimiter == "\n" and (strat.tau == res["tau"] or math.isinf(strat.tau))
     models = {"small": HFModel("small", zoo / "small"), "large": HFModel("large", zoo / "large")}
     gen = generate(strat, models)
@@ -81,7 +81,7 @@ def test_train_fusionroute_end_to_end(zoo: Path, tmp_path: Path, capsys: pytest.
                 "mixed", "--out", str(out), "--zoo", str(zoo), "--limit", "2", "--epochs", "1", "--quiet")
     assert out.stat().st_size < 2_000_000 and res["positions"] > 0
     # the gateway's way: roles router + one per expert (given out of order); the tuned router comes from the file
-    strat = build_from_artifact("fusionroute", str(out), router="router", b="large", a="small")
+    strat = default_strategy_registry().build_from_artifact("fusionroute", str(out), router="router", b="large", a="small")
     assert strat.experts == ["small", "large"] and strat.router_model is not None
     tuned = strat.router_model.model.state_dict()
     untuned = HFModel("small", zoo / "small").model.state_dict()

@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 from collab.arbitrage import StepRouter
-from collab.registry import build_from_artifact
+from collab.registry import default_strategy_registry
 from evals.collab_eval import floats, match_threshold, sweep_routes
 
 
@@ -48,7 +48,7 @@ def test_sweep_routes_override_the_artifact_threshold(tmp_path: Path) -> None:
     routes = sweep_routes([0.0, 0.1], [0.5], "units", "small", "large", str(art))
     assert [r["name"] for r in routes] == ["arbitrage:0", "arbitrage:0.1", "rsd:0.5"]
     for r in routes[:2]:
-        strat = build_from_artifact("arbitrage", r["artifact"], **r["members"], **r["params"])
+        strat = default_strategy_registry().build_from_artifact("arbitrage", r["artifact"], **r["members"], **r["params"])
         assert strat.mode == "router" and strat.tau == r["params"]["tau"] and strat.delimiter == "\n"
-    rsd = build_from_artifact("arbitrage", None, **routes[2]["members"], **routes[2]["params"])
+    rsd = default_strategy_registry().build_from_artifact("arbitrage", None, **routes[2]["members"], **routes[2]["params"])
     assert rsd.mode == "rsd" and rsd.delta == 0.5 and rsd.prm == "suite:units"

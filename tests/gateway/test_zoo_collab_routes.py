@@ -26,7 +26,7 @@ def _fusion_route() -> dict:
 
 def _in_process(cfg: dict, max_tokens: int) -> str:
     from collab.inproc import HFModel
-    from collab.registry import build_from_artifact
+    from collab.registry import default_strategy_registry
     from collab.session import Session
 
     paths = {b["name"]: b["path"] for b in cfg["backends"]}
@@ -37,7 +37,7 @@ def _in_process(cfg: dict, max_tokens: int) -> str:
     ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
     stops = {t for t in (tok.eos_token_id, tok.pad_token_id) if t is not None}
     session = Session(models, ids, stop_ids=stops, decode=lambda t: tok.decode(t, skip_special_tokens=True))
-    strategy = build_from_artifact("fusionroute", route["artifact"], **route["members"])
+    strategy = default_strategy_registry().build_from_artifact("fusionroute", route["artifact"], **route["members"])
     return asyncio.run(strategy.run(session, max_tokens)).text
 
 
