@@ -27,6 +27,7 @@ import numpy as np
 
 from evals.replay_data import load_any
 from routers.base import RouteQuery
+from routers.features import Embedder
 from routers.registry import default_router_registry
 
 EMBEDDING_FREE = {"random", "cheapest", "best", "ellie-heuristic"}
@@ -52,8 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     train = sm.subset(rows[: args.train])
     test_prompts = [sm.prompts[i] for i in rows[args.train : args.train + args.n]]
     out = {}
+    embedder = Embedder()  # shared, as the gateway's route table shares one
     for name in names:
-        router = reg.create(name, seed=0).fit(train)
+        router = reg.create(name, seed=0)
+        router.embedder = embedder
+        router.fit(train)
         router.decide(RouteQuery(prompt="warm-up query"))
         times, cpu, hits = [], [], []
         texts = [f"{text} [{name}-{k}-{time.time_ns()}]" for k, text in enumerate(test_prompts)]  # unique: misses

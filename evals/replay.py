@@ -35,6 +35,7 @@ import numpy as np
 from evals.metrics import aiq, apgr, cost_of_pass, hull_value, upper_hull
 from evals.replay_data import ScoreMatrix, load_any
 from routers.base import RouteQuery, Router
+from routers.features import Embedder
 from routers.registry import RouterRegistry, default_router_registry
 
 Point = tuple[float, float]
@@ -206,9 +207,12 @@ def run_replay(
     from tqdm import tqdm
 
     reg = registry or default_router_registry()
+    embedder = Embedder()  # one model and cache for every router of the run
 
     def factory(name: str) -> Router:
-        return reg.create(name, seed=seed)
+        router = reg.create(name, seed=seed)
+        router.embedder = embedder
+        return router
 
     queries = [RouteQuery(prompt=p, category=c) for p, c in zip(data.prompts, data.categories, strict=True)]
     if test is None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from routers.base import RouteQuery
 from routers.calibrated import C_GRID, RichFeatures
-from routers.features import hand_matrix
+from routers.features import Embedder, embeddings, hand_matrix
 from routers.hardness import LEVELS, spider_hardness
 
 BIRD_LEVELS = ("simple", "moderate", "challenging")
@@ -88,12 +88,13 @@ def evaluate(texts: Sequence[str], y: Sequence[int], levels: Sequence[str], test
     import scipy.sparse as sp
 
     feats = RichFeatures().fit([qs[i] for i in tr])
+    embedder = Embedder()
     hand = hand_matrix(qs)
     mu, sd = hand[tr].mean(axis=0), hand[tr].std(axis=0) + 1e-9
     z = (hand - mu) / sd
 
     def x_of(rows: np.ndarray) -> dict[str, Any]:
-        return {"rich": sp.hstack([feats.transform([qs[i] for i in rows]), sp.csr_matrix(z[rows])]).tocsr(),
+        return {"rich": sp.hstack([feats.transform([qs[i] for i in rows], lambda q: embeddings(q, embedder)), sp.csr_matrix(z[rows])]).tocsr(),
                 "hand": z[rows]}
 
     clf, fset, c = fit_classifier(x_of(tr), yy[tr], seed)

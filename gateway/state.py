@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.backends.base import Backend
 from gateway.backends.registry import BackendRegistry, build_backend, default_backend_registry
@@ -26,18 +27,23 @@ from gateway.storage.db import make_engine, migrate, ping
 from gateway.storage.keys import ApiKey, KeyStore
 from gateway.storage.request_log import RequestLog
 
+if TYPE_CHECKING:
+    from routers.base import Router
+    from routers.features import Embedder
+
 log = logging.getLogger("tandem")
 
 KEY_CACHE_S = 5.0  # how long a key lookup is trusted (revocation takes effect within this time)
 
 
-def load_router(path: str, knob: float | None) -> object:
-    """A trained router artifact (``routers.base.Router.save``)."""
+def load_router(path: str, knob: float | None, embedder: Embedder | None = None) -> Router:
+    """A trained router artifact (``routers.base.Router.save``), using ``embedder`` for its sentence embeddings."""
     from routers.base import Router
 
     router = Router.load(Path(path).expanduser())
     if knob is not None:
         router.knob = knob
+    router.embedder = embedder
     return router
 
 
@@ -46,6 +52,7 @@ def build_routes(cfg: TandemConfig, backends: dict[str, Backend], agents: AgentS
     Router artifacts are loaded here (blocking: call from a worker thread). TCAR routes read ``agents``."""
     routes: dict[str, Route] = {name: BackendRoute(name, b) for name, b in backends.items()}
     strategies = None  # one collab strategy registry per table (built at the first collab route)
+    embedder = None  # one sentence embedder per table, shared by its router and TCAR routes (built when first needed)
     for r in cfg.routes:
         if r.kind == "collab":
             from collab.registry import default_strategy_registry
@@ -58,11 +65,17 @@ def build_routes(cfg: TandemConfig, backends: dict[str, Backend], agents: AgentS
             routes[r.name] = BackendRoute(r.name, collab, list(r.fallbacks), 0, r.description, kind="collab")
         elif r.kind == "tcar":
             from gateway.tcar_route import TcarBackend
+            from routers.features import Embedder
 
-            tcar = TcarBackend(r.name, r.router_route, r.refine_route, r.max_agents, agents, dict(r.params))
+            embedder = embedder or Embedder()
+            tcar = TcarBackend(r.name, r.router_route, r.refine_route, r.max_agents, agents, embedder.embed,
+                               dict(r.params))
             routes[r.name] = BackendRoute(r.name, tcar, list(r.fallbacks), 0, r.description, kind="tcar")
         elif r.kind == "router":
-            routes[r.name] = RouterRoute(r.name, load_router(r.artifact, r.knob), list(r.candidates),
+            from routers.features import Embedder
+
+            embedder = embedder or Embedder()
+            routes[r.name] = RouterRoute(r.name, load_router(r.artifact, r.knob, embedder), list(r.candidates),
                                          dict(r.model_map), r.description)
         else:
             routes[r.name] = BackendRoute(r.name, backends[r.backend], list(r.fallbacks), r.retries, r.description)

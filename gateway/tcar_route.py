@@ -63,12 +63,6 @@ ROUTER_OUTPUT_CHARS = 2000  # how much of the router's raw answer the decision k
 Embed = Callable[[Sequence[str]], np.ndarray]
 
 
-def _default_embed(texts: Sequence[str]) -> np.ndarray:
-    from routers.features import default_embedder
-
-    return default_embedder().embed(list(texts))
-
-
 def agent_text(agent: Agent) -> str:
     """What the embedding fallback compares the query to."""
     return f"{agent.name}: {agent.description}"
@@ -80,7 +74,7 @@ class TcarBackend(Backend):
     kind = "tcar"
 
     def __init__(self, name: str, router_route: str, refine_route: str, max_agents: int,
-                 agents: AgentStore | None, params: dict[str, Any] | None = None, embed: Embed | None = None):
+                 agents: AgentStore | None, embed: Embed, params: dict[str, Any] | None = None):
         super().__init__(name, Price(), frozenset())
         params = dict(params or {})
         self.router_route, self.refine_route = router_route, refine_route
@@ -88,7 +82,7 @@ class TcarBackend(Backend):
         self.store = agents
         self.threshold = float(params.get("fallback_threshold", DEFAULT_THRESHOLD))
         self.router_max_tokens = int(params.get("router_max_tokens", 256))
-        self.embed: Embed = embed or _default_embed
+        self.embed: Embed = embed  # texts → L2-normalised vectors (the fallback's similarity)
         self.table: RouteTable | None = None
 
     def bind(self, table: RouteTable) -> None:

@@ -21,9 +21,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from routers.features import Embedder
 
 # ----------------------------------------------------------------------------------------------------- data types
 
@@ -222,6 +225,22 @@ class Router(ABC):
         self.models: list[str] = []
         self.model_costs: np.ndarray = np.zeros(0)
         self.metadata: dict[str, Any] = {}
+        self.embedder: Embedder | None = None  # shared sentence embedder (not pickled); one is made on first use
+
+    def embed(self, queries: Sequence[RouteQuery]) -> np.ndarray:
+        """Sentence embeddings of ``queries`` (cached on each query) by this router's ``embedder``."""
+        from routers.features import Embedder, embeddings
+
+        if self.embedder is None:
+            self.embedder = Embedder()
+        return embeddings(queries, self.embedder)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "embedder": None}  # the embedder is the caller's, never part of the artifact
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("embedder", None)  # artifacts saved before routers held an embedder
 
     # --- training -------------------------------------------------------------------------------------------
     @abstractmethod

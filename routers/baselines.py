@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from routers.base import RouteQuery, Router, ScoreRouter
-from routers.features import embeddings, query_text
+from routers.features import query_text
 
 
 def column_means(scores: np.ndarray) -> np.ndarray:
@@ -100,11 +100,11 @@ class KnnRouter(ScoreRouter):
 
     def fit(self, data: Any, queries: Sequence[RouteQuery] | None = None) -> KnnRouter:
         table, qs = self._table_and_queries(data, queries)
-        self.train_emb = embeddings(qs).astype(np.float32)
+        self.train_emb = self.embed(qs).astype(np.float32)
         self.train_scores = table.scores.astype(np.float32)
         self.fallback = column_means(table.scores)
         self._calibrate_share(self.predict(qs))
         return self
 
     def predict(self, queries: Sequence[RouteQuery]) -> np.ndarray:
-        return knn_predict(self.train_emb, self.train_scores, embeddings(queries), self.k, self.fallback)
+        return knn_predict(self.train_emb, self.train_scores, self.embed(queries), self.k, self.fallback)

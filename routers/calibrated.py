@@ -16,14 +16,14 @@ Left out: non-linear heads (gradient boosting), probability recalibration beyond
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from routers.base import RouteQuery, ScoreRouter, lambda_grid
-from routers.features import N_HASH_FEATURES, Tfidf, embeddings, hashed_counts
+from routers.features import N_HASH_FEATURES, Tfidf, hashed_counts
 
 C_GRID = (0.1, 0.3, 1.0, 3.0)
 
@@ -58,12 +58,16 @@ class RichFeatures:
                 out[i, k] = self.cat_weight
         return out
 
-    def transform(self, queries: Sequence[RouteQuery]) -> sp.csr_matrix:
+    def transform(self, queries: Sequence[RouteQuery],
+                  embed: Callable[[Sequence[RouteQuery]], np.ndarray] | None = None) -> sp.csr_matrix:
+        """The feature rows; ``embed`` (e.g. a router's ``embed``) gives the sentence embeddings when ``use_emb``."""
         blocks: list[Any] = []
         if self.tfidf is not None:
             blocks.append(self.tfidf.transform(queries)[:, self.columns])
         if self.use_emb:
-            blocks.append(sp.csr_matrix(embeddings(queries)))
+            if embed is None:
+                raise ValueError("these features include sentence embeddings: pass `embed`")
+            blocks.append(sp.csr_matrix(embed(queries)))
         if self.categories:
             blocks.append(sp.csr_matrix(self.category_matrix(queries)))
         if not blocks:
@@ -159,7 +163,7 @@ class CalibratedRouter(ScoreRouter):
     def fit(self, data: Any, queries: Sequence[RouteQuery] | None = None) -> CalibratedRouter:
         table, qs = self._table_and_queries(data, queries)
         self.features = RichFeatures(use_tfidf=self.use_tfidf).fit(qs)
-        x = self.features.transform(qs)
+        x = self.features.transform(qs, self.embed)
         self.heads, oof, cs = fit_heads(x, table.scores, self.c_grid, self.inner_folds, self.seed)
         self.metadata["chosen_C"] = dict(zip(self.models, cs, strict=True))
         have = np.isfinite(table.scores) & np.isfinite(oof)
@@ -169,7 +173,7 @@ class CalibratedRouter(ScoreRouter):
         return self
 
     def predict(self, queries: Sequence[RouteQuery]) -> np.ndarray:
-        return predict_heads(self.heads, self.features.transform(queries))
+        return predict_heads(self.heads, self.features.transform(queries, self.embed))
 
     def knob_grid(self) -> list[float]:
         return knob_grid_with_top(self.model_costs)

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from routers.base import RouteQuery, Router
-from routers.features import embeddings
 
 # --------------------------------------------------------------------------------------------------- pure rules
 
@@ -106,7 +105,7 @@ class CoERouter(Router):
         from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
         table, qs = self._table_and_queries(data, queries)
-        x = embeddings(qs)
+        x = self.embed(qs)
         labels = [c for c in table.categories if c is not None]
         if len(labels) == len(qs) and len(set(labels)) >= 2:
             self.categories = sorted(set(labels))
@@ -157,7 +156,7 @@ class CoERouter(Router):
         if self.clf is None:
             probs[:, 0] = 1.0
         else:
-            probs[:, self.clf.classes_] = self.clf.predict_proba(embeddings(queries))
+            probs[:, self.clf.classes_] = self.clf.predict_proba(self.embed(queries))
         return probs
 
     def choose(self, prepared: Any, knob: float | None = None, mask: np.ndarray | None = None) -> np.ndarray:

@@ -40,7 +40,7 @@ import torch
 
 from routers.base import RouteQuery, Router, TrainingTable, utility_argmax
 from routers.calibrated import C_GRID, RichFeatures, fit_heads, knob_grid_with_top, log_loss, predict_heads
-from routers.features import embeddings, hand_matrix
+from routers.features import hand_matrix
 
 PASS = 0.5
 
@@ -201,7 +201,7 @@ class EllieKnnRouter(DistributionTierRouter):
         table, qs = self._table_and_queries(data, queries)
         self.labels = self._tiers(table)
         self._fit_pass_table(table, self.labels)
-        self.train_emb = embeddings(qs).astype(np.float32)
+        self.train_emb = self.embed(qs).astype(np.float32)
         self.features = RichFeatures(use_tfidf=False, use_emb=False, cat_weight=2.0).fit(qs)
         self.train_cat = self.features.category_matrix(qs)
         if self.k is None:  # leave-one-out on the training rows
@@ -233,7 +233,7 @@ class EllieKnnRouter(DistributionTierRouter):
         return (counts + 0.5) / (k + 0.5 * self.n_tiers)
 
     def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:
-        sims = self._sims(embeddings(queries), self.features.category_matrix(queries))
+        sims = self._sims(self.embed(queries), self.features.category_matrix(queries))
         return self._distribution(sims, int(self.k or 1))
 
 
@@ -253,7 +253,7 @@ class EllieClassifierRouter(DistributionTierRouter):
         self._fit_pass_table(table, labels)
         self.classes = np.unique(labels)
         self.features = RichFeatures().fit(qs)
-        x = self.features.transform(qs)
+        x = self.features.transform(qs, self.embed)
         self.clf = None
         if len(self.classes) > 1:
             counts = np.bincount(labels)
@@ -280,7 +280,7 @@ class EllieClassifierRouter(DistributionTierRouter):
         if self.clf is None:
             probs[:, self.classes[0]] = 1.0
         else:
-            probs[:, self.clf.classes_] = self.clf.predict_proba(self.features.transform(queries))
+            probs[:, self.clf.classes_] = self.clf.predict_proba(self.features.transform(queries, self.embed))
         return probs
 
 
@@ -328,7 +328,7 @@ class EllieCascadeRouter(TierRouter):
         table, qs = self._table_and_queries(data, queries)
         self._tiers(table)
         self.features = RichFeatures().fit(qs)
-        x = self.features.transform(qs)
+        x = self.features.transform(qs, self.embed)
         below = table.scores[:, self.tier_order[:-1]]
         self.heads, oof, _ = fit_heads(x, below, C_GRID, self.inner_folds, self.seed)
         self.oof = []  # per tier below the top: (out-of-fold P(tier suffices), label) on rows with a score
@@ -342,7 +342,7 @@ class EllieCascadeRouter(TierRouter):
         return np.array([precision_threshold(p, y, kappa) for p, y in self.oof])
 
     def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:
-        return predict_heads(self.heads, self.features.transform(queries))
+        return predict_heads(self.heads, self.features.transform(queries, self.embed))
 
     def choose(self, prepared: Any, knob: float | None = None, mask: np.ndarray | None = None) -> np.ndarray:
         kappa = float(knob if knob is not None else self.knob)
@@ -367,7 +367,7 @@ class ElliePreferenceRouter(DistributionTierRouter):
         self._fit_pass_table(table, self._tiers(table))
         pairs = preference_pairs(table.scores[:, self.tier_order])  # [n, T, T] a ≻ b
         self.features = RichFeatures(use_tfidf=False).fit(qs)
-        x = torch.tensor(self.features.transform(qs).toarray(), dtype=torch.float32)
+        x = torch.tensor(self.features.transform(qs, self.embed).toarray(), dtype=torch.float32)
         pm = torch.tensor(pairs, dtype=torch.float32)
         g = torch.Generator().manual_seed(self.seed)
         w = torch.nn.Parameter(torch.randn(self.n_tiers, x.shape[1], generator=g) * 0.01)
@@ -386,7 +386,7 @@ class ElliePreferenceRouter(DistributionTierRouter):
         return self
 
     def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:
-        f = self.features.transform(queries).toarray() @ self.w.T + self.b
+        f = self.features.transform(queries, self.embed).toarray() @ self.w.T + self.b
         f = f - f.max(axis=1, keepdims=True)
         e = np.exp(f)
         return e / e.sum(axis=1, keepdims=True)

@@ -181,7 +181,7 @@ class Embedder:
       A single-query miss never touches SQLite.
     - `precision`: "auto" (bfloat16 where the CPU multiplies bf16 natively, else float32), "bfloat16" or "float32".
       The default cache file name carries the resolved precision.
-    One per process (see `default_embedder`).
+    Create one and share it (a router's `embedder`, the gateway's route table): it holds the model and the caches.
     """
 
     def __init__(
@@ -343,37 +343,13 @@ class Embedder:
         self.__init__(state["cache_path"], state["device"], precision=precision)  # type: ignore[misc]
 
 
-_DEFAULT_EMBEDDER: Embedder | None = None
-
-
-def default_embedder() -> Embedder:
-    """The process-wide embedder (created on first use; holds a cache, not configuration)."""
-    global _DEFAULT_EMBEDDER
-    if _DEFAULT_EMBEDDER is None:
-        _DEFAULT_EMBEDDER = Embedder()
-    return _DEFAULT_EMBEDDER
-
-
-def embeddings(queries: Sequence[RouteQuery], progress: bool = False) -> np.ndarray:
-    """[n, 384] L2-normalised embeddings of the routing text, cached on each query."""
+def embeddings(queries: Sequence[RouteQuery], embedder: Embedder, progress: bool = False) -> np.ndarray:
+    """[n, 384] L2-normalised embeddings of the routing text by ``embedder``, cached on each query."""
     missing = [i for i, q in enumerate(queries) if "emb" not in q.features]
     if missing:
-        vecs = default_embedder().embed([query_text(queries[i]) for i in missing], progress=progress)
+        vecs = embedder.embed([query_text(queries[i]) for i in missing], progress=progress)
         for row, i in enumerate(missing):
             queries[i].features["emb"] = vecs[row]
     if not queries:
         return np.zeros((0, EMBED_DIM), np.float32)
     return np.stack([q.features["emb"] for q in queries])
-
-
-def feature_matrix(kind: str, queries: Sequence[RouteQuery], tfidf: Tfidf | None = None) -> Any:
-    """'emb' (dense), 'tfidf' (sparse, needs a fitted `tfidf`), or 'both' (sparse hstack)."""
-    if kind == "emb":
-        return embeddings(queries)
-    if kind == "tfidf":
-        assert tfidf is not None
-        return tfidf.transform(queries)
-    if kind == "both":
-        assert tfidf is not None
-        return sp.hstack([tfidf.transform(queries), sp.csr_matrix(embeddings(queries))]).tocsr()
-    raise ValueError(f"unknown feature kind {kind!r}")

@@ -23,7 +23,6 @@ import numpy as np
 
 from routers.base import Decision, RouteQuery, ScoreRouter
 from routers.calibrated import C_GRID, RichFeatures, fit_heads, head_logits, knob_grid_with_top, log_loss
-from routers.features import embeddings
 
 ALPHA_GRID = (0.0, 0.5, 1.0, 2.0, 5.0)
 
@@ -75,7 +74,7 @@ class GliderRouter(ScoreRouter):
 
     def fit(self, data: Any, queries: Sequence[RouteQuery] | None = None) -> GliderRouter:
         table, qs = self._table_and_queries(data, queries)
-        x = embeddings(qs)
+        x = self.embed(qs)
         m = len(self.models)
         inst = np.zeros((m, x.shape[1]), dtype=np.float32)
         for j in range(m):
@@ -85,7 +84,7 @@ class GliderRouter(ScoreRouter):
                 inst[j] = v / (np.linalg.norm(v) + 1e-12)
         self.instructions = inst
         self.features = RichFeatures().fit(qs)
-        self.heads, oof, _ = fit_heads(self.features.transform(qs), table.scores, C_GRID, self.inner_folds, self.seed)
+        self.heads, oof, _ = fit_heads(self.features.transform(qs, self.embed), table.scores, C_GRID, self.inner_folds, self.seed)
         glob = self._global(x)
         have = np.isfinite(table.scores) & np.isfinite(oof)
         y = (table.scores[have] >= 0.5).astype(int)
@@ -104,8 +103,8 @@ class GliderRouter(ScoreRouter):
         return glob - glob.mean(axis=1, keepdims=True)
 
     def logits(self, queries: Sequence[RouteQuery]) -> np.ndarray:
-        local = head_logits(self.heads, self.features.transform(queries))
-        return glider_logits(local, self._global(embeddings(queries)), float(self.alpha or 0.0))
+        local = head_logits(self.heads, self.features.transform(queries, self.embed))
+        return glider_logits(local, self._global(self.embed(queries)), float(self.alpha or 0.0))
 
     def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:
         """Logits [n, m] (the knob-free part); `choose` applies the utility rule to sigmoid(logits)."""

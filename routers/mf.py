@@ -22,7 +22,6 @@ import torch
 
 from routers.base import RouteQuery, ScoreRouter
 from routers.calibrated import RichFeatures, knob_grid_with_top
-from routers.features import embeddings
 
 
 class MFRouter(ScoreRouter):
@@ -39,7 +38,7 @@ class MFRouter(ScoreRouter):
     def fit(self, data: Any, queries: Sequence[RouteQuery] | None = None) -> MFRouter:
         table, qs = self._table_and_queries(data, queries)
         self.features = RichFeatures(use_tfidf=False, use_emb=False).fit(qs)
-        x = torch.tensor(embeddings(qs), dtype=torch.float32)
+        x = torch.tensor(self.embed(qs), dtype=torch.float32)
         cat = torch.tensor(self.features.category_matrix(qs), dtype=torch.float32)
         y = torch.tensor(np.nan_to_num(table.scores, nan=0.0), dtype=torch.float32)
         w = torch.tensor(np.isfinite(table.scores), dtype=torch.float32)
@@ -86,7 +85,7 @@ class MFRouter(ScoreRouter):
         return [proj, vecs, bias, cat_bias], curve
 
     def predict(self, queries: Sequence[RouteQuery]) -> np.ndarray:
-        logits = (embeddings(queries) @ self.proj) @ self.vecs.T + self.bias
+        logits = (self.embed(queries) @ self.proj) @ self.vecs.T + self.bias
         logits = logits + self.features.category_matrix(queries) @ self.cat_bias
         return 1.0 / (1.0 + np.exp(-logits))
 

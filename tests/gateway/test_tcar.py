@@ -237,7 +237,7 @@ def test_oos_answers_without_calling_agents(gateway, router_llm, globals_):
 
 
 def test_garbage_router_output_falls_back_to_description_embeddings(gateway, router_llm, globals_):
-    from routers.features import default_embedder
+    from routers.features import Embedder
 
     client = openai.OpenAI(base_url=gateway.url, api_key=new_key(gateway, "garbage"), max_retries=0)
     router_llm.reply = "Hmm, I would probably ask the numbers person <ID>agent-7</ID>"
@@ -248,7 +248,7 @@ def test_garbage_router_output_falls_back_to_description_embeddings(gateway, rou
     # the same choice, recomputed here from real MiniLM embeddings of the query and the agents' descriptions
     listed = httpx.get(gateway.url + "/agents", headers=auth(ADMIN)).json()["data"]
     agents = [a for a in listed if a["key_id"] is None]
-    vecs = default_embedder().embed([MSG[0]["content"]] + [f"{a['name']}: {a['description']}" for a in agents])
+    vecs = Embedder().embed([MSG[0]["content"]] + [f"{a['name']}: {a['description']}" for a in agents])
     expected = fallback(vecs[0], {a["id"]: vecs[i + 1] for i, a in enumerate(agents)}, 3, DEFAULT_THRESHOLD)
     assert d["chosen"] == expected and expected[0] == globals_["math"]
     assert set(d["scores"]) == {a["id"] for a in agents}

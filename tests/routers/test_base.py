@@ -91,3 +91,25 @@ def test_records_to_table_pivots_and_averages() -> None:
     assert t.scores[1, 0] == 0.5 and math.isnan(t.scores[1, 1])
     assert t.categories == ["c", None]
     assert np.allclose(t.model_costs, [(0.1 + 0.2) / 2, 1.0])
+
+
+def test_a_router_uses_the_embedder_it_is_given_and_never_pickles_it(tmp_path) -> None:
+    from routers.baselines import KnnRouter
+    from routers.features import Embedder
+
+    table = records_to_table([
+        Record(prompt=p, candidate=m, score=s, cost=c)
+        for p in ("add two numbers", "name a colour", "sum of digits", "a red fruit")
+        for m, s, c in (("cheap", float("sum" in p or "add" in p), 0.001), ("dear", 1.0, 0.01))
+    ])
+    shared = Embedder(cache_path=tmp_path / "emb.sqlite")
+    router = KnnRouter(k=1)
+    router.embedder = shared
+    router.fit(table)
+    assert router.embedder is shared and shared._model is not None  # the fit's embeddings came from `shared`
+    path = tmp_path / "knn.pkl"
+    router.save(path)
+    loaded = type(router).load(path)
+    assert loaded.embedder is None  # the artifact holds no model and no cache
+    loaded.embedder = shared
+    assert loaded.decide("what is the sum of 3 and 4").route == router.decide("what is the sum of 3 and 4").route
