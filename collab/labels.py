@@ -89,22 +89,34 @@ class FusionSample:
 
 
 async def fusion_examples(sequences: Sequence[tuple[list[int], list[int]]], experts: Sequence[LogitModel], *,
-                          progress: bool = False) -> list[FusionSample]:
-    """Teacher-forced expert log-probs at positions of the answers where the experts' argmaxes differ."""
+                          progress: bool = False, one_pass: bool = True) -> list[FusionSample]:
+    """Teacher-forced expert log-probs at positions of the answers where the experts' argmaxes differ. With
+    ``one_pass`` and experts that have ``forward_all`` (in-process models), each expert reads each sequence once;
+    otherwise one ``next_logits`` call per position (the reference the tests compare the one-pass path with)."""
+    batched = one_pass and all(callable(getattr(e, "forward_all", None)) for e in experts)
     out: list[FusionSample] = []
     for prompt, answer in _bar(sequences, progress, "fusion labels"):
         ids = list(prompt) + list(answer)
-        pos, tgt, lps = [], [], []
-        for t in range(len(prompt), len(ids)):
-            per = torch.stack([torch.log_softmax(e.next_logits(ids[:t]).float().cpu(), -1) for e in experts])
-            tops = per.argmax(-1)
-            if bool((tops != tops[0]).any()):
-                pos.append(t)
-                tgt.append(ids[t])
-                lps.append(per)
-        if pos:
-            out.append(FusionSample(ids, pos, tgt, torch.stack(lps)))
+        if len(ids) == len(prompt):
+            continue
+        per = _answer_logprobs(experts, ids, len(prompt), batched)  # [A, M, V]
+        tops = per.argmax(-1)
+        mask = (tops != tops[:, :1]).any(-1)
+        if bool(mask.any()):
+            pos = [len(prompt) + int(j) for j in torch.nonzero(mask).flatten()]
+            out.append(FusionSample(ids, pos, [ids[t] for t in pos], per[mask].contiguous()))
     return out
+
+
+def _answer_logprobs(experts: Sequence[LogitModel], ids: list[int], start: int, batched: bool) -> torch.Tensor:
+    """``[A, M, V]``: each expert's next-token log-probs at every answer position ``start … len(ids) − 1``."""
+    if batched:
+        x = torch.tensor([ids[:-1]])  # row t − 1 of the output predicts token t
+        per = torch.stack([torch.log_softmax(e.forward_all(x)[0][0].float().cpu(), -1)  # type: ignore[attr-defined]
+                           for e in experts])
+        return per[:, start - 1:].transpose(0, 1)
+    return torch.stack([torch.stack([torch.log_softmax(e.next_logits(ids[:t]).float().cpu(), -1) for e in experts])
+                        for t in range(start, len(ids))])
 
 
 @dataclass

@@ -51,12 +51,16 @@ class R2RRouter(SavedModule):
 
     def forward(self, dense: torch.Tensor, token_ids: torch.Tensor, hidden: torch.Tensor | None = None
                 ) -> torch.Tensor:
-        """Logits ``[B]`` for ``dense`` ``[B, k+2]``, ``token_ids`` ``[B]``, ``hidden`` ``[B, H]`` or None."""
-        x = self.inp(torch.cat([dense / abs(FLOOR) * 3.0, self.tok(token_ids)], -1))
+        """Logits ``[B]`` for ``dense`` ``[B, k+2]``, ``token_ids`` ``[B]``, ``hidden`` ``[B, H]`` or None. Written
+        with the functional ops on the modules' weights (the same numbers as calling the modules): the decode loop
+        calls it once per token, where the module calls' overhead outweighs the arithmetic."""
+        emb = F.embedding(token_ids, self.tok.weight)
+        x = F.linear(torch.cat([dense / abs(FLOOR) * 3.0, emb], -1), self.inp.weight, self.inp.bias)
         if self.hid is not None:
             h = hidden if hidden is not None else torch.zeros(dense.shape[0], self.hidden_size)
-            x = x + self.hid(h)
-        return self.mlp(x).squeeze(-1)
+            x = x + F.linear(h, self.hid.weight, self.hid.bias)
+        lin1, lin2 = self.mlp[1], self.mlp[3]
+        return F.linear(F.gelu(F.linear(F.gelu(x), lin1.weight, lin1.bias)), lin2.weight, lin2.bias).squeeze(-1)
 
     def batch(self, signals: list[Signals]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         dense = torch.stack([s.dense()[: self.k + 2] for s in signals])
@@ -68,17 +72,10 @@ class R2RRouter(SavedModule):
 
     @torch.no_grad()
     def prob(self, signals: Signals) -> float:
-        """p(divergent) of one position: :meth:`forward` on a batch of one, op for op (same numbers), without the
-        module calls, stacking and list building that dominate its cost for one row."""
+        """p(divergent) of one position (:meth:`forward` on a batch of one, without stacking a list)."""
         dense = signals.dense()[: self.k + 2].reshape(1, -1)
-        emb = self.tok.weight[signals.token_id].reshape(1, -1)
-        x = F.linear(torch.cat([dense / abs(FLOOR) * 3.0, emb], -1), self.inp.weight, self.inp.bias)
-        if self.hid is not None:
-            h = signals.hidden.reshape(1, -1) if signals.hidden is not None else torch.zeros(1, self.hidden_size)
-            x = x + F.linear(h, self.hid.weight, self.hid.bias)
-        lin1, lin2 = self.mlp[1], self.mlp[3]
-        x = F.linear(F.gelu(F.linear(F.gelu(x), lin1.weight, lin1.bias)), lin2.weight, lin2.bias)
-        return float(torch.sigmoid(x.squeeze(-1))[0])
+        hidden = signals.hidden.reshape(1, -1) if self.hidden_size and signals.hidden is not None else None
+        return float(torch.sigmoid(self.forward(dense, torch.tensor([signals.token_id]), hidden))[0])
 
 
 PENDING = "r2r_pending"  # session.scratch: the small model's next position is flagged; the large model writes it

@@ -65,6 +65,8 @@ class Emitted(NamedTuple):
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
+    if a[:n] == b[:n]:  # the usual case (one sequence extends the other): one comparison, no Python loop
+        return n
     for i in range(n):
         if a[i] != b[i]:
             return i
@@ -83,13 +85,7 @@ class Member:
         self._seen: list[int] = []  # ids this model's cache holds, as far as this session knows
 
     def _count_context(self, ids: list[int]) -> None:
-        seen = self._seen
-        if not seen:
-            reused = 0
-        elif len(seen) <= len(ids) and ids[: len(seen)] == seen:  # the usual case: the model's cache is a prefix
-            reused = min(len(seen), len(ids) - 1)
-        else:
-            reused = min(common_prefix(seen, ids), len(ids) - 1)
+        reused = min(common_prefix(self._seen, ids), len(ids) - 1) if self._seen else 0
         self.usage.prompt_tokens += len(ids)
         self.usage.cached_tokens += max(reused, 0)
         self.usage.completion_tokens += 1
@@ -100,18 +96,18 @@ class Member:
         """In process: next-token logits ``[V]`` (float32, CPU) and the hidden state if the model gives it."""
         if not self.in_process:
             raise TypeError(f"model '{self.name}' is remote: it has no logits")
+        fn = getattr(self.model, "anext_state" if self.has_state else "anext_logits", None)
+        if fn is None:  # a blocking model: in a worker thread
+            return await asyncio.to_thread(self.state_sync, ids)
         self._count_context(ids)
         if self.has_state:
-            fn = getattr(self.model, "anext_state", None)
-            logits, hidden = await fn(ids) if fn else await asyncio.to_thread(self.model.next_state, ids)
+            logits, hidden = await fn(ids)
             return logits.float().cpu(), hidden.float().cpu()
-        fn = getattr(self.model, "anext_logits", None)
-        logits = await fn(ids) if fn else await asyncio.to_thread(self.model.next_logits, ids)  # type: ignore[attr-defined]
-        return logits.float().cpu(), None
+        return (await fn(ids)).float().cpu(), None
 
     def state_sync(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """:meth:`state` as a blocking call, for a strategy that runs several positions in one worker thread (one
-        thread hop per chunk instead of one per token; the model calls and their order are the same)."""
+        """:meth:`state` of a blocking model, called directly: a strategy may run several positions in one worker
+        thread (one thread hop per chunk instead of one per token; the model calls and their order are the same)."""
         if not self.in_process:
             raise TypeError(f"model '{self.name}' is remote: it has no logits")
         self._count_context(ids)
@@ -252,7 +248,6 @@ class Session:
             return self.pick([logits], position=len(ids) - len(self.prompt_ids)), logits
         out = await self.complete(name, 1, ids=ids, top_logprobs=top_logprobs)
         return out.steps[0].token_id, None
-
 
 
 def topk_of(logprobs_or_top: torch.Tensor | Sequence[tuple[int, float]], k: int | None = None) -> kernels.TopK:

@@ -129,34 +129,6 @@ def train_r2r(samples: Sequence[R2RSample], vocab_size: int, *, hidden_size: int
 # ---- FusionRoute ------------------------------------------------------------------------------------------------
 
 
-def fusion_samples(sequences: Sequence[tuple[list[int], list[int]]], experts: Sequence[Any], *,
-                   progress: bool = False) -> list[FusionSample]:
-    """``collab.labels.fusion_examples`` with one teacher-forced forward pass per expert and sequence (the experts'
-    ``forward_all``) instead of one cached call per position: the same disagreement positions and log-probs."""
-    if not all(callable(getattr(e, "forward_all", None)) for e in experts):
-        from collab.labels import fusion_examples
-
-        return asyncio.run(fusion_examples(sequences, experts, progress=progress))
-    items: Sequence[tuple[list[int], list[int]]] = sequences
-    if progress:
-        from tqdm import tqdm
-
-        items = tqdm(sequences, desc="fusion labels", unit="ex")
-    out: list[FusionSample] = []
-    for prompt, answer in items:
-        ids = list(prompt) + list(answer)
-        x = torch.tensor([ids[:-1]])
-        # [M, T-1, V]: row t-1 predicts token t
-        per = torch.stack([torch.log_softmax(e.forward_all(x)[0][0].float().cpu(), -1) for e in experts])
-        per = per[:, len(prompt) - 1:].transpose(0, 1)  # [A, M, V] over the answer positions
-        tops = per.argmax(-1)
-        mask = (tops != tops[:, :1]).any(-1)
-        if bool(mask.any()):
-            pos = [len(prompt) + int(j) for j in torch.nonzero(mask).flatten()]
-            out.append(FusionSample(ids, pos, [ids[t] for t in pos], per[mask].contiguous()))
-    return out
-
-
 def train_fusionroute(router_lm: nn.Module, samples: Sequence[FusionSample], n_experts: int, *, epochs: int = 5,
                       lr: float = 1e-3, lm_lr: float = 1e-4, tune_lm: bool = True, seed: int = 0,
                       progress: bool = False) -> tuple[RoutingHead, dict[str, Any]]:
@@ -337,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         experts = [HFModel(Path(n).name, model_dir(n, args.zoo)) for n in names]
         seqs = [(p, tok(ex.answer, add_special_tokens=False)["input_ids"] + stop[:1])
                 for p, ex in zip(prompts, examples, strict=True)]
-        samples_f = fusion_samples(seqs, experts, progress=show)
+        samples_f = asyncio.run(labels.fusion_examples(seqs, experts, progress=show))
         if not samples_f:
             raise SystemExit("the experts never disagree on these examples: nothing to train on")
         head, metrics = train_fusionroute(slm.model, samples_f, len(experts), epochs=args.epochs or 3,

@@ -95,6 +95,10 @@ class RouteStats:
         for m, c in decoded.items():
             self.decoded_by[m] = self.decoded_by.get(m, 0) + int(c)
 
+    def token_share(self) -> dict[str, float]:
+        """Share of the answer tokens each model wrote."""
+        return {m: c / self.tokens for m, c in sorted(self.tokens_by.items())} if self.tokens else {}
+
     def summary(self, large: str | None, params: Mapping[str, int]) -> dict[str, Any]:
         from collab.r2r import average_activated_params
         from collab.session import ModelUsage
@@ -109,10 +113,8 @@ class RouteStats:
             "avg_activated_params": average_activated_params(usage, self.tokens, params),
             "tokens_per_s": self.tokens / self.seconds if self.seconds > 0 else 0.0,
             "tokens": self.tokens,
-            "token_share": {m: c / self.tokens for m, c in sorted(self.tokens_by.items())} if self.tokens else {},
-            "by_suite": {g: {"n": s.n, "accuracy": s.score / s.n if s.n else 0.0,
-                             "token_share": {m: c / s.tokens for m, c in sorted(s.tokens_by.items())} if s.tokens
-                             else {}}
+            "token_share": self.token_share(),
+            "by_suite": {g: {"n": s.n, "accuracy": s.score / s.n if s.n else 0.0, "token_share": s.token_share()}
                          for g, s in sorted(self.groups.items())},
         }
 

@@ -108,12 +108,10 @@ def test_training_lowers_loss_and_roundtrips(dirs: dict[str, Path], tmp_path: Pa
 
 
 def test_batched_labels_equal_the_per_position_reference(dirs: dict[str, Path]) -> None:
-    from collab.train import fusion_samples
-
     experts = [HFModel("a", dirs["a"]), HFModel("b", dirs["b"])]
     seqs = [(encode(f"{i}*3="), encode(f"{3 * i}") + [END_ID]) for i in range(20, 26)]
-    want = asyncio.run(fusion_examples(seqs, experts))
-    got = fusion_samples(seqs, experts)
+    want = asyncio.run(fusion_examples(seqs, experts, one_pass=False))
+    got = asyncio.run(fusion_examples(seqs, experts))
     assert want and len(got) == len(want)
     for w, g in zip(want, got, strict=True):
         assert (g.ids, g.positions, g.targets) == (w.ids, w.positions, w.targets)
