@@ -3,7 +3,9 @@
 `main(argv)` backs `tandem eval replay --data FILE... --routers a,b,c [--test FILE...] [--folds 5] [--json]`:
 1. Load the score matrices (`evals.replay_data.load_any`, several files are concatenated) and drop rows where a
    model has no score (a replayed call needs the chosen model's recorded score).
-2. k-fold cross-validation (shuffled, seeded), or train on --data and evaluate on --test.
+2. k-fold cross-validation (shuffled, seeded; near-duplicate prompts such as Winogrande's twin sentences are kept
+   in one fold, `near_duplicate_groups`), or train on --data and evaluate on --test. Training queries carry the
+   data's category (a label routers may learn to predict); evaluated queries carry none, as a live request has none.
 3. Per router and fold: fit on the training rows, prepare the test rows once, sweep the router's calibration knob
    (`knob_grid()`, calibrated from the training rows) and record each knob value's (mean cost, accuracy) point and,
    for two-model data, its share of calls to the expensive model.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -92,10 +95,61 @@ class RouterResult:
     seconds: float = 0.0
 
 
-def folds_for(n: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def near_duplicate_groups(texts: Sequence[str], categories: Sequence[str] | None = None,
+                          threshold: float = 0.6, common_df: float = 0.3) -> np.ndarray:
+    """Group id per text: identical texts (after lower-casing and collapsing whitespace) share a group, and so do
+    texts of one category whose word sets have Jaccard similarity ≥ `threshold` once the category's template words
+    (in more than `common_df` of its texts, e.g. Winogrande's answer instructions) are removed — Winogrande's twin
+    sentences differ by one word. Groups are the connected components of those links."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(texts)
+    norm = [" ".join(t.lower().split()) for t in texts]
+    cats = list(categories) if categories is not None else [""] * n
+    rows: list[int] = []
+    cols: list[int] = []
+    first: dict[str, int] = {}
+    for i, t in enumerate(norm):
+        j = first.setdefault(t, i)
+        if j != i:
+            rows.append(i), cols.append(j)
+    for cat in dict.fromkeys(cats):
+        idx = [i for i, c in enumerate(cats) if c == cat]
+        words = [set(re.findall(r"\w+", norm[i])) for i in idx]
+        df: dict[str, int] = {}
+        for ws in words:
+            for w in ws:
+                df[w] = df.get(w, 0) + 1
+        kept = [w for w, d in df.items() if d <= max(2, common_df * len(idx))]  # a pair's words always count
+        vocab = {w: k for k, w in enumerate(kept)}
+        data = [(r, vocab[w]) for r, ws in enumerate(words) for w in ws if w in vocab]
+        if not data:
+            continue
+        r_, c_ = zip(*data, strict=True)
+        x = sp.csr_matrix((np.ones(len(data)), (r_, c_)), shape=(len(idx), len(vocab)))
+        size = np.asarray(x.sum(axis=1)).ravel()
+        inter = (x @ x.T).tocoo()
+        union = size[inter.row] + size[inter.col] - inter.data
+        hit = (inter.row < inter.col) & (inter.data >= threshold * np.maximum(union, 1))
+        rows += [idx[a] for a in inter.row[hit]]
+        cols += [idx[b] for b in inter.col[hit]]
+    graph = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def folds_for(n: int, k: int, seed: int, groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Shuffled k folds (seeded); with `groups`, every group lies in one fold (groups dealt round-robin in a
+    seeded random order, so fold sizes stay within a group's size of each other)."""
     from sklearn.model_selection import KFold
 
-    return [(tr, te) for tr, te in KFold(k, shuffle=True, random_state=seed).split(np.arange(n))]
+    if groups is None:
+        return [(tr, te) for tr, te in KFold(k, shuffle=True, random_state=seed).split(np.arange(n))]
+    uniq, inv = np.unique(np.asarray(groups), return_inverse=True)
+    rank = np.empty(len(uniq), dtype=int)
+    rank[np.random.default_rng(seed).permutation(len(uniq))] = np.arange(len(uniq))
+    fold = rank[inv] % k
+    return [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(k)]
 
 
 def evaluate_router(
@@ -202,26 +256,32 @@ def run_replay(
     test: ScoreMatrix | None = None,
     registry: RouterRegistry | None = None,
     progress: bool = True,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """All the numbers of a replay run, keyed by router (plus single models, oracle, zero)."""
+    """All the numbers of a replay run, keyed by router (plus single models, oracle, zero). `options` are
+    constructor arguments given to every router whose class names them (`router_options`)."""
     from tqdm import tqdm
 
     reg = registry or default_router_registry()
     embedder = Embedder()  # one model and cache for every router of the run
 
     def factory(name: str) -> Router:
-        router = reg.create(name, seed=seed)
+        router = reg.create(name, seed=seed, **router_options(reg.get(name), options or {}))
         router.embedder = embedder
         return router
 
+    # training queries carry the data's category as a label; the evaluated queries carry none (a live request has
+    # no dataset label), sharing the cached features of the same prompt
     queries = [RouteQuery(prompt=p, category=c) for p, c in zip(data.prompts, data.categories, strict=True)]
+    bare = [RouteQuery(prompt=q.prompt, features=q.features) for q in queries]
     if test is None:
-        splits = [(data.subset(tr), [queries[i] for i in tr], data.subset(te), [queries[i] for i in te])
-                  for tr, te in folds_for(data.n, folds, seed)]
+        groups = near_duplicate_groups(data.prompts, data.categories)
+        splits = [(data.subset(tr), [queries[i] for i in tr], data.subset(te), [bare[i] for i in te])
+                  for tr, te in folds_for(data.n, folds, seed, groups)]
         evaluated = data
     else:
         test = test.select_models(data.models)
-        tq = [RouteQuery(prompt=p, category=c) for p, c in zip(test.prompts, test.categories, strict=True)]
+        tq = [RouteQuery(prompt=p) for p in test.prompts]
         splits = [(data, queries, test, tq)]
         evaluated = test
     results = {name: RouterResult(name) for name in routers}
@@ -238,6 +298,28 @@ def run_replay(
 
 
 # --------------------------------------------------------------------------------------------------------- CLI
+
+
+def router_options(cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """The subset of `options` that `cls.__init__` takes as named parameters."""
+    import inspect
+
+    names = set(inspect.signature(cls.__init__).parameters)
+    return {k: v for k, v in options.items() if k in names}
+
+
+def parse_options(items: Sequence[str] | None) -> dict[str, Any]:
+    """KEY=VALUE strings → dict; VALUE is read as JSON where it parses (numbers, true / false), else a string."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--router-option wants KEY=VALUE, not {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def _load(paths: Sequence[str]) -> ScoreMatrix:
@@ -285,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rows", type=int, default=None, help="random subsample of the data (quick runs)")
     p.add_argument("--json", action="store_true", help="print one JSON object (keyed by router) as the last line")
     p.add_argument("--no-curve", action="store_true", help="leave the curves out of the JSON")
+    p.add_argument("--router-option", action="append", default=None, metavar="KEY=VALUE",
+                   help="constructor argument for every router that takes it, e.g. query_costs=false (repeatable)")
     return p
 
 
@@ -296,6 +380,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         print(f"unknown router(s): {', '.join(unknown)}; known: {', '.join(reg.names())}", file=sys.stderr)
         return 2
+    try:
+        options = parse_options(args.router_option)
+    except ValueError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    unused = [k for k in options if not any(router_options(reg.get(n), {k: 1}) for n in names)]
+    if unused:
+        print(f"no selected router takes option(s): {', '.join(unused)}", file=sys.stderr)
+        return 2
     data = _load(args.data)
     if args.max_rows and data.n > args.max_rows:
         rows = np.sort(np.random.default_rng(args.seed).choice(data.n, args.max_rows, replace=False))
@@ -303,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     test = _load(args.test) if args.test else None
     print(f"data: {data.source} ({data.n} rows, {data.m} models)" + (f"; test: {test.n} rows" if test else
           f"; {args.folds}-fold cross-validation"), file=sys.stderr)
-    results = run_replay(data, names, folds=args.folds, seed=args.seed, test=test, registry=reg)
+    results = run_replay(data, names, folds=args.folds, seed=args.seed, test=test, registry=reg, options=options)
     print(render_table(results))
     if args.json:
         if args.no_curve:

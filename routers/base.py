@@ -156,11 +156,14 @@ def queries_from_table(table: TrainingTable) -> list[RouteQuery]:
 def utility_argmax(pred: np.ndarray, costs: np.ndarray, lam: float, mask: np.ndarray | None = None) -> np.ndarray:
     """Per row, argmax_m (pred[m] − lam·costs[m]) over allowed candidates; ties go to the cheaper model.
 
-    `pred` is [n, m] (or [m]); `costs` is [m]; `mask` is a boolean [m] of allowed candidates.
+    `pred` is [n, m] (or [m]); `costs` is [m], or [n, m] for a cost expected per query and model (ties then go to
+    the model cheaper on average); `mask` is a boolean [m] of allowed candidates.
     """
     pred = np.atleast_2d(np.asarray(pred, dtype=float))
     costs = np.asarray(costs, dtype=float)
-    u = pred - lam * costs[None, :]
+    u = pred - lam * (costs if costs.ndim == 2 else costs[None, :])
+    if costs.ndim == 2:
+        costs = costs.mean(axis=0)
     if mask is not None:
         u = np.where(np.asarray(mask, dtype=bool)[None, :], u, -np.inf)
     # tie-break towards the cheaper model: order columns by cost, take the first maximum
@@ -236,7 +239,9 @@ class Router(ABC):
         return embeddings(queries, self.embedder)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "embedder": None}  # the embedder is the caller's, never part of the artifact
+        state = {**self.__dict__, "embedder": None}  # the embedder is the caller's, never part of the artifact
+        state.pop("_fast_heads", None)  # derived from the fitted heads, rebuilt on first use
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -337,6 +342,15 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+@dataclass
+class Prepared:
+    """A score router's prepared batch when its costs depend on the query: `values` [n, m] (predicted scores, or
+    the router's logits) and `costs` [n, m], the expected cost of each model on each query."""
+
+    values: np.ndarray
+    costs: np.ndarray
+
+
 class ScoreRouter(Router):
     """A router that predicts a score per model and picks argmax (p̂ − λ·cost); the knob is λ.
 
@@ -357,13 +371,16 @@ class ScoreRouter(Router):
 
     def choose(self, prepared: Any, knob: float | None = None, mask: np.ndarray | None = None) -> np.ndarray:
         lam = float(knob if knob is not None else (self.knob or 0.0))
+        if isinstance(prepared, Prepared):
+            return utility_argmax(prepared.values, prepared.costs, lam, mask)
         return utility_argmax(prepared, self.model_costs, lam, mask)
 
     def knob_grid(self) -> list[float]:
         return lambda_grid(self.model_costs)
 
     def row_scores(self, prepared: Any, i: int) -> dict[str, float]:
-        return {m: float(prepared[i, j]) for j, m in enumerate(self.models)}
+        values = prepared.values if isinstance(prepared, Prepared) else prepared
+        return {m: float(values[i, j]) for j, m in enumerate(self.models)}
 
     def _calibrate_share(self, train_pred: np.ndarray) -> None:
         if self.target_expensive_share is not None:

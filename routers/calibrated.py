@@ -1,15 +1,26 @@
 """Per-model calibrated classifiers on rich query features, and the router built on them.
 
-- `RichFeatures`: TF-IDF (hashed uni+bigrams seen in ≥ 2 training queries, IDF fit on the training queries) ⊕ sentence embedding ⊕ a one-hot of
-  the query's category (RouterBench's dataset, MMLU's subject; unknown / missing → all zeros), the category block
-  scaled by `cat_weight` so a linear model can learn per-category priors cheaply.
+- `RichFeatures`: TF-IDF (hashed uni+bigrams seen in ≥ 2 training queries, IDF fit on the training queries) ⊕
+  sentence embedding ⊕ a category block scaled by `cat_weight` so a linear model can learn per-category priors
+  cheaply: a one-hot of the query's label by default, or (`predict_category`) the probabilities of a category head
+  trained on the labels (RouterBench's dataset, MMLU's subject) and predicted from the prompt, which is what a live,
+  unlabelled request gets.
 - `fit_heads`: one logistic regression per model predicting P(score ≥ 0.5); its C is picked from a grid by
   log-loss on an inner K-fold split *of the training rows only* (never the evaluated fold), then refit on all of them.
   A model with one class in training gets a constant probability. Returns the heads and their out-of-fold
   predictions (used by callers to calibrate further knobs without touching the evaluated fold).
-- `CalibratedRouter` (`logreg`): the utility rule argmax p̂ − λ·cost over those heads. Its knob grid runs from λ = 0
-  (the best *predicted* model) up to the λ where everything goes to the cheapest model, plus one negative λ large
-  enough that the top-cost model wins every row (so the curve reaches the best single model).
+- `LinearHeads` / `fast_head_logits`: the same logits as `head_logits` on the stacked rows, computed per block with
+  numpy (a single decision without scipy / sklearn overhead).
+- `KnnScores` / `blend`: kNN score estimates (k nearest training prompts by embedding) averaged with the heads'
+  probabilities (weight `knn_weight`); a leave-one-out version stands in for out-of-fold estimates on training rows.
+- `category_costs` / `expected_costs`: the expected cost of each model on a query = predicted category
+  probabilities × per-category mean training costs (a code answer costs several times a multiple-choice letter), so
+  the utility rule trades score against the cost this query is likely to have (`query_costs=False`: mean cost per
+  model, which suits a metric counted in calls, such as APGR's strong-call share).
+- `CalibratedRouter` (`logreg`): the utility rule argmax p̂ − λ·cost over the blended estimates. Its knob grid
+  (`KNOB_POINTS` values) runs from λ = 0 (the best *predicted* model) up to the λ where everything goes to the
+  cheapest model, plus one negative λ large enough that the top-cost model wins every row (so the curve reaches the
+  best single model).
 
 Left out: non-linear heads (gradient boosting), probability recalibration beyond the logistic link.
 """
@@ -22,24 +33,40 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from routers.base import RouteQuery, ScoreRouter, lambda_grid
-from routers.features import N_HASH_FEATURES, Tfidf, hashed_counts
+from routers.base import Prepared, RouteQuery, ScoreRouter, TrainingTable, lambda_grid
+from routers.features import EMBED_DIM, N_HASH_FEATURES, Tfidf, hashed_counts
 
 C_GRID = (0.1, 0.3, 1.0, 3.0)
+KNOB_POINTS = 200  # λ values a replay sweeps (choosing is cheap; a finer sweep traces the cost/quality hull closer)
 
 
 class RichFeatures:
-    """TF-IDF ⊕ embedding ⊕ category one-hot; fit on training queries, then a pure transform."""
+    """TF-IDF ⊕ embedding ⊕ category block; fit on training queries, then a pure transform.
+
+    The category block is a one-hot of ``query.category`` by default. With ``predict_category`` it is instead the
+    probabilities of a category head — multinomial logistic regression on the sentence embedding, trained on the
+    training queries' category labels — so a query without a label (a live request) gets the same block as a
+    labelled one. The training rows' block is the head's out-of-fold prediction (``transform(..., train=True)``), so
+    models fit on it see the head's real mistakes.
+    """
 
     def __init__(
-        self, use_tfidf: bool = True, use_emb: bool = True, cat_weight: float = 1.0, min_df: int = 2
+        self, use_tfidf: bool = True, use_emb: bool = True, cat_weight: float = 1.0, min_df: int = 2,
+        predict_category: bool = False, seed: int = 0,
     ) -> None:
         self.use_tfidf, self.use_emb, self.cat_weight, self.min_df = use_tfidf, use_emb, cat_weight, min_df
+        self.predict_category, self.seed = predict_category, seed
         self.categories: list[str] = []
         self.tfidf: Tfidf | None = None
         self.columns = np.zeros(0, dtype=int)
+        self.cat_head: Any = None
+        self._train_cat: np.ndarray | None = None
 
-    def fit(self, queries: Sequence[RouteQuery]) -> RichFeatures:
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_train_cat": None}  # training-only cache, not part of an artifact
+
+    def fit(self, queries: Sequence[RouteQuery],
+            embed: Callable[[Sequence[RouteQuery]], np.ndarray] | None = None) -> RichFeatures:
         cats = {q.category for q in queries if q.category is not None}
         self.categories = sorted(cats) if len(cats) >= 2 else []
         self.tfidf = None
@@ -47,9 +74,55 @@ class RichFeatures:
             self.tfidf = Tfidf().fit(queries)
             df = np.bincount(hashed_counts(queries).indices, minlength=N_HASH_FEATURES)
             self.columns = np.flatnonzero(df >= self.min_df)  # hashed n-grams seen in ≥ min_df training queries
+        self.cat_head, self._train_cat = None, None
+        if self.predict_category and self.categories:
+            if embed is None:
+                raise ValueError("predict_category needs `embed`")
+            self._fit_category_head(queries, embed(queries))
         return self
 
-    def category_matrix(self, queries: Sequence[RouteQuery]) -> np.ndarray:
+    def _fit_category_head(self, queries: Sequence[RouteQuery], x: np.ndarray) -> None:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import StratifiedKFold
+
+        labelled = np.array([q.category in self.categories for q in queries])
+        y = np.array([self.categories.index(q.category) if ok else -1 for q, ok in zip(queries, labelled, strict=True)])
+        xl, yl = x[labelled], y[labelled]
+        oof = np.zeros((len(queries), len(self.categories)))
+        counts = np.bincount(yl, minlength=len(self.categories))
+        folds = min(3, int(counts[counts > 0].min()))
+        if folds >= 2:
+            rows = np.flatnonzero(labelled)
+            for tr, te in StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(xl, yl):
+                clf = LogisticRegression(C=3.0, max_iter=300).fit(xl[tr], yl[tr])
+                oof[np.ix_(rows[te], clf.classes_)] = clf.predict_proba(xl[te])
+        self.cat_head = LogisticRegression(C=3.0, max_iter=300).fit(xl, yl)
+        if folds < 2:
+            oof[np.ix_(np.flatnonzero(labelled), self.cat_head.classes_)] = self.cat_head.predict_proba(xl)
+        oof[~labelled] = self._head_proba(x[~labelled])
+        self._train_cat = oof
+
+    def _head_proba(self, x: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(x), len(self.categories)))
+        if len(x):
+            h = self.cat_head  # softmax of x·Wᵀ + b, without sklearn's per-call input validation
+            z = np.asarray(x, dtype=np.float64) @ h.coef_.T + h.intercept_
+            if z.shape[1] == 1:  # binary: sklearn keeps one column of log-odds
+                z = np.c_[-z, z] / 2
+            z = np.exp(z - z.max(axis=1, keepdims=True))
+            out[:, h.classes_] = z / z.sum(axis=1, keepdims=True)
+        return out
+
+    def category_matrix(self, queries: Sequence[RouteQuery],
+                        embed: Callable[[Sequence[RouteQuery]], np.ndarray] | None = None,
+                        train: bool = False) -> np.ndarray:
+        """[n, C]: the category block (see the class docstring); ``train`` gives the fit rows' out-of-fold block."""
+        if getattr(self, "cat_head", None) is not None:
+            if train and self._train_cat is not None and len(self._train_cat) == len(queries):
+                return self._train_cat * self.cat_weight
+            if embed is None:
+                raise ValueError("the category block is predicted from sentence embeddings: pass `embed`")
+            return self._head_proba(embed(queries)) * self.cat_weight
         out = np.zeros((len(queries), len(self.categories)))
         index = {c: k for k, c in enumerate(self.categories)}
         for i, q in enumerate(queries):
@@ -59,8 +132,10 @@ class RichFeatures:
         return out
 
     def transform(self, queries: Sequence[RouteQuery],
-                  embed: Callable[[Sequence[RouteQuery]], np.ndarray] | None = None) -> sp.csr_matrix:
-        """The feature rows; ``embed`` (e.g. a router's ``embed``) gives the sentence embeddings when ``use_emb``."""
+                  embed: Callable[[Sequence[RouteQuery]], np.ndarray] | None = None,
+                  train: bool = False) -> sp.csr_matrix:
+        """The feature rows; ``embed`` (e.g. a router's ``embed``) gives the sentence embeddings when ``use_emb``
+        (and for a predicted category block); ``train`` marks the rows ``fit`` saw (out-of-fold category block)."""
         blocks: list[Any] = []
         if self.tfidf is not None:
             blocks.append(self.tfidf.transform(queries)[:, self.columns])
@@ -69,7 +144,7 @@ class RichFeatures:
                 raise ValueError("these features include sentence embeddings: pass `embed`")
             blocks.append(sp.csr_matrix(embed(queries)))
         if self.categories:
-            blocks.append(sp.csr_matrix(self.category_matrix(queries)))
+            blocks.append(sp.csr_matrix(self.category_matrix(queries, embed, train)))
         if not blocks:
             return sp.csr_matrix((len(queries), 0))
         return sp.hstack(blocks).tocsr()
@@ -141,6 +216,126 @@ def head_logits(heads: Sequence[Any], x: Any) -> np.ndarray:
     return np.stack(cols, axis=1) if cols else np.zeros((n, 0))
 
 
+def category_costs(features: RichFeatures, queries: Sequence[RouteQuery], table: TrainingTable) -> np.ndarray | None:
+    """[C, m] mean cost of each model on the training rows of each category (the model's mean where a category has
+    none); None without a predicted category block."""
+    if getattr(features, "cat_head", None) is None:
+        return None
+    out = np.tile(table.model_costs, (len(features.categories), 1))
+    cats = np.array([q.category for q in queries], dtype=object)
+    for k, c in enumerate(features.categories):
+        rows = table.costs[cats == c]
+        with np.errstate(invalid="ignore"):
+            mean = np.nanmean(rows, axis=0) if len(rows) else np.full(rows.shape[1], np.nan)
+        out[k] = np.where(np.isfinite(mean), mean, out[k])
+    return out
+
+
+class KnnScores:
+    """kNN score estimates to blend with the logistic heads: the mean recorded score of the k most cosine-similar
+    training prompts per model (k ≤ a tenth of the training rows) (`routers.baselines.knn_predict`); `loo()` gives each training row's estimate from
+    its k nearest *other* rows (for fitting further knobs on out-of-sample estimates)."""
+
+    def __init__(self, emb: np.ndarray, scores: np.ndarray, k: int = 50) -> None:
+        with np.errstate(invalid="ignore"):
+            self.fallback = np.nan_to_num(np.nanmean(scores, axis=0), nan=0.0)
+        # at most a tenth of the rows: with k near n every estimate would be the global mean
+        self.emb, self.scores, self.k = emb.astype(np.float32), scores.astype(np.float32), max(1, min(k, len(emb) // 10))
+
+    def predict(self, emb: np.ndarray) -> np.ndarray:
+        from routers.baselines import knn_predict
+
+        return knn_predict(self.emb, self.scores, np.asarray(emb, dtype=np.float32), self.k, self.fallback)
+
+    def loo(self, chunk: int = 2048) -> np.ndarray:
+        n = len(self.emb)
+        k = max(1, min(self.k, n - 1))
+        out = np.zeros((n, self.scores.shape[1]))
+        for lo in range(0, n, chunk):
+            sims = self.emb[lo : lo + chunk] @ self.emb.T
+            sims[np.arange(len(sims)), np.arange(lo, lo + len(sims))] = -np.inf
+            idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            neigh = self.scores[idx]
+            with np.errstate(invalid="ignore"):
+                cnt = np.sum(np.isfinite(neigh), axis=1)
+                mean = np.nansum(neigh, axis=1) / np.maximum(cnt, 1)
+            out[lo : lo + chunk] = np.where(cnt > 0, mean, self.fallback[None, :])
+        return out
+
+
+def blend(p_heads: np.ndarray, p_knn: np.ndarray | None, weight: float) -> np.ndarray:
+    """(1 − weight)·heads + weight·kNN (the heads alone without a kNN part)."""
+    return p_heads if p_knn is None or weight <= 0 else (1.0 - weight) * p_heads + weight * p_knn
+
+
+def expected_costs(router: ScoreRouter, queries: Sequence[RouteQuery]) -> np.ndarray | None:
+    """[n, m] expected cost per query and model: the predicted category probabilities times the per-category mean
+    costs (calls on a long-answer task such as code cost several times more); None when the router has no category
+    head (then the mean cost per model applies)."""
+    cat_costs = getattr(router, "cat_costs", None)
+    feats = getattr(router, "features", None)
+    if cat_costs is None or feats is None or not getattr(router, "query_costs", True):
+        return None
+    return feats.category_matrix(queries, router.embed) / feats.cat_weight @ cat_costs
+
+
+class LinearHeads:
+    """The fitted heads of `fit_heads` on `RichFeatures` rows, as one weight matrix per feature block, so logits are
+    computed without building the stacked sparse feature rows (scipy / sklearn spend ~1 ms per single query on
+    that): TF-IDF of a query is computed from its cached hashed counts with numpy (sublinear tf × idf, L2 norm over
+    all hashed columns, then the kept columns — what `Tfidf.transform` and the column selection give)."""
+
+    def __init__(self, features: RichFeatures, heads: Sequence[Any]) -> None:
+        n_tf = len(features.columns) if features.tfidf is not None else 0
+        n_emb = EMBED_DIM if features.use_emb else 0
+        n_cat = len(features.categories)
+        w = np.zeros((n_tf + n_emb + n_cat, len(heads)))
+        b = np.zeros(len(heads))
+        for j, h in enumerate(heads):
+            if isinstance(h, float):
+                b[j] = float(np.log(h / (1 - h)))
+            else:
+                w[:, j], b[j] = h.coef_[0], float(h.intercept_[0])
+        self.features, self.b = features, b
+        self.w_tf, self.w_emb, self.w_cat = w[:n_tf], w[n_tf : n_tf + n_emb], w[n_tf + n_emb :]
+        self.idf = features.tfidf._t.idf_ if features.tfidf is not None else None
+
+    def _tfidf_logits(self, queries: Sequence[RouteQuery]) -> np.ndarray:
+        out = np.zeros((len(queries), len(self.b)))
+        cols = self.features.columns
+        counts = hashed_counts(queries)
+        for i in range(len(queries)):
+            lo, hi = counts.indptr[i], counts.indptr[i + 1]
+            idx, tf = counts.indices[lo:hi], counts.data[lo:hi]
+            if len(idx) == 0:
+                continue
+            v = (1.0 + np.log(tf)) * self.idf[idx]
+            v /= np.linalg.norm(v) or 1.0
+            pos = np.minimum(np.searchsorted(cols, idx), len(cols) - 1)
+            keep = cols[pos] == idx
+            out[i] = v[keep] @ self.w_tf[pos[keep]]
+        return out
+
+    def logits(self, queries: Sequence[RouteQuery], embed: Callable[[Sequence[RouteQuery]], np.ndarray]) -> np.ndarray:
+        z = np.tile(self.b, (len(queries), 1))
+        if self.idf is not None and len(self.w_tf):
+            z += self._tfidf_logits(queries)
+        if len(self.w_emb):
+            z += np.asarray(embed(queries), dtype=np.float64) @ self.w_emb
+        if len(self.w_cat):
+            z += self.features.category_matrix(queries, embed) @ self.w_cat
+        return z
+
+
+def fast_head_logits(router: Any, queries: Sequence[RouteQuery]) -> np.ndarray:
+    """`head_logits(router.heads, router.features.transform(queries, router.embed))` through a `LinearHeads` made
+    once per router (kept off the artifact; rebuilt after loading)."""
+    lin = router.__dict__.get("_fast_heads")
+    if lin is None or lin.features is not router.features:
+        lin = router._fast_heads = LinearHeads(router.features, router.heads)
+    return lin.logits(queries, router.embed)
+
+
 def knob_grid_with_top(costs: np.ndarray, n: int = 40) -> list[float]:
     """`lambda_grid` plus one negative λ at which the most expensive model wins every row (Δscore ≤ 1)."""
     grid = lambda_grid(costs, n)
@@ -156,16 +351,21 @@ class CalibratedRouter(ScoreRouter):
 
     name = "logreg"
 
-    def __init__(self, inner_folds: int = 3, c_grid: Sequence[float] = C_GRID, use_tfidf: bool = True, **kw: Any):
+    def __init__(self, inner_folds: int = 3, c_grid: Sequence[float] = C_GRID, use_tfidf: bool = True,
+                 knn_weight: float = 0.5, knn_k: int = 50, query_costs: bool = True, **kw: Any):
         super().__init__(**kw)
         self.inner_folds, self.c_grid, self.use_tfidf = inner_folds, tuple(c_grid), use_tfidf
+        self.knn_weight, self.knn_k, self.query_costs = knn_weight, knn_k, query_costs
 
     def fit(self, data: Any, queries: Sequence[RouteQuery] | None = None) -> CalibratedRouter:
         table, qs = self._table_and_queries(data, queries)
-        self.features = RichFeatures(use_tfidf=self.use_tfidf).fit(qs)
-        x = self.features.transform(qs, self.embed)
+        self.features = RichFeatures(use_tfidf=self.use_tfidf, predict_category=True, seed=self.seed).fit(qs, self.embed)
+        x = self.features.transform(qs, self.embed, train=True)
         self.heads, oof, cs = fit_heads(x, table.scores, self.c_grid, self.inner_folds, self.seed)
         self.metadata["chosen_C"] = dict(zip(self.models, cs, strict=True))
+        self.cat_costs = category_costs(self.features, qs, table)
+        self.knn = KnnScores(self.embed(qs), table.scores, self.knn_k) if self.knn_weight > 0 else None
+        oof = blend(oof, self.knn.loo() if self.knn is not None else None, self.knn_weight)
         have = np.isfinite(table.scores) & np.isfinite(oof)
         if have.any():
             self.metadata["oof_log_loss"] = log_loss(oof[have], (table.scores[have] >= 0.5).astype(int))
@@ -173,7 +373,13 @@ class CalibratedRouter(ScoreRouter):
         return self
 
     def predict(self, queries: Sequence[RouteQuery]) -> np.ndarray:
-        return predict_heads(self.heads, self.features.transform(queries, self.embed))
+        p = 1.0 / (1.0 + np.exp(-fast_head_logits(self, queries)))
+        knn = getattr(self, "knn", None)  # artifacts from before the kNN blend have none
+        return blend(p, knn.predict(self.embed(queries)) if knn is not None else None, getattr(self, "knn_weight", 0))
+
+    def prepare(self, queries: Sequence[RouteQuery]) -> Any:
+        pred, costs = self.predict(queries), expected_costs(self, queries)
+        return pred if costs is None else Prepared(pred, costs)
 
     def knob_grid(self) -> list[float]:
-        return knob_grid_with_top(self.model_costs)
+        return knob_grid_with_top(self.model_costs, KNOB_POINTS)

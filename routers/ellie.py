@@ -3,8 +3,10 @@
 Tiers are the Pareto-efficient candidates on the training data (no cheaper model has an equal or better mean score),
 ordered by mean training cost; a dominated model is never a tier (it would only be a dearer way to do worse). A
 query's label is the cheapest tier whose answer passes (score ≥ 0.5); unsolved queries are labelled with the top
-tier. Every learned router sees the query's category (dataset / subject) when the data has one: a one-hot block
-in its features (the kNN router ranks same-category neighbours first). Routers:
+tier. The embedding routers see the query's category (dataset / subject) when the training data has labels: the
+probabilities of a category head predicted from the prompt (`RichFeatures(predict_category=True)`; a live request
+carries no label), the kNN router ranking same-category neighbours first; `ellie-heuristic` (embedding-free) keeps a
+one-hot of the label, which is zero for an unlabelled request. Routers:
 - `ellie-heuristic`: a least-squares complexity score from hand features (length, digits, keyword counts);
   tier thresholds are the score quantiles that reproduce the training label distribution; knob = shift of the
   score in standard deviations.
@@ -202,8 +204,9 @@ class EllieKnnRouter(DistributionTierRouter):
         self.labels = self._tiers(table)
         self._fit_pass_table(table, self.labels)
         self.train_emb = self.embed(qs).astype(np.float32)
-        self.features = RichFeatures(use_tfidf=False, use_emb=False, cat_weight=2.0).fit(qs)
-        self.train_cat = self.features.category_matrix(qs)
+        self.features = RichFeatures(use_tfidf=False, use_emb=False, cat_weight=2.0, predict_category=True,
+                                     seed=self.seed).fit(qs, self.embed)
+        self.train_cat = self.features.category_matrix(qs, self.embed, train=True)
         if self.k is None:  # leave-one-out on the training rows
             sims = self._sims(self.train_emb, self.train_cat)
             np.fill_diagonal(sims, -np.inf)
@@ -233,7 +236,7 @@ class EllieKnnRouter(DistributionTierRouter):
         return (counts + 0.5) / (k + 0.5 * self.n_tiers)
 
     def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:
-        sims = self._sims(self.embed(queries), self.features.category_matrix(queries))
+        sims = self._sims(self.embed(queries), self.features.category_matrix(queries, self.embed))
         return self._distribution(sims, int(self.k or 1))
 
 
@@ -252,8 +255,8 @@ class EllieClassifierRouter(DistributionTierRouter):
         labels = self._tiers(table)
         self._fit_pass_table(table, labels)
         self.classes = np.unique(labels)
-        self.features = RichFeatures().fit(qs)
-        x = self.features.transform(qs, self.embed)
+        self.features = RichFeatures(predict_category=True, seed=self.seed).fit(qs, self.embed)
+        x = self.features.transform(qs, self.embed, train=True)
         self.clf = None
         if len(self.classes) > 1:
             counts = np.bincount(labels)
@@ -327,8 +330,8 @@ class EllieCascadeRouter(TierRouter):
 
         table, qs = self._table_and_queries(data, queries)
         self._tiers(table)
-        self.features = RichFeatures().fit(qs)
-        x = self.features.transform(qs, self.embed)
+        self.features = RichFeatures(predict_category=True, seed=self.seed).fit(qs, self.embed)
+        x = self.features.transform(qs, self.embed, train=True)
         below = table.scores[:, self.tier_order[:-1]]
         self.heads, oof, _ = fit_heads(x, below, C_GRID, self.inner_folds, self.seed)
         self.oof = []  # per tier below the top: (out-of-fold P(tier suffices), label) on rows with a score
@@ -366,8 +369,8 @@ class ElliePreferenceRouter(DistributionTierRouter):
         table, qs = self._table_and_queries(data, queries)
         self._fit_pass_table(table, self._tiers(table))
         pairs = preference_pairs(table.scores[:, self.tier_order])  # [n, T, T] a ≻ b
-        self.features = RichFeatures(use_tfidf=False).fit(qs)
-        x = torch.tensor(self.features.transform(qs, self.embed).toarray(), dtype=torch.float32)
+        self.features = RichFeatures(use_tfidf=False, predict_category=True, seed=self.seed).fit(qs, self.embed)
+        x = torch.tensor(self.features.transform(qs, self.embed, train=True).toarray(), dtype=torch.float32)
         pm = torch.tensor(pairs, dtype=torch.float32)
         g = torch.Generator().manual_seed(self.seed)
         w = torch.nn.Parameter(torch.randn(self.n_tiers, x.shape[1], generator=g) * 0.01)

@@ -4,12 +4,15 @@
   LLM-written instruction) and each expert's instruction embedding — the normalised mean embedding of the
   training prompts the expert is best at (passes, ranked by how much it beats the row's mean score; at most
   `n_instruction` of them), centred across experts.
-- Local: a per-expert calibrated logistic head (`routers.calibrated.fit_heads`: TF-IDF ⊕ embedding ⊕ category, C by
-  inner CV) predicting that the expert passes (its logit).
+- Local: a per-expert calibrated logistic head (`routers.calibrated.fit_heads`: TF-IDF ⊕ embedding ⊕ predicted
+  category probabilities, C by inner CV) predicting that the expert passes, averaged with the kNN estimate
+  (`knn_weight`; leave-one-out on the training rows), as a logit.
 - `logits = local + α·global`; α is chosen from a grid by the log-loss of sigmoid(out-of-fold local + α·global) on
   the training rows (α = 0 allowed). Softmax gives the routing distribution, `glider_select` the top-k / top-p
   experts (k = 1 for replay). As a score-predicting router, sigmoid(logits) is the predicted score per expert and the
-  decision is the shared utility rule argmax (p̂ − λ·cost); the knob grid includes a point forcing the top-cost model.
+  decision is the shared utility rule argmax (p̂ − λ·cost), with the cost each model is expected to have on this
+  query (`routers.calibrated.expected_costs`; `query_costs=False`: mean cost per model); the knob grid includes a
+  point forcing the top-cost model.
 
 Left out: combining k > 1 experts' outputs (token-level fusion lives in collab/); the LLM that writes the instruction.
 """
@@ -21,8 +24,20 @@ from typing import Any
 
 import numpy as np
 
-from routers.base import Decision, RouteQuery, ScoreRouter
-from routers.calibrated import C_GRID, RichFeatures, fit_heads, head_logits, knob_grid_with_top, log_loss
+from routers.base import Decision, Prepared, RouteQuery, ScoreRouter
+from routers.calibrated import (
+    C_GRID,
+    KNOB_POINTS,
+    KnnScores,
+    RichFeatures,
+    blend,
+    category_costs,
+    expected_costs,
+    fast_head_logits,
+    fit_heads,
+    knob_grid_with_top,
+    log_loss,
+)
 
 ALPHA_GRID = (0.0, 0.5, 1.0, 2.0, 5.0)
 
@@ -67,10 +82,12 @@ class GliderRouter(ScoreRouter):
     name = "glider"
 
     def __init__(
-        self, alpha: float | None = None, n_instruction: int = 50, inner_folds: int = 3, top_k: int = 1, **kw: Any
+        self, alpha: float | None = None, n_instruction: int = 50, inner_folds: int = 3, top_k: int = 1,
+        knn_weight: float = 0.5, knn_k: int = 50, query_costs: bool = True, **kw: Any
     ) -> None:
         super().__init__(**kw)
         self.alpha, self.n_instruction, self.inner_folds, self.top_k = alpha, n_instruction, inner_folds, top_k
+        self.knn_weight, self.knn_k, self.query_costs = knn_weight, knn_k, query_costs
 
     def fit(self, data: Any, queries: Sequence[RouteQuery] | None = None) -> GliderRouter:
         table, qs = self._table_and_queries(data, queries)
@@ -83,8 +100,12 @@ class GliderRouter(ScoreRouter):
                 v = x[rows].mean(axis=0)
                 inst[j] = v / (np.linalg.norm(v) + 1e-12)
         self.instructions = inst
-        self.features = RichFeatures().fit(qs)
-        self.heads, oof, _ = fit_heads(self.features.transform(qs, self.embed), table.scores, C_GRID, self.inner_folds, self.seed)
+        self.features = RichFeatures(predict_category=True, seed=self.seed).fit(qs, self.embed)
+        xf = self.features.transform(qs, self.embed, train=True)
+        self.heads, oof, _ = fit_heads(xf, table.scores, C_GRID, self.inner_folds, self.seed)
+        self.cat_costs = category_costs(self.features, qs, table)
+        self.knn = KnnScores(x, table.scores, self.knn_k) if self.knn_weight > 0 else None
+        oof = blend(oof, self.knn.loo() if self.knn is not None else None, self.knn_weight)
         glob = self._global(x)
         have = np.isfinite(table.scores) & np.isfinite(oof)
         y = (table.scores[have] >= 0.5).astype(int)
@@ -102,25 +123,40 @@ class GliderRouter(ScoreRouter):
         glob = x @ self.instructions.T
         return glob - glob.mean(axis=1, keepdims=True)
 
+    def local_logits(self, queries: Sequence[RouteQuery]) -> np.ndarray:
+        """The learned local score: logit of the heads' P(pass), blended with the kNN estimate when configured."""
+        local = fast_head_logits(self, queries)
+        knn = getattr(self, "knn", None)  # artifacts from before the kNN blend have none
+        if knn is None:
+            return local
+        p = np.clip(blend(1.0 / (1.0 + np.exp(-local)), knn.predict(self.embed(queries)), self.knn_weight), 1e-6,
+                    1 - 1e-6)
+        return np.log(p) - np.log1p(-p)
+
     def logits(self, queries: Sequence[RouteQuery]) -> np.ndarray:
-        local = head_logits(self.heads, self.features.transform(queries, self.embed))
+        local = self.local_logits(queries)
         return glider_logits(local, self._global(self.embed(queries)), float(self.alpha or 0.0))
 
-    def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:
-        """Logits [n, m] (the knob-free part); `choose` applies the utility rule to sigmoid(logits)."""
-        return self.logits(queries)
+    def prepare(self, queries: Sequence[RouteQuery]) -> Any:
+        """Logits [n, m] (the knob-free part), with the expected cost per query and model when the router predicts
+        categories (`Prepared`); `choose` applies the utility rule to sigmoid(logits)."""
+        logits, costs = self.logits(queries), expected_costs(self, queries)
+        return logits if costs is None else Prepared(logits, costs)
 
     def predict(self, queries: Sequence[RouteQuery]) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.logits(queries)))
 
     def choose(self, prepared: Any, knob: float | None = None, mask: np.ndarray | None = None) -> np.ndarray:
+        if isinstance(prepared, Prepared):
+            return super().choose(Prepared(1.0 / (1.0 + np.exp(-prepared.values)), prepared.costs), knob, mask)
         return super().choose(1.0 / (1.0 + np.exp(-prepared)), knob, mask)
 
     def row_scores(self, prepared: Any, i: int) -> dict[str, float]:
-        return {m: float(1.0 / (1.0 + np.exp(-prepared[i, j]))) for j, m in enumerate(self.models)}
+        logits = prepared.values if isinstance(prepared, Prepared) else prepared
+        return {m: float(1.0 / (1.0 + np.exp(-logits[i, j]))) for j, m in enumerate(self.models)}
 
     def knob_grid(self) -> list[float]:
-        return knob_grid_with_top(self.model_costs)
+        return knob_grid_with_top(self.model_costs, KNOB_POINTS)
 
     def decide(self, query: RouteQuery | str, candidates: Sequence[str] | None = None) -> Decision:
         q = RouteQuery(prompt=query) if isinstance(query, str) else query
@@ -130,8 +166,9 @@ class GliderRouter(ScoreRouter):
         if not known:
             raise ValueError(f"none of the candidates {list(candidates or [])} is known to router {self.name!r}")
         mask = np.array([m in known for m in self.models])
-        logits = self.prepare([q])  # computed once
-        idx = int(self.choose(logits, self.default_knob(), mask)[0])
+        prepared = self.prepare([q])  # computed once
+        logits = prepared.values if isinstance(prepared, Prepared) else prepared
+        idx = int(self.choose(prepared, self.default_knob(), mask)[0])
         keep = [j for j, m in enumerate(self.models) if m in known]
         probs = softmax(logits[0, keep])
         scores = {k: v for k, v in self.row_scores(logits, 0).items() if k in known}

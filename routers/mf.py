@@ -3,7 +3,7 @@
 The predicted score of model m on query q is sigmoid(⟨v_m, W·e_q⟩ + b_m): e_q is the query's sentence embedding
 projected by W into a small latent space shared with one learned vector v_m per model (RouteLLM's MF router
 learns the same bilinear form on pairwise win labels; when the data has categories a per-(category, model) bias
-c_qᵀB_m is added — a per-category prior; here the label is each model's own score, which for two
+c_qᵀB_m is added — a per-category prior, c_q the category probabilities predicted from the prompt; here the label is each model's own score, which for two
 models carries the win-rate information and for many models needs no pairing). Trained full-batch with Adam on
 binary cross-entropy over the non-missing scores, fixed seed; the step count (≤ `steps`) is the one with the lowest
 loss on a validation fifth of the training rows, then the model is retrained on all of them. Decision: the utility rule; the knob
@@ -37,9 +37,10 @@ class MFRouter(ScoreRouter):
 
     def fit(self, data: Any, queries: Sequence[RouteQuery] | None = None) -> MFRouter:
         table, qs = self._table_and_queries(data, queries)
-        self.features = RichFeatures(use_tfidf=False, use_emb=False).fit(qs)
+        self.features = RichFeatures(use_tfidf=False, use_emb=False, predict_category=True,
+                                     seed=self.seed).fit(qs, self.embed)
         x = torch.tensor(self.embed(qs), dtype=torch.float32)
-        cat = torch.tensor(self.features.category_matrix(qs), dtype=torch.float32)
+        cat = torch.tensor(self.features.category_matrix(qs, self.embed, train=True), dtype=torch.float32)
         y = torch.tensor(np.nan_to_num(table.scores, nan=0.0), dtype=torch.float32)
         w = torch.tensor(np.isfinite(table.scores), dtype=torch.float32)
         with np.errstate(invalid="ignore"):
@@ -86,7 +87,7 @@ class MFRouter(ScoreRouter):
 
     def predict(self, queries: Sequence[RouteQuery]) -> np.ndarray:
         logits = (self.embed(queries) @ self.proj) @ self.vecs.T + self.bias
-        logits = logits + self.features.category_matrix(queries) @ self.cat_bias
+        logits = logits + self.features.category_matrix(queries, self.embed) @ self.cat_bias
         return 1.0 / (1.0 + np.exp(-logits))
 
     def knob_grid(self) -> list[float]:

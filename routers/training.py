@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from routers.base import Record, Router, ScoreRouter, TrainingTable, queries_from_table, records_to_table
+from routers.base import Record, RouteQuery, Router, ScoreRouter, TrainingTable, queries_from_table, records_to_table
 from routers.registry import default_router_registry
 
 # ----------------------------------------------------------------------------------------------------- sources
@@ -203,7 +203,7 @@ def heldout_metrics(router: Router, table: TrainingTable) -> dict[str, Any]:
     """Decisions at the calibrated knob on held-out prompts, scored where the chosen model has a record."""
     if not table.prompts:
         return {}
-    qs = queries_from_table(table)
+    qs = [RouteQuery(prompt=p) for p in table.prompts]  # held-out requests carry no category label, as live ones
     prepared = router.prepare(qs)
     cols = [router.models.index(m) if m in router.models else -1 for m in table.models]
     chosen_r = router.choose(prepared, router.knob)

@@ -63,3 +63,68 @@ def test_main_json_last_line(tmp_path, capsys) -> None:
     assert {"cheapest", "best", "knn", "oracle", "zero"} <= set(res)
     assert res["zero"]["apgr"] == 0.5 and 0.0 <= res["best"]["accuracy"] <= 1.0
     assert res["oracle"]["accuracy"] >= max(r["accuracy"] for k, r in res.items() if k.startswith("single:"))
+
+
+def test_near_duplicates_share_a_group_and_a_fold() -> None:
+    from evals.replay import folds_for, near_duplicate_groups
+
+    tail = "\nA) {a}\nB) {b}\nPrint only a single choice from A or B. Answer:"
+    texts = [
+        "The trophy did not fit in the suitcase because the _ was too big." + tail.format(a="trophy", b="suitcase"),
+        "The trophy did not fit in the suitcase because the _ was too small." + tail.format(a="trophy", b="suitcase"),
+        "Sam paid Alex back because _ had borrowed money last week." + tail.format(a="Sam", b="Alex"),
+        "The cat chased the dog across the yard until _ got tired and slept." + tail.format(a="cat", b="dog"),
+        "Maria thanked Lucy for the gift because _ was very generous all year." + tail.format(a="Maria", b="Lucy"),
+        "What is 2 plus 2?",
+        "what is   2 PLUS 2?",  # the same text up to case and spaces, in another category
+    ]
+    cats = ["wino"] * 5 + ["math", "other"]
+    g = near_duplicate_groups(texts, cats)
+    assert g[0] == g[1] and g[5] == g[6]
+    assert len({g[0], g[2], g[3], g[4], g[5]}) == 5  # shared answer instructions alone do not link prompts
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 40, 200)
+    folds = folds_for(200, 5, seed=3, groups=groups)
+    seen = np.concatenate([te for _, te in folds])
+    assert sorted(seen.tolist()) == list(range(200))
+    for tr, te in folds:
+        assert not set(groups[tr]) & set(groups[te])
+
+
+def test_replay_gives_labels_to_training_queries_only() -> None:
+    from routers.baselines import BestRouter
+    from routers.registry import RouterRegistry
+
+    seen: dict[str, list] = {"fit": [], "prepare": []}
+
+    class Spy(BestRouter):
+        name = "spy"
+
+        def fit(self, data, queries=None):
+            seen["fit"] += [q.category for q in queries]
+            return super().fit(data, queries)
+
+        def prepare(self, queries):
+            seen["prepare"] += [q.category for q in queries]
+            return super().prepare(queries)
+
+    reg = RouterRegistry()
+    reg.register("spy", Spy)
+    sm = load_any(DATA / "routerbench" / "mbpp_train.csv").dropna("any")
+    run_replay(sm.subset(np.arange(60)), ["spy"], folds=3, registry=reg, progress=False)
+    assert seen["fit"] and all(c == "mbpp" for c in seen["fit"])
+    assert len(seen["prepare"]) == 60 and all(c is None for c in seen["prepare"])
+
+
+def test_router_options_reach_only_routers_that_take_them(capsys) -> None:
+    from evals.replay import parse_options, router_options
+    from routers.baselines import KnnRouter
+    from routers.calibrated import CalibratedRouter
+
+    opts = parse_options(["query_costs=false", "knn_k=7", "name=x y"])
+    assert opts == {"query_costs": False, "knn_k": 7, "name": "x y"}
+    assert router_options(CalibratedRouter, opts) == {"query_costs": False, "knn_k": 7}
+    assert router_options(KnnRouter, opts) == {}
+    rc = main(["--data", str(DATA / "routellm" / "gsm8k_responses.csv"), "--routers", "knn",
+               "--router-option", "query_costs=false"])
+    assert rc == 2 and "query_costs" in capsys.readouterr().err

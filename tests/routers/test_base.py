@@ -113,3 +113,16 @@ def test_a_router_uses_the_embedder_it_is_given_and_never_pickles_it(tmp_path) -
     assert loaded.embedder is None  # the artifact holds no model and no cache
     loaded.embedder = shared
     assert loaded.decide("what is the sum of 3 and 4").route == router.decide("what is the sum of 3 and 4").route
+
+
+def test_utility_argmax_with_costs_per_query_matches_a_row_loop() -> None:
+    rng = np.random.default_rng(5)
+    pred, costs = rng.random((50, 4)), rng.random((50, 4)) * 0.1
+    mask = np.array([True, False, True, True])
+    for lam in (0.0, 2.0, 30.0):
+        got = utility_argmax(pred, costs, lam, mask)
+        for i in range(50):
+            u = np.where(mask, pred[i] - lam * costs[i], -np.inf)
+            assert got[i] == int(np.argmax(u))
+    # the same cost on every row gives the rule with one cost vector
+    assert (utility_argmax(pred, np.tile(costs[0], (50, 1)), 3.0) == utility_argmax(pred, costs[0], 3.0)).all()

@@ -62,3 +62,72 @@ def test_grid_reaches_the_top_cost_model_and_the_cheapest() -> None:
     assert utility_argmax(pred, costs, grid[0]).tolist() == [2, 2]  # forced top-cost model
     assert utility_argmax(pred, costs, 0.0).tolist() == [1, 2]  # best predicted
     assert utility_argmax(pred, costs, grid[-1]).tolist() == [0, 0]  # cheapest
+
+
+def _cluster_embed(queries):
+    """Deterministic stand-in embedding: 'code' prompts near e0, others near e1, plus a per-text wobble."""
+    out = []
+    for q in queries:
+        rng = np.random.default_rng(sum(map(ord, q.prompt)))
+        v = np.zeros(384)
+        v[0 if "python" in q.prompt else 1] = 1.0
+        v += 0.3 * rng.standard_normal(384) / np.sqrt(384)
+        out.append(v / np.linalg.norm(v))
+    return np.array(out, dtype=np.float32)
+
+
+def _labelled(n: int = 40) -> list[RouteQuery]:
+    return [RouteQuery(prompt=f"write python code number {i}" if i % 2 else f"what is {i} plus {i}?",
+                       category="code" if i % 2 else "math") for i in range(n)]
+
+
+def test_predicted_category_block_ignores_the_label_and_finds_the_category() -> None:
+    qs = _labelled()
+    f = RichFeatures(use_tfidf=False, use_emb=False, predict_category=True).fit(qs, _cluster_embed)
+    test = [RouteQuery(prompt="write python code to sort"), RouteQuery(prompt="what is 7 plus 9?")]
+    labelled_wrong = [RouteQuery(prompt=q.prompt, category="math") for q in test]
+    a, b = f.category_matrix(test, _cluster_embed), f.category_matrix(labelled_wrong, _cluster_embed)
+    assert np.allclose(a, b)  # the label of a query is never an input
+    assert [f.categories[k] for k in a.argmax(axis=1)] == ["code", "math"]
+    assert np.allclose(a.sum(axis=1), 1.0)
+    oof = f.category_matrix(qs, _cluster_embed, train=True)  # out-of-fold block for the fitted rows
+    assert oof.shape == (len(qs), 2) and np.allclose(oof.sum(axis=1), 1.0)
+    assert np.mean([f.categories[k] == q.category for k, q in zip(oof.argmax(axis=1), qs, strict=True)]) > 0.9
+
+
+def test_linear_heads_match_the_stacked_feature_logits() -> None:
+    from routers.calibrated import LinearHeads
+
+    qs = _labelled(60)
+    f = RichFeatures(predict_category=True).fit(qs, _cluster_embed)
+    rng = np.random.default_rng(1)
+    is_code = np.array([q.category == "code" for q in qs])
+    scores = np.stack([is_code & (rng.random(60) < 0.9), rng.random(60) < 0.5, np.ones(60, bool)], 1).astype(float)
+    heads, _, _ = fit_heads(f.transform(qs, _cluster_embed, train=True), scores, folds=3)
+    assert isinstance(heads[2], float)  # one class only: a constant head
+    test = [RouteQuery(prompt=t) for t in ("write python code number 7 now", "what is 3 plus 3?", "zzz unseen")]
+    ref = head_logits(heads, f.transform(test, _cluster_embed))
+    lin = LinearHeads(f, heads)
+    assert np.allclose(lin.logits(test, _cluster_embed), ref, atol=1e-10)
+    assert np.allclose(np.vstack([lin.logits([q], _cluster_embed) for q in test]), ref, atol=1e-10)
+
+
+def test_knn_scores_leave_one_out_matches_brute_force() -> None:
+    from routers.calibrated import KnnScores, blend
+
+    rng = np.random.default_rng(2)
+    emb = rng.standard_normal((30, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    scores = (rng.random((30, 3)) < 0.5).astype(float)
+    scores[3, 1] = np.nan
+    knn = KnnScores(emb, scores, k=50)  # capped at a tenth of the 30 rows: k = 3
+    assert knn.k == 3
+    loo = knn.loo(chunk=7)
+    for i in range(30):
+        sims = emb @ emb[i]
+        sims[i] = -np.inf
+        nn = np.argsort(-sims)[:3]
+        assert np.allclose(loo[i], np.nanmean(scores[nn], axis=0))
+    p = rng.random((4, 3))
+    assert np.allclose(blend(p, knn.predict(emb[:4]), 0.25), 0.75 * p + 0.25 * knn.predict(emb[:4]))
+    assert blend(p, None, 0.5) is p

@@ -81,3 +81,13 @@ def test_precision_names_the_cache_file_and_bf16_stays_close_to_fp32(tmp_path, m
     assert b.dtype == np.float32 and np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
     assert float((a * b).sum(1).min()) > 0.999
     assert float(a[0] @ b[1]) < 0.9  # different texts stay apart
+
+
+def test_single_text_path_is_traced_and_matches_the_eager_model(tmp_path) -> None:
+    e = Embedder(cache_path=tmp_path / "emb.sqlite", precision="float32")
+    texts = ["short", "Which metal conducts heat best?\nA) iron\nB) copper", "Write a python function. " * 60]
+    single = np.stack([e._encode_single(t) for t in texts])
+    assert e._traced  # the TorchScript copy was built and used
+    eager = np.stack([e._encode([t])[0] for t in texts])  # batches of one: no padding either
+    assert np.abs(single - eager).max() < 1e-5
+    assert np.allclose(np.linalg.norm(single, axis=1), 1.0, atol=1e-5)
