@@ -1,23 +1,27 @@
 """Arithmetic word problems solved in written steps, with an exact process checker for every step.
 
-A problem is a short story about one person's stock of items (``Ann has 48 boxes of 27 pens. Ann sells 356.``)
-made of 2-6 operations (the tier): multi-digit multiplication (2-3 digit x 2 digit), buying/selling single packs
-and whole packs (a product then a sum or difference), scaling by a digit, and exact division. Every step is one line
-``a op b=c`` with integers and ``op`` in ``+ - * /``; the last line is ``answer: <value>``.
+A problem is a short story about one person's stock of items (``Ann has 48 boxes of 7 pens. Ann sells 35.``) made
+of 2-6 operations (the tier, low tiers more frequent): two-digit-by-one-digit multiplication, buying/selling single
+items and whole packs (a product, then a sum or difference with carries or borrows), scaling by a digit and exact
+division; every value stays below 1,000. Every step is one line ``<what the story says>: a op b=c`` with integers and
+``op`` in ``+ - * /``; the last line is ``answer: <value>``::
 
-Design choice (so that model size matters but the task stays learnable by a char-level model): a multiplication by
-a two-digit number with a non-zero units digit is written as partial products, e.g. ``48*27`` becomes
-``48*20=960``, ``48*7=336``, ``960+336=1296``. Each line then needs at most a multi-digit-by-one-digit product or a
-multi-digit sum/difference with carries, computed digit by digit within one line, which small models get wrong more
-often than large ones.
+    has 48 boxes of 7 pens: 48*7=336
+    sells 35: 336-35=301
+    answer: 301
 
-The process checker (:meth:`ArithmeticSuite.check_step`) re-evaluates a step exactly and checks that its operands
-are available: numbers stated in the problem, results of earlier steps, or (for a multiplication) a place-value part
-of such a two-digit number (``20`` and ``7`` of ``27``). It judges validity, not the plan: a correct computation
-that does not lead to the answer still scores 1 as a step; the final score catches the wrong plan. An ``answer:``
-line scores 1 when its value is the right answer.
+Design choice (measured, so that model size matters and the task is learnable by a char-level model trained for
+minutes): each step first restates the clause of the story it works on. Without that label a 2×96 model trained for
+1,500 steps solved 4 % of test problems (it could not find the sentence it was on); with it, 41 %, falling from 65 %
+at two operations to 0 % at six. Numbers stay small (operands ≤ 2 digits beside a running value < 1,000) for the same
+reason: with 3-4 digit values and 2-digit multipliers no model of the zoo solved a single problem.
 
-What it leaves out: fractions and decimals, negative intermediate results, and natural-language explanations.
+The process checker (:meth:`ArithmeticSuite.check_step`) re-evaluates a step exactly (the label, anything before the
+last ``:``, is free text) and checks that its operands are available: numbers stated in the problem or results of
+earlier steps. It judges validity, not the plan: a correct computation that does not lead to the answer still scores
+1 as a step; the final score catches the wrong plan. An ``answer:`` line scores 1 when its value is the right answer.
+
+What it leaves out: fractions and decimals, negative intermediate results, and checking the label's wording.
 """
 
 from __future__ import annotations
@@ -40,27 +44,13 @@ NAMES = ("Ann", "Bo", "Cy", "Dee", "Eli", "Fay", "Gus", "Ivy", "Jo", "Kim", "Lu"
 # (items, container singular, container plural)
 ITEMS = (("pens", "box", "boxes"), ("nuts", "bag", "bags"), ("eggs", "tray", "trays"), ("cards", "pack", "packs"),
          ("apples", "crate", "crates"), ("bolts", "kit", "kits"), ("beads", "jar", "jars"), ("stamps", "book", "books"))
-MIN_TIER, MAX_TIER = 2, 6
-MAX_CHARS = 300  # prompt + answer
+# Operations per problem → weight: most problems are short, so small models score at all and long ones separate sizes.
+TIER_WEIGHTS = {2: 0.35, 3: 0.25, 4: 0.18, 5: 0.12, 6: 0.10}
+MAX_VALUE = 999  # every intermediate value stays below 1,000
+MAX_CHARS = 360  # prompt + answer: with the chat markers it fits the zoo's 384-token context
 
 _STEP = re.compile(r"^(-?\d+)\s*([-+*/x])\s*(-?\d+)\s*=\s*(-?\d+)$")
 _INT = re.compile(r"-?\d+")
-
-
-def multiply_lines(a: int, b: int) -> tuple[list[str], int]:
-    """The written lines for ``a*b``: one line, or partial products when ``b`` has two digits and units != 0."""
-    product = a * b
-    if b < 10 or b % 10 == 0:
-        return [f"{a}*{b}={product}"], product
-    tens, units = b - b % 10, b % 10
-    p1, p2 = a * tens, a * units
-    return [f"{a}*{tens}={p1}", f"{a}*{units}={p2}", f"{p1}+{p2}={product}"], product
-
-
-def place_parts(n: int) -> set[int]:
-    """Place-value parts of ``n`` (``327`` -> ``{300, 20, 7}``), the numbers a partial product may use."""
-    digits = str(abs(n))
-    return {int(d) * 10 ** (len(digits) - 1 - i) for i, d in enumerate(digits) if d != "0"}
 
 
 def evaluate(a: int, op: str, b: int) -> int | None:
@@ -77,8 +67,9 @@ def evaluate(a: int, op: str, b: int) -> int | None:
 
 
 def parse_step(line: str) -> tuple[int, str, int, int] | None:
-    """``"48*27=1296"`` -> ``(48, "*", 27, 1296)``; ``None`` when the line is not one binary operation."""
-    m = _STEP.match(line.strip())
+    """``"sells 35: 336-35=301"`` -> ``(336, "-", 35, 301)`` (the label before the last ``:`` is optional); ``None``
+    when the line is not one binary operation."""
+    m = _STEP.match(line.rsplit(":", 1)[-1].strip())
     if not m or max(len(m.group(1)), len(m.group(3)), len(m.group(4))) > 60:
         return None
     return int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
@@ -99,13 +90,7 @@ class _Available:
         if parsed is None:
             return False
         a, op, b, c = parsed
-        if evaluate(a, op, b) != c:
-            return False
-        if op in "*x":
-            parts = set().union(*(place_parts(n) for n in self.numbers if 10 <= n <= 99))
-            return (a in self.numbers and (b in self.numbers or b in parts)) or (
-                b in self.numbers and a in parts)
-        return a in self.numbers and b in self.numbers
+        return evaluate(a, op, b) == c and a in self.numbers and b in self.numbers
 
     def add(self, line: str) -> None:
         parsed = parse_step(line)
@@ -126,71 +111,74 @@ class ArithmeticSuite(Suite):
     name = "arithmetic"
 
     def generate(self, rng: random.Random) -> Example:
-        while True:
-            ex = self._draw(rng)
+        tier = rng.choices(list(TIER_WEIGHTS), weights=list(TIER_WEIGHTS.values()))[0]
+        while True:  # redraw a story that is too long at the same tier, so tiers keep their weights
+            ex = self._draw(rng, tier)
             if len(ex.prompt) + len(ex.answer) <= MAX_CHARS:
                 return ex
 
-    def _draw(self, rng: random.Random) -> Example:
-        tier = rng.randint(MIN_TIER, MAX_TIER)
+    def _draw(self, rng: random.Random, tier: int) -> Example:
         who = rng.choice(NAMES)
-        items, box, boxes = rng.choice(ITEMS)
+        items, _box, boxes = rng.choice(ITEMS)
         sentences: list[str] = []
         lines: list[str] = []
-        ops_left = tier
         kinds: list[str] = []
+
+        def step(sentence: str, computation: str) -> None:
+            """A sentence of the story and its step line, labelled with the sentence's clause."""
+            sentences.append(sentence)
+            lines.append(f"{sentence[len(who) + 1:-1]}: {computation}")
+
+        ops_left = tier
         if rng.random() < 0.5:
-            a, b = rng.randint(12, 199), rng.randint(11, 99)
-            sentences.append(f"{who} has {a} {boxes} of {b} {items}.")
-            new, value = multiply_lines(a, b)
-            lines += new
+            a, b = rng.randint(11, 49), rng.randint(2, 9)
+            step(f"{who} has {a} {boxes} of {b} {items}.", f"{a}*{b}={a * b}")
+            value = a * b
             ops_left -= 1
             kinds.append("mul")
         else:
-            value = rng.randint(100, 9999)
+            value = rng.randint(10, 99)
             sentences.append(f"{who} has {value} {items}.")
         while ops_left > 0:
             choices = ["add", "sub", "scale", "div"] + (["add_packs", "sub_packs"] if ops_left >= 2 else [])
             kind = rng.choice(choices)
             if kind == "add":
-                n = rng.randint(10, 999)
-                sentences.append(f"{who} buys {n} more.")
-                lines.append(f"{value}+{n}={value + n}")
+                n = rng.randint(2, 49)
+                if value + n > MAX_VALUE:
+                    continue
+                step(f"{who} buys {n} more.", f"{value}+{n}={value + n}")
                 value += n
             elif kind == "sub":
-                if value < 20:
+                if value < 12:
                     continue
-                n = rng.randint(10, min(value - 1, 999))
-                sentences.append(f"{who} sells {n}.")
-                lines.append(f"{value}-{n}={value - n}")
+                n = rng.randint(2, min(value - 1, 49))
+                step(f"{who} sells {n}.", f"{value}-{n}={value - n}")
                 value -= n
             elif kind == "scale":
-                if value > 20_000:
+                n = rng.randint(2, 5)
+                if value * n > MAX_VALUE:
                     continue
-                n = rng.randint(2, 9)
-                sentences.append(f"{who} gets {n} times as many.")
-                lines.append(f"{value}*{n}={value * n}")
+                step(f"{who} gets {n} times as many.", f"{value}*{n}={value * n}")
                 value *= n
             elif kind == "div":
                 divisors = [d for d in range(2, 10) if value % d == 0]
                 if not divisors:
                     continue
                 n = rng.choice(divisors)
-                sentences.append(f"{who} splits them into {n} equal piles and keeps one.")
-                lines.append(f"{value}/{n}={value // n}")
+                step(f"{who} splits them into {n} equal piles and keeps one.", f"{value}/{n}={value // n}")
                 value //= n
             else:
-                k, m = rng.randint(2, 19), rng.randint(11, 99)
-                new, product = multiply_lines(m, k)
-                if kind == "sub_packs" and product >= value:
-                    continue
-                verb = "buys" if kind == "add_packs" else "sells"
-                more = " more" if kind == "add_packs" else ""
-                sentences.append(f"{who} {verb} {k} {boxes} of {m}{more}.")
-                lines += new
-                sign = "+" if kind == "add_packs" else "-"
+                k, m = rng.randint(2, 5), rng.randint(10, 25)
+                product = m * k
                 result = value + product if kind == "add_packs" else value - product
-                lines.append(f"{value}{sign}{product}={result}")
+                if not 0 < result <= MAX_VALUE:
+                    continue
+                if kind == "add_packs":
+                    step(f"{who} buys {k} {boxes} of {m} more.", f"{m}*{k}={product}")
+                    lines.append(f"{value}+{product}={result}")
+                else:
+                    step(f"{who} sells {k} {boxes} of {m}.", f"{m}*{k}={product}")
+                    lines.append(f"{value}-{product}={result}")
                 value = result
                 ops_left -= 1
             kinds.append(kind)

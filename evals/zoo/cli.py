@@ -1,7 +1,8 @@
 """``tandem zoo``: build the model zoo or measure it.
 
-- ``tandem zoo build [--out DIR] [--steps N] [--scale X] [--only a,b]`` trains the zoo's models (all, or the named
-  ones) by step count into DIR (default: the packaged ``evals/zoo/models``) and writes ``zoo.json``.
+- ``tandem zoo build [--out DIR] [--steps N] [--scale X] [--only a,b] [--jobs N]`` trains the zoo's models (all, or
+  the named ones) by step count into DIR (default: the packaged ``evals/zoo/models``), N at once (default: the CPU
+  count, at most 2), and writes ``zoo.json``.
 - ``tandem zoo eval [--zoo DIR] [--n N] [--only a,b] [--suites s,t] [--max-new N] [--json]`` prints accuracy per
   model per suite on the test split (a Markdown table, then the requirements check); with ``--json`` the last line is
   ``{"models": {"small": {"arithmetic": 0.41, ...}, ...}}``.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -33,6 +35,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--scale", type=float, default=1.0, help="multiply every spec's step count")
     b.add_argument("--only", help="comma-separated model names")
     b.add_argument("--train-n", type=int, help="use only the first N train examples per suite")
+    b.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="models trained at once, one process and one thread each (default: CPUs, at most 2)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     e = sub.add_parser("eval", help="accuracy per model per suite on the test split")
     e.add_argument("--zoo", type=Path, help="zoo folder (default: the packaged zoo)")
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or zoo_dir()
         try:
             manifest = build(out, steps=args.steps, steps_scale=args.scale, only=_names(args.only),
-                             train_n=args.train_n, progress=not args.quiet,
+                             train_n=args.train_n, progress=not args.quiet, jobs=max(1, args.jobs),
                              log=lambda m: print(m, file=sys.stderr, flush=True))
         except KeyError as e:
             print(f"tandem zoo build: {e.args[0]}", file=sys.stderr)

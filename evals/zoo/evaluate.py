@@ -155,7 +155,8 @@ def check_criteria(acc: dict[str, dict[str, float]], flops: dict[str, int], *, s
         cheaper = ratio >= 3 and e >= big - EQUAL_TOLERANCE
         out.append((f"{name} on {own}: {e:.2f} vs large {big:.2f}, {ratio:.1f}x cheaper", beats or cheaper))
         others = [s for s in suites if s != own and s in acc[name]]
-        worse = all(acc[name][s] <= min(e, acc["large"].get(s, 0.0)) - 0.10 for s in others)
+        # 10 points below both its own score and large's there; where large itself is within 10 points of zero, 0.
+        worse = all(acc[name][s] <= max(0.0, min(e, acc["large"].get(s, 0.0)) - 0.10) for s in others)
         out.append((f"{name} clearly worse outside {own} ("
                     + ", ".join(f"{s} {acc[name][s]:.2f}" for s in others) + ")", worse))
     return out

@@ -87,11 +87,11 @@ def flops_per_token(spec: ModelSpec, *, context: int = FLOPS_CONTEXT, vocab: int
     return 2 * matmul + 4 * spec.layers * context * h
 
 
-# Shapes and step counts chosen from measured trials (2 threads per run): see the README's zoo table.
+# Shapes and step counts chosen from measured trials (one thread per model): see the README's zoo table.
 ZOO_SPECS: tuple[ModelSpec, ...] = (
     ModelSpec(name="small", layers=2, hidden=64, heads=2, steps=650, batch=32, lr=3e-3, seed=11),
     ModelSpec(name="large", layers=2, hidden=192, heads=6, steps=600, batch=32, lr=2e-3, seed=12),
-    ModelSpec(name="expert-arithmetic", layers=2, hidden=96, heads=3, steps=750, batch=32, lr=3e-3, seed=21,
+    ModelSpec(name="expert-arithmetic", layers=2, hidden=96, heads=3, steps=1500, batch=32, lr=3e-3, seed=21,
               suites={"arithmetic": 1.0}, role="expert"),
     ModelSpec(name="expert-sql", layers=2, hidden=96, heads=3, steps=1750, batch=32, lr=3e-3, seed=22,
               suites={"sql": 1.0}, role="expert"),

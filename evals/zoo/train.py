@@ -1,4 +1,4 @@
-"""Train one zoo model on chat-formatted task examples, by step count, with a fixed seed, on at most two CPU threads.
+"""Train one zoo model on chat-formatted task examples, by step count, with a fixed seed, on one CPU thread.
 
 Each training example is one chat turn rendered exactly as the zoo tokenizer's chat template renders it::
 
@@ -34,7 +34,7 @@ from typing import Any
 from evals.zoo.spec import ModelSpec
 from evals.zoo.tokenizer import ASSISTANT_ID, CHARS, END_ID, FIRST_CHAR_ID, PAD_ID, UNK_ID, USER_ID
 
-MAX_THREADS = 2
+THREADS = 1  # one thread per model: the same weights however many models train at once
 MAX_SHARD = "8MB"
 MICRO_TOKENS = 4096  # padded tokens per forward pass
 IGNORE = -100
@@ -189,7 +189,7 @@ def train_model(spec: ModelSpec, model_dir: str | Path, pools: dict[str, list[En
     from transformers import AutoModelForCausalLM
 
     total = spec.steps if steps is None else steps
-    torch.set_num_threads(min(MAX_THREADS, torch.get_num_threads()))
+    torch.set_num_threads(THREADS)
     torch.manual_seed(spec.seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.train()

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from evals.suites.arithmetic import ArithmeticSuite, multiply_lines, parse_step, place_parts
+from evals.suites.arithmetic import MAX_VALUE, TIER_WEIGHTS, ArithmeticSuite, parse_step
 
 
 @pytest.fixture(scope="module")
@@ -45,37 +45,46 @@ def test_reference_twin_agrees_and_steps_are_exact(suite):
         for line in e.steps:
             a, op, b, c = parse_step(line)
             assert {"+": a + b, "-": a - b, "*": a * b, "/": a // b if a % b == 0 else None}[op] == c
-            assert c >= 0
+            assert 0 <= c <= MAX_VALUE
 
 
-def test_multidigit_multiplication_uses_partial_products():
-    assert multiply_lines(48, 27) == (["48*20=960", "48*7=336", "960+336=1296"], 1296)
-    assert multiply_lines(123, 40) == (["123*40=4920"], 4920)
-    assert multiply_lines(55, 6) == (["55*6=330"], 330)
-    assert place_parts(307) == {300, 7}
+def test_steps_are_labelled_with_their_clause_of_the_story(suite):
+    for e in suite.examples("train", 300):
+        clauses = [line.split(": ")[0] for line in e.steps if ": " in line]
+        # Every operation's sentence is quoted, in story order (a pack's product line carries the label, its sum not).
+        assert len(clauses) == len(e.meta["ops"])
+        at = 0
+        for c in clauses:  # found in order, each after the previous one
+            at = e.prompt.index(f"{e.prompt.split()[0]} {c}.", at) + 1
 
 
-EX_PROMPT = "Ann has 48 boxes of 27 pens. Ann sells 356. How many pens does Ann have?"
+def test_tiers_follow_their_weights(suite):
+    tiers = [e.meta["tier"] for e in suite.examples("train", 4000)]
+    for tier, weight in TIER_WEIGHTS.items():
+        assert abs(tiers.count(tier) / len(tiers) - weight) < 0.03, tier
+
+
+EX_PROMPT = "Ann has 48 boxes of 7 pens. Ann sells 35. How many pens does Ann have?"
 
 
 def example(suite):
     from evals.suites.base import candidate
 
-    steps = ["48*20=960", "48*7=336", "960+336=1296", "1296-356=940"]
-    return candidate("arithmetic", EX_PROMPT, steps, "940", {"tier": 2, "category": "ops2"})
+    steps = ["has 48 boxes of 7 pens: 48*7=336", "sells 35: 336-35=301"]
+    return candidate("arithmetic", EX_PROMPT, steps, "301", {"tier": 2, "category": "ops2"})
 
 
 def test_right_wrong_malformed(suite):
     e = example(suite)
     assert suite.check(e, e.answer).score == 1.0
-    r = suite.check(e, "48*27=1296\n1296-356=940\nanswer: 940")  # a different valid path
+    r = suite.check(e, "7*48=336\n336-35=301\nanswer: 301")  # unlabelled, operands swapped: still valid
     assert (r.score, r.step_scores, r.detail) == (1.0, [1.0, 1.0], "ok")
-    r = suite.check(e, "48*27=1296\n1296-356=930\nanswer: 930")
+    r = suite.check(e, "has 48 boxes: 48*7=336\nsells 35: 336-35=311\nanswer: 311")
     assert (r.score, r.step_scores, r.detail) == (0.0, [1.0, 0.0], "wrong final")
-    r = suite.check(e, "48*27=1296\n1296-356=940")
+    r = suite.check(e, "48*7=336\n336-35=301")
     assert r.score == 0.0 and r.detail.startswith("malformed") and r.step_scores == [1.0, 1.0]
-    assert suite.check(e, "answer: nine hundred forty").detail.startswith("malformed")
-    assert suite.check(e, "  answer:  940  ").score == 1.0  # whitespace tolerated, steps optional for the final
+    assert suite.check(e, "answer: three hundred one").detail.startswith("malformed")
+    assert suite.check(e, "  answer:  301  ").score == 1.0  # whitespace tolerated, steps optional for the final
 
 
 def test_process_checker_localises_an_injected_error(suite):
@@ -83,7 +92,7 @@ def test_process_checker_localises_an_injected_error(suite):
     for i in range(len(e.steps)):
         steps = list(e.steps)
         a, op, b, c = parse_step(steps[i])
-        steps[i] = f"{a}{op}{b}={c + 10}"
+        steps[i] = f"{steps[i].split(': ')[0]}: {a}{op}{b}={c + 10}"
         scores = [suite.check_step(e, steps[:j], steps[j]) for j in range(len(steps))]
         assert scores[i] == 0.0 and all(s == 1.0 for s in scores[:i]), (i, scores)
         assert suite.check(e, "\n".join(steps) + f"\nanswer: {e.final}").step_scores == scores
@@ -91,14 +100,15 @@ def test_process_checker_localises_an_injected_error(suite):
 
 def test_process_checker_requires_available_operands(suite):
     e = example(suite)
-    assert suite.check_step(e, [], "48*20=960") == 1.0  # 20 is a place-value part of 27
-    assert suite.check_step(e, [], "50*27=1350") == 0.0  # 50 is not in the problem
-    assert suite.check_step(e, [], "960+336=1296") == 0.0  # results not written yet
-    assert suite.check_step(e, ["48*20=960", "48*7=336"], "960+336=1296") == 1.0
-    assert suite.check_step(e, [], "356/0=0") == 0.0
+    assert suite.check_step(e, [], "has 48 boxes of 7 pens: 48*7=336") == 1.0
+    assert suite.check_step(e, [], "50*7=350") == 0.0  # 50 is not in the problem
+    assert suite.check_step(e, [], "sells 35: 336-35=301") == 0.0  # 336 not written yet
+    assert suite.check_step(e, ["has 48 boxes of 7 pens: 48*7=336"], "sells 35: 336-35=301") == 1.0
+    assert suite.check_step(e, [], "35/0=0") == 0.0
     assert suite.check_step(e, [], "the answer is easy") == 0.0
-    assert suite.check_step(e, ["x"], "answer: 940") == 1.0
-    assert suite.check_step(e, [], "answer: 941") == 0.0
+    assert suite.check_step(e, [], "sells: 35") == 0.0
+    assert suite.check_step(e, ["x"], "answer: 301") == 1.0
+    assert suite.check_step(e, [], "answer: 302") == 0.0
 
 
 def test_every_reference_step_passes_the_process_checker(suite):

@@ -46,7 +46,7 @@ def test_splits_are_disjoint_by_prompt(suite):
 def test_examples_are_short_ascii_with_meta(suite):
     for e in suite.examples("train", 3000):
         text = e.prompt + e.answer
-        assert text.isascii() and len(text) <= 300, e
+        assert text.isascii() and len(text) <= 360, e  # + chat markers < the zoo models' 384-token context
         assert "tier" in e.meta and "category" in e.meta
         assert e.suite == suite.name
         if suite.name == "sql":

@@ -49,6 +49,20 @@ def test_build_with_a_standin_suite_keeps_other_manifest_entries(tmp_path: Path)
     assert second["total_bytes"] == sum(m["bytes"] for m in second["models"])
 
 
+def test_parallel_build_gives_the_same_weights_as_one_at_a_time(tmp_path: Path):
+    from safetensors.torch import load_file
+
+    specs = [TINY, replace(TINY, name="tiny2", seed=4, hidden=96, heads=3)]
+    one = build(tmp_path / "one", specs=specs, get_suite=get_standin, progress=False, log=None, steps=4, jobs=1)
+    two = build(tmp_path / "two", specs=specs, get_suite=get_standin, progress=False, log=None, steps=4, jobs=2)
+    assert [m["name"] for m in one["models"]] == [m["name"] for m in two["models"]] == ["tiny", "tiny2"]
+    assert "2 model(s) at once" in two["built_on"]
+    for spec in specs:
+        a = load_file(str(next((tmp_path / "one" / spec.name).glob("*.safetensors"))))
+        b = load_file(str(next((tmp_path / "two" / spec.name).glob("*.safetensors"))))
+        assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+
 def test_unknown_model_is_refused(tmp_path: Path, capsys):
     assert main(["build", "--out", str(tmp_path), "--only", "nope", "--steps", "1", "--quiet"]) == 2
     assert "nope" in capsys.readouterr().err

@@ -59,6 +59,12 @@ def test_criteria_and_table_use_the_numbers():
     assert [holds for _, holds in check_criteria(acc, flops, suites=["a", "b", "c"])] == [True, True, True, True,
                                                                                         False, True]
     assert any("expert-c on c: 0.40 vs large 0.55" in k for k in verdicts)
+    # Where large is near zero too, "clearly worse" means zero: 0.00 passes, 0.03 does not.
+    near_zero = {"large": {"a": 0.6, "b": 0.04}, "expert-a": {"a": 0.7, "b": 0.0}, "expert-b": {"a": 0.0, "b": 0.5}}
+    flops3 = {"large": 80, "expert-a": 20, "expert-b": 20}
+    assert dict(check_criteria(near_zero, flops3, suites=["a", "b"]))["expert-a clearly worse outside a (b 0.00)"]
+    near_zero["expert-a"]["b"] = 0.03
+    assert not dict(check_criteria(near_zero, flops3, suites=["a", "b"]))["expert-a clearly worse outside a (b 0.03)"]
     table = format_table(acc, flops, ["a", "b", "c"])
     assert "| large | 60.0 | 50.0 | 55.0 |" in table and table.count("\n") == 5
 
