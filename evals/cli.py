@@ -39,7 +39,7 @@ def _items(suites: str, split: str | None, n: int | None) -> list:
 
 
 def _run_id(arg: str | None, suite: str) -> str:
-    rid = arg or f"{suite.replace(',', '+')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    rid = arg or f"{suite.replace(',', '.')}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not RUN_ID.match(rid):
         raise SystemExit(f"run id must be 1-64 characters of [A-Za-z0-9_.:-], got {rid!r}")
     return rid

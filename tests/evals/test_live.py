@@ -115,3 +115,12 @@ def test_live_run_resume_and_log(gateway, items, tmp_path):
     assert main(["report", str(tmp_path / "cli-run"), "--out", str(tmp_path / "rep")]) == 0
     assert main(["report", "cli-run", "--from-log", gateway.db_url, "--out", str(tmp_path / "rep-log")]) == 0
     assert "tiny" in (tmp_path / "rep-log" / "summary.md").read_text()
+
+
+def test_default_run_id_of_several_suites_is_valid():
+    from evals.cli import RUN_ID, _run_id
+
+    rid = _run_id(None, "demo-sql,units")
+    assert RUN_ID.match(rid) and rid.startswith("demo-sql.units-")
+    with pytest.raises(SystemExit):
+        _run_id("bad id", "sql")
