@@ -236,8 +236,11 @@ def reference_rows(data: ScoreMatrix) -> dict[str, dict[str, Any]]:
             "aiq": aiq([pts[j]], c_lo, c_hi),
         }
     s, c = outcome(data, oracle_choice(data.scores, data.costs))
-    out["oracle"] = {"accuracy": float(np.mean(s)), "cost_per_1k": float(np.mean(c) * 1000),
-                     "cost_of_pass": cost_of_pass(c, s), "aiq": aiq([(float(np.mean(c)), float(np.mean(s)))], c_lo, c_hi)}
+    oracle_point = (float(np.mean(c)), float(np.mean(s)))
+    # the oracle can also send everything to one model, so its curve is the hull of its point and the single models'
+    # (one point alone would score 0 for every budget below its cost)
+    out["oracle"] = {"accuracy": oracle_point[1], "cost_per_1k": oracle_point[0] * 1000,
+                     "cost_of_pass": cost_of_pass(c, s), "aiq": aiq([*pts, oracle_point], c_lo, c_hi)}
     reach = cost_to_reach(pts, TARGET_SHARE_OF_BEST * best_acc)
     out["zero"] = {
         "aiq": aiq(pts, c_lo, c_hi),

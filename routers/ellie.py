@@ -42,7 +42,7 @@ import torch
 
 from routers.base import RouteQuery, Router, TrainingTable, utility_argmax
 from routers.calibrated import C_GRID, RichFeatures, fit_heads, knob_grid_with_top, log_loss, predict_heads
-from routers.features import hand_matrix
+from routers.features import SIZE_KEYWORD_NAMES, hand_matrix
 
 PASS = 0.5
 
@@ -287,6 +287,11 @@ class EllieClassifierRouter(DistributionTierRouter):
         return probs
 
 
+def size_keyword_matrix(queries: Sequence[RouteQuery]) -> np.ndarray:
+    """The heuristic's inputs: the size and keyword columns of the hand features (`SIZE_KEYWORD_NAMES`)."""
+    return hand_matrix(queries)[:, : len(SIZE_KEYWORD_NAMES)]
+
+
 class EllieHeuristicRouter(DistributionTierRouter):
     name = "ellie-heuristic"
 
@@ -294,7 +299,7 @@ class EllieHeuristicRouter(DistributionTierRouter):
         table, qs = self._table_and_queries(data, queries)
         labels = self._tiers(table)
         self.features = RichFeatures(use_tfidf=False, use_emb=False).fit(qs)
-        x = np.c_[hand_matrix(qs), self.features.category_matrix(qs)]
+        x = np.c_[size_keyword_matrix(qs), self.features.category_matrix(qs)]
         self.mu, self.sd = x.mean(axis=0), x.std(axis=0) + 1e-9
         z = np.c_[np.ones(len(x)), (x - self.mu) / self.sd]
         self.w, *_ = np.linalg.lstsq(z, labels.astype(float), rcond=None)
@@ -308,7 +313,7 @@ class EllieHeuristicRouter(DistributionTierRouter):
         return np.minimum(np.searchsorted(self.thresholds, s, side="left"), self.n_tiers - 1)
 
     def complexity(self, queries: Sequence[RouteQuery]) -> np.ndarray:
-        x = np.c_[hand_matrix(queries), self.features.category_matrix(queries)]
+        x = np.c_[size_keyword_matrix(queries), self.features.category_matrix(queries)]
         return np.c_[np.ones(len(x)), (x - self.mu) / self.sd] @ self.w
 
     def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:

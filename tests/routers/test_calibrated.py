@@ -99,7 +99,7 @@ def test_linear_heads_match_the_stacked_feature_logits() -> None:
     from routers.calibrated import LinearHeads
 
     qs = _labelled(60)
-    f = RichFeatures(predict_category=True).fit(qs, _cluster_embed)
+    f = RichFeatures(predict_category=True, use_hand=True).fit(qs, _cluster_embed)
     rng = np.random.default_rng(1)
     is_code = np.array([q.category == "code" for q in qs])
     scores = np.stack([is_code & (rng.random(60) < 0.9), rng.random(60) < 0.5, np.ones(60, bool)], 1).astype(float)
@@ -131,3 +131,17 @@ def test_knn_scores_leave_one_out_matches_brute_force() -> None:
     p = rng.random((4, 3))
     assert np.allclose(blend(p, knn.predict(emb[:4]), 0.25), 0.75 * p + 0.25 * knn.predict(emb[:4]))
     assert blend(p, None, 0.5) is p
+
+
+def test_hand_block_is_standardised_on_the_training_queries_and_optional() -> None:
+    qs = _labelled(40)
+    f = RichFeatures(use_tfidf=False, use_emb=False, use_hand=True).fit(qs)
+    block = f.hand_block(qs)
+    spread = block.std(axis=0)
+    assert np.allclose(block.mean(axis=0), 0.0, atol=1e-9)
+    assert np.allclose(spread[spread > 0], f.hand_weight)
+    assert f.transform(qs).shape == (len(qs), f.hand_block_size() + len(f.categories))
+    plain = RichFeatures(use_tfidf=False, use_emb=False).fit(qs)  # off unless asked for
+    assert plain.transform(qs).shape[1] == len(plain.categories)
+    del f.hand_mean  # an artifact saved before the block existed still transforms, without it
+    assert f.transform(qs).shape[1] == len(f.categories)
