@@ -77,6 +77,15 @@ class RouterRoute:
         return chosen, {"route": self.name, "kind": "router", "router": self.router.name, "chosen": chosen,
                         "scores": scores, "reason": d.reason}
 
+    def warm(self) -> float:
+        """One decision on a throwaway prompt, so the first real request does not pay for loading (and tracing) the
+        router's sentence-embedding model — 1.6 s on these machines. Blocking; returns the seconds it took."""
+        from routers.base import RouteQuery
+
+        t0 = time.perf_counter()
+        self.pick(RouteQuery(prompt="tandem warm-up: which route answers this?"))
+        return time.perf_counter() - t0
+
 
 Route = BackendRoute | RouterRoute
 

@@ -137,6 +137,9 @@ class Gateway:
     async def _apply(self, cfg: TandemConfig, progress) -> None:
         new = await self._build(cfg, progress)
         table = await asyncio.to_thread(build_routes, cfg, new, self.agents)
+        for route in table.routes.values():  # warm before the swap: no request waits for a model to load
+            if isinstance(route, RouterRoute):
+                progress(f"router route {route.name}: warm in {await asyncio.to_thread(route.warm):.1f}s")
         removed = [b for name, b in self.backends.items() if new.get(name) is not b]
         self.backends, self.table, self.cfg = new, table, cfg
         self._backend_cfgs = {b.name: b for b in cfg.backends}

@@ -42,6 +42,8 @@ def test_router_routes_pick_candidates_and_log_the_decision(gateway_factory, tin
         "default_route": "pick-best",
     }
     g = gateway_factory(cfg)
+    for name in ("pick-best", "pick-cheap", "nested"):  # each router decided once at start, before any request
+        assert f"router route {name}: warm in" in g.log()
     client = openai.OpenAI(base_url=g.url, api_key="x", max_retries=0)
     msg = [{"role": "user", "content": "question 3"}]
 
