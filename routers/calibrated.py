@@ -1,11 +1,11 @@
 """Per-model calibrated classifiers on rich query features, and the router built on them.
 
 - `RichFeatures`: TF-IDF (hashed uni+bigrams seen in ≥ 2 training queries, IDF fit on the training queries) ⊕
-  sentence embedding ⊕ hand features standardised on the training queries and scaled by `HAND_WEIGHT` (`use_hand`:
-  size, keywords, the numbers a word problem states — what embeddings blur) ⊕ a category block scaled by `cat_weight` so a linear model can learn per-category priors
+  sentence embedding ⊕ a category block scaled by `cat_weight` so a linear model can learn per-category priors
   cheaply: a one-hot of the query's label by default, or (`predict_category`) the probabilities of a category head
   trained on the labels (RouterBench's dataset, MMLU's subject) and predicted from the prompt, which is what a live,
-  unlabelled request gets.
+  unlabelled request gets ⊕ (`use_hand`, on for glider and logreg) the hand features standardised on the training
+  queries and scaled by `HAND_WEIGHT`: size, keywords, the numbers a word problem states — what embeddings blur.
 - `fit_heads`: one logistic regression per model predicting P(score ≥ 0.5); its C is picked from a grid by
   log-loss on an inner K-fold split *of the training rows only* (never the evaluated fold), then refit on all of them.
   A model with one class in training gets a constant probability. Returns the heads and their out-of-fold
@@ -61,7 +61,8 @@ class RichFeatures:
         predict_category: bool = False, seed: int = 0, use_hand: bool = False, hand_weight: float = HAND_WEIGHT,
     ) -> None:
         self.use_tfidf, self.use_emb, self.cat_weight, self.min_df = use_tfidf, use_emb, cat_weight, min_df
-        self.predict_category, self.seed, self.use_hand, self.hand_weight = predict_category, seed, use_hand, hand_weight
+        self.predict_category, self.seed = predict_category, seed
+        self.use_hand, self.hand_weight = use_hand, hand_weight
         self.hand_mean: np.ndarray | None = None
         self.hand_scale: np.ndarray | None = None
         self.categories: list[str] = []
@@ -255,14 +256,16 @@ def category_costs(features: RichFeatures, queries: Sequence[RouteQuery], table:
 
 class KnnScores:
     """kNN score estimates to blend with the logistic heads: the mean recorded score of the k most cosine-similar
-    training prompts per model (k ≤ a tenth of the training rows) (`routers.baselines.knn_predict`); `loo()` gives each training row's estimate from
-    its k nearest *other* rows (for fitting further knobs on out-of-sample estimates)."""
+    training prompts per model (k ≤ a tenth of the training rows) (`routers.baselines.knn_predict`); `loo()` gives
+    each training row's estimate from its k nearest *other* rows (for fitting further knobs on out-of-sample
+    estimates)."""
 
     def __init__(self, emb: np.ndarray, scores: np.ndarray, k: int = 50) -> None:
         with np.errstate(invalid="ignore"):
             self.fallback = np.nan_to_num(np.nanmean(scores, axis=0), nan=0.0)
         # at most a tenth of the rows: with k near n every estimate would be the global mean
-        self.emb, self.scores, self.k = emb.astype(np.float32), scores.astype(np.float32), max(1, min(k, len(emb) // 10))
+        self.emb, self.scores = emb.astype(np.float32), scores.astype(np.float32)
+        self.k = max(1, min(k, len(emb) // 10))
 
     def predict(self, emb: np.ndarray) -> np.ndarray:
         from routers.baselines import knn_predict
