@@ -365,6 +365,28 @@ def fast_head_logits(router: Any, queries: Sequence[RouteQuery]) -> np.ndarray:
     return lin.logits(queries, router.embed)
 
 
+def fit_blended_heads(router: Any, qs: Sequence[RouteQuery], table: TrainingTable, use_tfidf: bool,
+                      c_grid: Sequence[float], inner_folds: int) -> tuple[np.ndarray, list[float]]:
+    """What glider and logreg fit alike, set on ``router``: ``features`` (TF-IDF ⊕ embedding ⊕ predicted category ⊕
+    hand block), per-model ``heads``, ``cat_costs`` and the ``knn`` part (``router.knn_weight``, ``router.knn_k``).
+    Returns the training rows' out-of-fold P(pass), blended as `blended_pass_probs` blends, and the chosen Cs."""
+    router.features = RichFeatures(use_tfidf=use_tfidf, predict_category=True, use_hand=True,
+                                   seed=router.seed).fit(qs, router.embed)
+    x = router.features.transform(qs, router.embed, train=True)
+    router.heads, oof, cs = fit_heads(x, table.scores, c_grid, inner_folds, router.seed)
+    router.cat_costs = category_costs(router.features, qs, table)
+    router.knn = KnnScores(router.embed(qs), table.scores, router.knn_k) if router.knn_weight > 0 else None
+    return blend(oof, router.knn.loo() if router.knn is not None else None, router.knn_weight), cs
+
+
+def blended_pass_probs(router: Any, queries: Sequence[RouteQuery]) -> np.ndarray:
+    """[n, m] P(pass): the heads' probabilities blended with the kNN estimate (heads alone for artifacts saved
+    before the kNN blend)."""
+    p = 1.0 / (1.0 + np.exp(-fast_head_logits(router, queries)))
+    knn = getattr(router, "knn", None)
+    return blend(p, knn.predict(router.embed(queries)) if knn is not None else None, getattr(router, "knn_weight", 0))
+
+
 def knob_grid_with_top(costs: np.ndarray, n: int = 40) -> list[float]:
     """`lambda_grid` plus one negative λ at which the most expensive model wins every row (Δscore ≤ 1)."""
     grid = lambda_grid(costs, n)
@@ -388,14 +410,8 @@ class CalibratedRouter(ScoreRouter):
 
     def fit(self, data: Any, queries: Sequence[RouteQuery] | None = None) -> CalibratedRouter:
         table, qs = self._table_and_queries(data, queries)
-        self.features = RichFeatures(use_tfidf=self.use_tfidf, predict_category=True, use_hand=True,
-                                     seed=self.seed).fit(qs, self.embed)
-        x = self.features.transform(qs, self.embed, train=True)
-        self.heads, oof, cs = fit_heads(x, table.scores, self.c_grid, self.inner_folds, self.seed)
+        oof, cs = fit_blended_heads(self, qs, table, self.use_tfidf, self.c_grid, self.inner_folds)
         self.metadata["chosen_C"] = dict(zip(self.models, cs, strict=True))
-        self.cat_costs = category_costs(self.features, qs, table)
-        self.knn = KnnScores(self.embed(qs), table.scores, self.knn_k) if self.knn_weight > 0 else None
-        oof = blend(oof, self.knn.loo() if self.knn is not None else None, self.knn_weight)
         have = np.isfinite(table.scores) & np.isfinite(oof)
         if have.any():
             self.metadata["oof_log_loss"] = log_loss(oof[have], (table.scores[have] >= 0.5).astype(int))
@@ -403,9 +419,7 @@ class CalibratedRouter(ScoreRouter):
         return self
 
     def predict(self, queries: Sequence[RouteQuery]) -> np.ndarray:
-        p = 1.0 / (1.0 + np.exp(-fast_head_logits(self, queries)))
-        knn = getattr(self, "knn", None)  # artifacts from before the kNN blend have none
-        return blend(p, knn.predict(self.embed(queries)) if knn is not None else None, getattr(self, "knn_weight", 0))
+        return blended_pass_probs(self, queries)
 
     def prepare(self, queries: Sequence[RouteQuery]) -> Any:
         pred, costs = self.predict(queries), expected_costs(self, queries)

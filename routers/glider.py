@@ -28,13 +28,10 @@ from routers.base import Decision, Prepared, RouteQuery, ScoreRouter
 from routers.calibrated import (
     C_GRID,
     KNOB_POINTS,
-    KnnScores,
-    RichFeatures,
-    blend,
-    category_costs,
+    blended_pass_probs,
     expected_costs,
     fast_head_logits,
-    fit_heads,
+    fit_blended_heads,
     knob_grid_with_top,
     log_loss,
 )
@@ -100,12 +97,7 @@ class GliderRouter(ScoreRouter):
                 v = x[rows].mean(axis=0)
                 inst[j] = v / (np.linalg.norm(v) + 1e-12)
         self.instructions = inst
-        self.features = RichFeatures(predict_category=True, use_hand=True, seed=self.seed).fit(qs, self.embed)
-        xf = self.features.transform(qs, self.embed, train=True)
-        self.heads, oof, _ = fit_heads(xf, table.scores, C_GRID, self.inner_folds, self.seed)
-        self.cat_costs = category_costs(self.features, qs, table)
-        self.knn = KnnScores(x, table.scores, self.knn_k) if self.knn_weight > 0 else None
-        oof = blend(oof, self.knn.loo() if self.knn is not None else None, self.knn_weight)
+        oof, _ = fit_blended_heads(self, qs, table, True, C_GRID, self.inner_folds)
         glob = self._global(x)
         have = np.isfinite(table.scores) & np.isfinite(oof)
         y = (table.scores[have] >= 0.5).astype(int)
@@ -125,12 +117,9 @@ class GliderRouter(ScoreRouter):
 
     def local_logits(self, queries: Sequence[RouteQuery]) -> np.ndarray:
         """The learned local score: logit of the heads' P(pass), blended with the kNN estimate when configured."""
-        local = fast_head_logits(self, queries)
-        knn = getattr(self, "knn", None)  # artifacts from before the kNN blend have none
-        if knn is None:
-            return local
-        p = np.clip(blend(1.0 / (1.0 + np.exp(-local)), knn.predict(self.embed(queries)), self.knn_weight), 1e-6,
-                    1 - 1e-6)
+        if getattr(self, "knn", None) is None:  # artifacts from before the kNN blend have none
+            return fast_head_logits(self, queries)
+        p = np.clip(blended_pass_probs(self, queries), 1e-6, 1 - 1e-6)
         return np.log(p) - np.log1p(-p)
 
     def logits(self, queries: Sequence[RouteQuery]) -> np.ndarray:
