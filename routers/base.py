@@ -344,11 +344,12 @@ def _jsonable(x: Any) -> Any:
 
 @dataclass
 class Prepared:
-    """A score router's prepared batch when its costs depend on the query: `values` [n, m] (predicted scores, or
-    the router's logits) and `costs` [n, m], the expected cost of each model on each query."""
+    """A score router's prepared batch: `values` [n, m] (predicted scores, or the router's logits) and, when the
+    router predicts them, `costs` [n, m], the expected cost of each model on each query (None: each model's mean
+    training cost applies)."""
 
     values: np.ndarray
-    costs: np.ndarray
+    costs: np.ndarray | None = None
 
 
 class ScoreRouter(Router):
@@ -366,21 +367,19 @@ class ScoreRouter(Router):
     def predict(self, queries: Sequence[RouteQuery]) -> np.ndarray:
         """Predicted score in [0, 1] per (query, model)."""
 
-    def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:
-        return self.predict(queries)
+    def prepare(self, queries: Sequence[RouteQuery]) -> Prepared:
+        return Prepared(self.predict(queries))
 
-    def choose(self, prepared: Any, knob: float | None = None, mask: np.ndarray | None = None) -> np.ndarray:
+    def choose(self, prepared: Prepared, knob: float | None = None, mask: np.ndarray | None = None) -> np.ndarray:
         lam = float(knob if knob is not None else (self.knob or 0.0))
-        if isinstance(prepared, Prepared):
-            return utility_argmax(prepared.values, prepared.costs, lam, mask)
-        return utility_argmax(prepared, self.model_costs, lam, mask)
+        costs = self.model_costs if prepared.costs is None else prepared.costs
+        return utility_argmax(prepared.values, costs, lam, mask)
 
     def knob_grid(self) -> list[float]:
         return lambda_grid(self.model_costs)
 
-    def row_scores(self, prepared: Any, i: int) -> dict[str, float]:
-        values = prepared.values if isinstance(prepared, Prepared) else prepared
-        return {m: float(values[i, j]) for j, m in enumerate(self.models)}
+    def row_scores(self, prepared: Prepared, i: int) -> dict[str, float]:
+        return {m: float(prepared.values[i, j]) for j, m in enumerate(self.models)}
 
     def _calibrate_share(self, train_pred: np.ndarray) -> None:
         if self.target_expensive_share is not None:

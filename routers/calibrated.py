@@ -421,9 +421,8 @@ class CalibratedRouter(ScoreRouter):
     def predict(self, queries: Sequence[RouteQuery]) -> np.ndarray:
         return blended_pass_probs(self, queries)
 
-    def prepare(self, queries: Sequence[RouteQuery]) -> Any:
-        pred, costs = self.predict(queries), expected_costs(self, queries)
-        return pred if costs is None else Prepared(pred, costs)
+    def prepare(self, queries: Sequence[RouteQuery]) -> Prepared:
+        return Prepared(self.predict(queries), expected_costs(self, queries))
 
     def knob_grid(self) -> list[float]:
         return knob_grid_with_top(self.model_costs, KNOB_POINTS)

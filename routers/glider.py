@@ -126,23 +126,19 @@ class GliderRouter(ScoreRouter):
         local = self.local_logits(queries)
         return glider_logits(local, self._global(self.embed(queries)), float(self.alpha or 0.0))
 
-    def prepare(self, queries: Sequence[RouteQuery]) -> Any:
+    def prepare(self, queries: Sequence[RouteQuery]) -> Prepared:
         """Logits [n, m] (the knob-free part), with the expected cost per query and model when the router predicts
-        categories (`Prepared`); `choose` applies the utility rule to sigmoid(logits)."""
-        logits, costs = self.logits(queries), expected_costs(self, queries)
-        return logits if costs is None else Prepared(logits, costs)
+        categories; `choose` applies the utility rule to sigmoid(logits)."""
+        return Prepared(self.logits(queries), expected_costs(self, queries))
 
     def predict(self, queries: Sequence[RouteQuery]) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.logits(queries)))
 
-    def choose(self, prepared: Any, knob: float | None = None, mask: np.ndarray | None = None) -> np.ndarray:
-        if isinstance(prepared, Prepared):
-            return super().choose(Prepared(1.0 / (1.0 + np.exp(-prepared.values)), prepared.costs), knob, mask)
-        return super().choose(1.0 / (1.0 + np.exp(-prepared)), knob, mask)
+    def choose(self, prepared: Prepared, knob: float | None = None, mask: np.ndarray | None = None) -> np.ndarray:
+        return super().choose(Prepared(1.0 / (1.0 + np.exp(-prepared.values)), prepared.costs), knob, mask)
 
-    def row_scores(self, prepared: Any, i: int) -> dict[str, float]:
-        logits = prepared.values if isinstance(prepared, Prepared) else prepared
-        return {m: float(1.0 / (1.0 + np.exp(-logits[i, j]))) for j, m in enumerate(self.models)}
+    def row_scores(self, prepared: Prepared, i: int) -> dict[str, float]:
+        return {m: float(1.0 / (1.0 + np.exp(-prepared.values[i, j]))) for j, m in enumerate(self.models)}
 
     def knob_grid(self) -> list[float]:
         return knob_grid_with_top(self.model_costs, KNOB_POINTS)
@@ -156,11 +152,11 @@ class GliderRouter(ScoreRouter):
             raise ValueError(f"none of the candidates {list(candidates or [])} is known to router {self.name!r}")
         mask = np.array([m in known for m in self.models])
         prepared = self.prepare([q])  # computed once
-        logits = prepared.values if isinstance(prepared, Prepared) else prepared
+        logits = prepared.values
         idx = int(self.choose(prepared, self.default_knob(), mask)[0])
         keep = [j for j, m in enumerate(self.models) if m in known]
         probs = softmax(logits[0, keep])
-        scores = {k: v for k, v in self.row_scores(logits, 0).items() if k in known}
+        scores = {k: v for k, v in self.row_scores(prepared, 0).items() if k in known}
         route = self.models[idx]
         return Decision(
             route=route, scores=scores, reason=f"{self.name}: {route} (knob={self.default_knob() or 0.0:.4g})",

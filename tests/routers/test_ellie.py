@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from routers.base import RouteQuery
 from routers.ellie import (
+    EllieHeuristicRouter,
     cascade_pick,
     mask_tiers,
     precision_threshold,
@@ -12,6 +14,7 @@ from routers.ellie import (
     quantile_tier,
     tier_labels,
 )
+from tests.routers.test_roundtrip import small_matrix
 
 
 def test_tier_labels_cheapest_passing_else_top() -> None:
@@ -97,3 +100,14 @@ def test_pass_table_reference() -> None:
             rows = ok & (groups == g)
             want = np.mean(scores[rows, t] >= 0.5) if rows.any() else overall
             assert abs(got[g, t] - want) < 1e-12
+
+
+def test_heuristic_scores_a_request_alike_with_or_without_its_category() -> None:
+    """A live request carries no category, so the heuristic must not learn from one: a score fit on category one-hots
+    that are always zero at request time is skewed (it fell below the zero router on RouterBench)."""
+    sm = small_matrix()
+    router = EllieHeuristicRouter().fit(sm)
+    labelled = [RouteQuery(prompt=p, category=c) for p, c in zip(sm.prompts, sm.categories, strict=True)]
+    bare = [RouteQuery(prompt=p) for p in sm.prompts]
+    np.testing.assert_array_equal(router.complexity(labelled), router.complexity(bare))
+    assert len(set(np.round(router.complexity(bare), 9))) > 1  # the score still tells prompts apart
