@@ -365,6 +365,13 @@ def apgr(curve: Sequence[Point], weak_acc: float, strong_acc: float) -> float:
     """
     if strong_acc == weak_acc:
         return math.nan
+    xs, ys = pgr_points(curve, weak_acc, strong_acc)
+    return float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2.0))
+
+
+def pgr_points(curve: Sequence[Point], weak_acc: float, strong_acc: float) -> tuple[np.ndarray, np.ndarray]:
+    """(shares, PGR) of a router's (strong_share, accuracy) points as `apgr` integrates them: sorted by share, with the
+    all-weak and all-strong endpoints added where missing. Raises on a share outside [0, 1]."""
     pts = [(float(x), float(a)) for x, a in curve]
     if any(not 0.0 <= x <= 1.0 for x, _ in pts):
         raise ValueError("strong-call shares must lie in [0, 1]")
@@ -373,9 +380,7 @@ def apgr(curve: Sequence[Point], weak_acc: float, strong_acc: float) -> float:
     if not any(x == 1.0 for x, _ in pts):
         pts.append((1.0, float(strong_acc)))
     pts.sort(key=lambda p: p[0])
-    xs = np.array([x for x, _ in pts])
-    ys = np.array([pgr(a, weak_acc, strong_acc) for _, a in pts])
-    return float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2.0))
+    return np.array([x for x, _ in pts]), np.array([pgr(a, weak_acc, strong_acc) for _, a in pts])
 
 
 def tep(ex_base: float, ex_new: float, tokens_base: float, tokens_new: float) -> float:

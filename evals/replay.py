@@ -16,9 +16,9 @@ Reported per router: AIQ (and the per-fold spread), accuracy / cost / cost-of-pa
 the best accuracy on the curve, the curve's cost span, the cost of reaching 95% of the best single model's
 accuracy (as a share of that model's cost), and APGR. Also every single model, the oracle and the zero router
 (upper hull of the single models). Progress goes to stderr; a table to stdout; with --json the last line is one
-JSON object keyed by router.
+JSON object keyed by router; with --report DIR, DIR/replay.html draws the curves (`evals.replay_report`).
 
-Left out: live runs through the gateway, HTML reports, bootstrap intervals on the curve.
+Left out: live runs through the gateway, bootstrap intervals on the curve.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import re
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from evals.metrics import aiq, apgr, cost_of_pass, hull_value, upper_hull
+from evals.metrics import aiq, apgr, cost_of_pass, hull_value, pgr_points, upper_hull
 from evals.replay_data import ScoreMatrix, load_any
 from routers.base import RouteQuery, Router
 from routers.features import Embedder
@@ -43,6 +44,7 @@ from routers.registry import RouterRegistry, default_router_registry
 
 Point = tuple[float, float]
 TARGET_SHARE_OF_BEST = 0.95
+SHARE_GRID = np.linspace(0.0, 1.0, 101)  # strong-call shares a two-model PGR curve is reported at
 
 # ----------------------------------------------------------------------------------------------- pure helpers
 
@@ -90,6 +92,7 @@ class RouterResult:
     fold_weights: list[float] = field(default_factory=list)
     fold_aiq: list[float] = field(default_factory=list)
     fold_apgr: list[float] = field(default_factory=list)
+    fold_pgr: list[np.ndarray] = field(default_factory=list)  # PGR at SHARE_GRID, per fold
     default_scores: list[np.ndarray] = field(default_factory=list)
     default_costs: list[np.ndarray] = field(default_factory=list)
     seconds: float = 0.0
@@ -174,10 +177,11 @@ def evaluate_router(
     points: list[Point] = []
     shares: list[Point] = []
     for knob in router.knob_grid():
-        s, c = outcome(test, router.choose(prepared, knob))
+        chosen = router.choose(prepared, knob)
+        s, c = outcome(test, chosen)
         points.append((float(np.mean(c)), float(np.mean(s))))
         if two:
-            shares.append((float(np.mean(router.choose(prepared, knob) == strong)), float(np.mean(s))))
+            shares.append((float(np.mean(chosen == strong)), float(np.mean(s))))
     s, c = outcome(test, router.choose(prepared, router.default_knob()))
     c_lo, c_hi = _cost_bounds(test)
     res.fold_points.append(points)
@@ -185,6 +189,8 @@ def evaluate_router(
     res.fold_aiq.append(aiq(points, c_lo, c_hi))
     if two:
         res.fold_apgr.append(apgr(shares, weak_acc, strong_acc))
+        if strong_acc != weak_acc:
+            res.fold_pgr.append(np.interp(SHARE_GRID, *pgr_points(shares, weak_acc, strong_acc)))
     res.default_scores.append(s)
     res.default_costs.append(c)
     res.seconds += time.perf_counter() - t0
@@ -216,6 +222,8 @@ def summarize(res: RouterResult, data: ScoreMatrix) -> dict[str, Any]:
         "cost_share_for_95pct_best": reach / best_cost if best_cost > 0 else math.nan,
         "apgr": float(np.mean(res.fold_apgr)) if res.fold_apgr else None,
         "curve": [[c * 1000, a] for c, a in curve],
+        "pgr_curve": ([[float(x), float(y)] for x, y in zip(SHARE_GRID, np.mean(res.fold_pgr, axis=0), strict=True)]
+                      if res.fold_pgr else None),
         "seconds": res.seconds,
     }
 
@@ -370,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rows", type=int, default=None, help="random subsample of the data (quick runs)")
     p.add_argument("--json", action="store_true", help="print one JSON object (keyed by router) as the last line")
     p.add_argument("--no-curve", action="store_true", help="leave the curves out of the JSON")
+    p.add_argument("--report", default=None, metavar="DIR", help="also write DIR/replay.html: curves, AIQ bars, table")
     p.add_argument("--router-option", action="append", default=None, metavar="KEY=VALUE",
                    help="constructor argument for every router that takes it, e.g. query_costs=false (repeatable)")
     return p
@@ -401,10 +410,18 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"; {args.folds}-fold cross-validation"), file=sys.stderr)
     results = run_replay(data, names, folds=args.folds, seed=args.seed, test=test, registry=reg, options=options)
     print(render_table(results))
+    if args.report:
+        from evals.replay_report import write_replay_report
+
+        meta = {"source": data.source, "rows": data.n, "models": data.models, "seed": args.seed,
+                "folds": None if test else args.folds, "test_rows": test.n if test else None,
+                "command": "tandem eval replay " + shlex.join(sys.argv[1:] if argv is None else argv)}
+        print(f"report: {write_replay_report(results, meta, args.report)}", file=sys.stderr)
     if args.json:
         if args.no_curve:
             for r in results.values():
                 r.pop("curve", None)
+                r.pop("pgr_curve", None)
         print(json.dumps(_finite(results), default=_json_default))
     return 0
 

@@ -19,6 +19,7 @@ from evals.metrics import (
     latency_percentiles,
     pareto_frontier,
     pgr,
+    pgr_points,
     task_cost_of_pass,
     tep,
     upper_hull,
@@ -216,6 +217,14 @@ def test_pgr_and_apgr() -> None:
     assert math.isnan(apgr([(0.5, 0.5)], 0.5, 0.5))
     with pytest.raises(ValueError):
         apgr([(1.5, 0.7)], 0.6, 0.8)
+
+
+def test_pgr_points_sorted_with_endpoints_added_once() -> None:
+    xs, ys = pgr_points([(0.5, 0.8), (0.25, 0.7)], 0.6, 0.8)
+    assert xs.tolist() == [0.0, 0.25, 0.5, 1.0]
+    assert ys == pytest.approx([0.0, 0.5, 1.0, 1.0])
+    xs, _ = pgr_points([(0.0, 0.7), (1.0, 0.7)], 0.6, 0.8)
+    assert xs.tolist() == [0.0, 1.0]  # the curve's own endpoints, nothing added
 
 
 def test_tep() -> None:
