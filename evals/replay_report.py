@@ -46,7 +46,7 @@ def swept_routers(results: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def _num(v: Any) -> float:
-    return float(v) if isinstance(v, (int, float)) and v is not None and math.isfinite(float(v)) else -math.inf
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(float(v)) else -math.inf
 
 
 def _short(model: str) -> str:

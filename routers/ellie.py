@@ -6,8 +6,8 @@ query's label is the cheapest tier whose answer passes (score ≥ 0.5); unsolved
 tier. The embedding routers see the query's category (dataset / subject) when the training data has labels: the
 probabilities of a category head predicted from the prompt (`RichFeatures(predict_category=True)`; a live request
 carries no label), the kNN router ranking same-category neighbours first. `ellie-heuristic` (embedding-free) sees no
-category at all: a request carries none, and a score fit on one-hot labels that are always zero at request time
-was skewed (RouterBench AIQ 0.818, below the zero router's 0.819; without the labels 0.834). Routers:
+category at all: a request carries none, so a score fit on category one-hots would meet only zeros at request
+time. Routers:
 - `ellie-heuristic`: a least-squares complexity score from size and keyword counts (`SIZE_KEYWORD_NAMES`);
   tier thresholds are the score quantiles that reproduce the training label distribution; knob = shift of the
   score in standard deviations.
