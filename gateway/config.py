@@ -148,7 +148,10 @@ class RouteConfig(_Model):
     max_agents: int = Field(3, ge=1, le=3)
     """Most agents one request goes to (kind ``tcar``)."""
     fallbacks: list[str] = []
-    """Routes tried in order when this one fails before anything was streamed."""
+    """Routes tried in order when this one fails before anything was streamed (for a router: after its candidates)."""
+    candidate_fallback: bool = True
+    """Kind ``router``: when the chosen candidate (and its own fallbacks) fail, try the other candidates in the
+    router's order, best score first, before ``fallbacks``; false: the router's choice or ``fallbacks`` only."""
     retries: int = Field(1, ge=0, le=10)
     """Extra attempts on the same backend for a retryable failure (connection error, 5xx, timeout)."""
     description: str = ""

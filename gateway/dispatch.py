@@ -9,15 +9,21 @@ anything still falls back; after that a failure reaches the client as an SSE err
 With a :class:`~gateway.cooldown.CooldownStore`, a backend that keeps failing is skipped (to its fallbacks) while
 it cools down, and every retryable failure and success is reported to the store.
 
-What it leaves out: query-level routers and collaborations (their own route kinds, added by ``routers``/``collab``
-integration), the cooldown rule itself (``gateway.cooldown``).
+A :class:`RouterRoute` that chose a candidate names what to try if that candidate's chain fails: its other
+candidates in the router's order (best score first; ``candidate_fallback``), then its own ``fallbacks``. The
+innermost router's list comes first. Candidates that are routers themselves are not tried there (they would need a
+decision of their own).
+
+What it leaves out: how routers decide and collaborations generate (``routers``, ``collab``), the cooldown rule
+itself (``gateway.cooldown``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -60,10 +66,13 @@ class RouterRoute:
     model_map: dict[str, str] = field(default_factory=dict)  # router's model name -> candidate route
     description: str = ""
     kind: str = "router"
+    fallbacks: list[str] = field(default_factory=list)  # tried after the candidates, in order
+    candidate_fallback: bool = True  # on failure, the other candidates in the router's order come first
 
     def pick(self, query: Any) -> tuple[str, dict[str, Any]]:
-        """The candidate route for one request, and the decision as logged. A router that fails falls back to
-        the first candidate (and says so), so a broken artifact never fails requests."""
+        """The candidate route for one request, and the decision as logged (with ``fallbacks``: the routes to try,
+        in order, if the chosen one fails). A router that fails falls back to the first candidate (and says so), so
+        a broken artifact never fails requests."""
         to_router = {route: model for model, route in self.model_map.items()}
         names = [to_router.get(c, c) for c in self.candidates]
         try:
@@ -71,11 +80,18 @@ class RouterRoute:
         except Exception as e:  # noqa: BLE001 - any router failure degrades to the first candidate
             chosen = self.candidates[0]
             return chosen, {"route": self.name, "kind": "router", "router": getattr(self.router, "name", "?"),
-                            "chosen": chosen, "scores": {}, "reason": f"router failed ({e}); first candidate"}
+                            "chosen": chosen, "scores": {}, "reason": f"router failed ({e}); first candidate",
+                            "fallbacks": self.fallbacks_after(chosen, {})}
         chosen = self.model_map.get(d.route, d.route)
         scores = {self.model_map.get(k, k): float(v) for k, v in d.scores.items()}
         return chosen, {"route": self.name, "kind": "router", "router": self.router.name, "chosen": chosen,
-                        "scores": scores, "reason": d.reason}
+                        "scores": scores, "reason": d.reason, "fallbacks": self.fallbacks_after(chosen, scores)}
+
+    def fallbacks_after(self, chosen: str, scores: dict[str, float]) -> list[str]:
+        """After ``chosen``: the other candidates by score, best first (unscored ones after, in list order), if
+        ``candidate_fallback``; then ``fallbacks``."""
+        others = [c for c in self.candidates if c != chosen] if self.candidate_fallback else []
+        return sorted(others, key=lambda c: -scores.get(c, -math.inf)) + list(self.fallbacks)
 
     def warm(self) -> float:
         """One decision on a throwaway prompt, so the first real request does not pay for loading (and tracing) the
@@ -142,8 +158,9 @@ class RouteTable:
             route = self.routes[chosen]
         raise InvalidRequest(f"route '{decisions[0]['route']}' nests routers more than 8 deep", param="model")
 
-    def chain(self, route: BackendRoute) -> list[BackendRoute]:
-        """The route, then its fallbacks depth-first, each route once (routers among fallbacks are skipped)."""
+    def chain(self, route: BackendRoute, then: Sequence[str] = ()) -> list[BackendRoute]:
+        """The route, then its fallbacks depth-first, then each route named in ``then`` with its own fallbacks
+        (`router_fallbacks`); each route once, routers skipped."""
         out: list[BackendRoute] = []
         seen: set[str] = set()
 
@@ -156,7 +173,14 @@ class RouteTable:
                 walk(self.routes[f])
 
         walk(route)
+        for name in then:
+            walk(self.routes[name])
         return out
+
+    @staticmethod
+    def router_fallbacks(decisions: Sequence[dict[str, Any]]) -> list[str]:
+        """What the routers that led to a route would try if it fails, the innermost router's list first."""
+        return [name for d in reversed(decisions) for name in d.get("fallbacks", [])]
 
 
 def required_capabilities(req: ChatRequest | CompletionRequest) -> dict[str, str]:
@@ -199,11 +223,11 @@ def is_retryable(e: BaseException) -> bool:
 
 async def _with_fallbacks(table: RouteTable, route: BackendRoute, req: ChatRequest | CompletionRequest,
                           call: Callable[[BackendRoute], Awaitable[T]],
-                          cooldowns: CooldownStore | None = None) -> tuple[T, Attempted]:
+                          cooldowns: CooldownStore | None = None, then: Sequence[str] = ()) -> tuple[T, Attempted]:
     check_capabilities(route, req)
     failures: list[str] = []
     last: TandemError | None = None
-    chain = table.chain(route)
+    chain = table.chain(route, then)
     cooling: set[str] = set()
     if cooldowns is not None:
         cooling = await cooldowns.cooling([r.backend.name for r in chain])
@@ -243,8 +267,8 @@ async def _with_fallbacks(table: RouteTable, route: BackendRoute, req: ChatReque
 
 
 async def call_whole(table: RouteTable, route: BackendRoute, req: ChatRequest | CompletionRequest,
-                     cooldowns: CooldownStore | None = None):
-    """A non-streaming chat or completion through the route's chain.
+                     cooldowns: CooldownStore | None = None, then: Sequence[str] = ()):
+    """A non-streaming chat or completion through the route's chain (then the routes in ``then``).
     Returns (ChatResult or CompletionResult, Attempted, backend seconds)."""
 
     async def call(r: BackendRoute):
@@ -252,14 +276,15 @@ async def call_whole(table: RouteTable, route: BackendRoute, req: ChatRequest | 
         res = await (r.backend.chat(req) if isinstance(req, ChatRequest) else r.backend.complete(req))
         return res, time.perf_counter() - t0
 
-    (res, secs), att = await _with_fallbacks(table, route, req, call, cooldowns)
+    (res, secs), att = await _with_fallbacks(table, route, req, call, cooldowns, then)
     return res, att, secs
 
 
 async def open_stream(table: RouteTable, route: BackendRoute, req: ChatRequest | CompletionRequest,
-                      cooldowns: CooldownStore | None = None
+                      cooldowns: CooldownStore | None = None, then: Sequence[str] = ()
                       ) -> tuple[StreamEvent | None, AsyncIterator[StreamEvent], Attempted, float]:
-    """Start streaming through the chain; returns once the first event arrived (or the stream ended empty).
+    """Start streaming through the chain (then the routes in ``then``); returns once the first event arrived (or the
+    stream ended empty).
     Returns (first event, the rest, which route, seconds waited for the first event)."""
 
     async def call(r: BackendRoute):
@@ -275,7 +300,7 @@ async def open_stream(table: RouteTable, route: BackendRoute, req: ChatRequest |
             raise
         return first, it, time.perf_counter() - t0
 
-    (first, it, secs), att = await _with_fallbacks(table, route, req, call, cooldowns)
+    (first, it, secs), att = await _with_fallbacks(table, route, req, call, cooldowns, then)
     return first, it, att, secs
 
 

@@ -19,7 +19,7 @@ import orjson
 
 from gateway.backends.base import ChatRequest, CompletionRequest, StreamEvent
 from gateway.cooldown import make_cooldown_store
-from gateway.dispatch import Attempted, BackendRoute, call_whole, open_stream
+from gateway.dispatch import Attempted, BackendRoute, RouteTable, call_whole, open_stream
 from gateway.errors import AuthenticationError, InvalidRequest, PromptTooLarge, TandemError
 from gateway.limits import KeyLimits, Reservation
 from gateway.schemas import ChatCompletionRequest, CompletionRequestBody
@@ -57,6 +57,10 @@ class Flow:
 
     def overhead_ms(self) -> float:
         return max((time.perf_counter() - self.started - self.backend_s) * 1000.0, 0.0)
+
+    def router_fallbacks(self) -> list[str]:
+        """Routes the routers on the way would try, in order, if the chosen one fails."""
+        return RouteTable.router_fallbacks(self.routed)
 
     def tandem_object(self) -> dict[str, Any]:
         return {
@@ -115,7 +119,7 @@ class RequestFlow:
         if limits is None:
             return
         # Bound the cost by the dearest backend the route may fall back to.
-        chain = self.gw.table.chain(route) if self.gw.table else [route]
+        chain = self.gw.table.chain(route, flow.router_fallbacks()) if self.gw.table else [route]
         est = max(price_usage(r.backend.price, prompt_tokens, max_tokens) for r in chain)
         flow.reservation = await self.gw.limits.reserve(flow.key.id, limits, est, prompt_tokens + max_tokens)
 
@@ -201,7 +205,8 @@ class RequestFlow:
 
     async def chat(self, flow: Flow, body: ChatCompletionRequest) -> dict[str, Any]:
         route, req = await self.prepare(flow, body)
-        res, flow.attempted, flow.backend_s = await call_whole(self.gw.table, route, req, self.cooldowns)
+        res, flow.attempted, flow.backend_s = await call_whole(self.gw.table, route, req, self.cooldowns,
+                                                                 flow.router_fallbacks())
         flow.attempted.routed = flow.routed
         if res.decision:
             flow.routed.append(res.decision)
@@ -219,7 +224,8 @@ class RequestFlow:
 
     async def complete(self, flow: Flow, body: CompletionRequestBody) -> dict[str, Any]:
         route, req = await self.prepare(flow, body)
-        res, flow.attempted, flow.backend_s = await call_whole(self.gw.table, route, req, self.cooldowns)
+        res, flow.attempted, flow.backend_s = await call_whole(self.gw.table, route, req, self.cooldowns,
+                                                                 flow.router_fallbacks())
         flow.attempted.routed = flow.routed
         self.account(flow, flow.attempted.route, res.counts)
         flow.response = res.text
@@ -236,7 +242,8 @@ class RequestFlow:
                    ) -> tuple[StreamEvent | None, AsyncIterator[StreamEvent], bool]:
         """Start the stream (falls back while nothing has been sent). Returns (first event, rest, include_usage)."""
         route, req = await self.prepare(flow, body)
-        first, rest, flow.attempted, flow.backend_s = await open_stream(self.gw.table, route, req, self.cooldowns)
+        first, rest, flow.attempted, flow.backend_s = await open_stream(self.gw.table, route, req, self.cooldowns,
+                                                                         flow.router_fallbacks())
         flow.attempted.routed = flow.routed
         flow.ttft_s = time.perf_counter() - flow.started
         return first, rest, body.include_usage

@@ -76,7 +76,8 @@ def build_routes(cfg: TandemConfig, backends: dict[str, Backend], agents: AgentS
 
             embedder = embedder or Embedder()
             routes[r.name] = RouterRoute(r.name, load_router(r.artifact, r.knob, embedder), list(r.candidates),
-                                         dict(r.model_map), r.description)
+                                         dict(r.model_map), r.description, fallbacks=list(r.fallbacks),
+                                         candidate_fallback=r.candidate_fallback)
         else:
             routes[r.name] = BackendRoute(r.name, backends[r.backend], list(r.fallbacks), r.retries, r.description)
     default = cfg.default_route or (cfg.routes[0].name if cfg.routes else next(iter(routes), ""))

@@ -105,8 +105,8 @@ class TcarBackend(Backend):
 
         table = self.table
         assert table is not None, "TcarBackend used before bind()"
-        route, _ = await table.select(table.resolve(route_name), RouteQuery.from_messages(req.messages))
-        res, att, _secs = await call_whole(table, route, req)
+        route, routed = await table.select(table.resolve(route_name), RouteQuery.from_messages(req.messages))
+        res, att, _secs = await call_whole(table, route, req, then=RouteTable.router_fallbacks(routed))
         return res, att
 
     @staticmethod
@@ -207,8 +207,9 @@ class TcarBackend(Backend):
         table = self.table
         assert table is not None
         refine_req = replace(req, messages=refine_prompt(req.messages, answers))
-        route, _ = await table.select(table.resolve(self.refine_route), RouteQuery.from_messages(refine_req.messages))
-        first, rest, att, _secs = await open_stream(table, route, refine_req)
+        route, routed = await table.select(table.resolve(self.refine_route),
+                                           RouteQuery.from_messages(refine_req.messages))
+        first, rest, att, _secs = await open_stream(table, route, refine_req, then=RouteTable.router_fallbacks(routed))
         assert isinstance(att.route, BackendRoute)
         refiner = att.route.backend.name
         d["refined_by"] = refiner

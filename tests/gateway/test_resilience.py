@@ -122,6 +122,7 @@ def gw(upstream, tmp_path_factory):
 
     modes = {m: m for m in ["ok", "fail2", "fail9", "down", "hang", "trickle", "die0", "die3", "flaky"]}
     modes["hang2"] = "hang"  # its own backend, so that its cooldown is its own
+    modes["down3"] = "down"  # the router tests' failing candidate, cooling on its own
     backends = [{"name": name, "kind": "openai", "base_url": upstream.url(m), "timeout_s": TIMEOUT_S,
                  "connect_timeout_s": 1.0} for name, m in modes.items()]
     routes = [{"name": "retry2", "backend": "fail2", "retries": 2},
@@ -133,9 +134,28 @@ def gw(upstream, tmp_path_factory):
               {"name": "trickle-then-ok", "backend": "trickle", "retries": 0, "fallbacks": ["ok"]},
               {"name": "die0-then-ok", "backend": "die0", "retries": 0, "fallbacks": ["ok"]},
               {"name": "die3-then-ok", "backend": "die3", "retries": 0, "fallbacks": ["ok"]}]
+    # a router that always picks the failing candidate: what happens after that is the gateway's doing
+    artifact = _best_router_preferring("down-cand", "ok-cand", tmp_path_factory.mktemp("router"))
+    router = {"kind": "router", "router": "best", "artifact": artifact, "candidates": ["down-cand", "ok-cand"]}
+    routes += [{"name": "down-cand", "backend": "down3", "retries": 0},
+               {"name": "ok-cand", "backend": "ok"},
+               {"name": "router-falls-back", **router},
+               {"name": "router-strict", **router, "candidate_fallback": False},
+               {"name": "router-strict-with-fallback", **router, "candidate_fallback": False, "fallbacks": ["ok-cand"]}]
     g = start_gateway({"backends": backends, "routes": routes}, tmp_path_factory.mktemp("gw-resilience"))
     yield g
     g.stop()
+
+
+def _best_router_preferring(good: str, other: str, folder) -> str:
+    from routers.base import Record
+    from routers.registry import default_router_registry
+
+    records = [Record(prompt=f"q{i}", candidate=c, score=float(c == good), cost=0.01 if c == good else 0.001)
+               for i in range(10) for c in (good, other)]
+    path = folder / "best.pkl"
+    default_router_registry().create("best").fit(records).save(path)
+    return str(path)
 
 
 def _chat(gw, model: str, stream: bool = False, timeout: float = 30) -> tuple[httpx.Response, str, float]:
@@ -230,6 +250,26 @@ def test_cooldown_skips_a_failing_backend_then_recovers(gw, upstream):
     r, raw, _ = _chat(gw, "flaky-then-ok")
     assert r.status_code == 200 and json.loads(raw)["tandem"]["decision"]["backend"] == "flaky"  # recovered
     assert upstream.calls["flaky"] == policy.failures + 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_router_falls_back_to_its_next_candidate(gw, stream):
+    r, raw, _ = _chat(gw, "router-falls-back", stream)
+    assert r.status_code == 200, raw
+    assert r.headers["x-tandem-route"] == "ok-cand"
+    tail = raw if not stream else raw.rsplit("data: {", 1)[1].split("\n\n", 1)[0]
+    decision = json.loads(raw if not stream else "{" + tail)["tandem"]["decision"]
+    assert decision["routers"][0]["chosen"] == "down-cand" and decision["routers"][0]["fallbacks"] == ["ok-cand"]
+    assert decision["chosen"] == "ok-cand" and "fallback to ok-cand" in decision["reason"]
+
+
+def test_router_without_candidate_fallback_uses_only_its_own_fallbacks(gw, upstream):
+    before = upstream.calls["ok"]
+    r, raw, _ = _chat(gw, "router-strict")
+    assert r.status_code in (502, 503) and json.loads(raw)["error"]["code"]
+    assert upstream.calls["ok"] == before  # the other candidate was not tried
+    r, raw, _ = _chat(gw, "router-strict-with-fallback")
+    assert r.status_code == 200 and r.headers["x-tandem-route"] == "ok-cand"
 
 
 def test_no_request_hangs_under_mixed_faults(gw):
