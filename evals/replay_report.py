@@ -21,7 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from evals.metrics import upper_hull
-from evals.report import CSS, Axis, colours, esc, fmt_money, fmt_pct, nice_ticks
+from evals.report import (
+    CSS,
+    Axis,
+    colours,
+    cost_axis,
+    esc,
+    fmt_money,
+    fmt_pct,
+    nice_ticks,
+    plot_frame,
+    sampled_hull,
+)
 
 REFERENCE = ("zero", "oracle")
 W, H = 760, 440
@@ -53,35 +64,8 @@ def _short(model: str) -> str:
     return model.split(":", 1)[-1].rsplit("/", 1)[-1]
 
 
-def _frame(x: Axis, y: Axis, xfmt: Any, yfmt: Any, xlabel: str, ylabel: str, yticks: list[float]) -> list[str]:
-    out = [f'<rect x="{ML}" y="{MT}" width="{W - ML - MR}" height="{H - MT - MB}" class="plotbg"/>']
-    for t in x.ticks():
-        px = x(t)
-        out.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{MT}" y2="{H - MB}" class="grid"/><text x="{px:.1f}" '
-                   f'y="{H - MB + 18}" text-anchor="middle" class="tick">{esc(xfmt(t))}</text>')
-    for t in yticks:
-        py = y(t)
-        out.append(f'<line x1="{ML}" x2="{W - MR}" y1="{py:.1f}" y2="{py:.1f}" class="grid"/><text x="{ML - 8}" '
-                   f'y="{py + 4:.1f}" text-anchor="end" class="tick">{esc(yfmt(t))}</text>')
-    out.append(f'<text x="{(ML + W - MR) / 2}" y="{H - 12}" text-anchor="middle" class="axis">{esc(xlabel)}</text>'
-               f'<text transform="translate(16 {(MT + H - MB) / 2}) rotate(-90)" text-anchor="middle" class="axis">'
-               f"{esc(ylabel)}</text>")
-    return out
-
-
 def _path(points: list[tuple[float, float]], x: Axis, y: Axis) -> str:
     return " ".join(f"{x(c):.1f},{y(a):.1f}" for c, a in points)
-
-
-def _sampled(hull: list[tuple[float, float]], right: float) -> list[tuple[float, float]]:
-    """A hull drawn through samples (straight in cost, so curved on a log axis), flat to `right`."""
-    pts: list[tuple[float, float]] = []
-    for (c0, a0), (c1, a1) in zip(hull, hull[1:], strict=False):
-        pts += [(c0 + t / 24 * (c1 - c0), a0 + t / 24 * (a1 - a0)) for t in range(25)]
-    pts = pts or list(hull[:1])
-    if pts and right > pts[-1][0]:
-        pts.append((right, pts[-1][1]))
-    return pts
 
 
 def curves_svg(results: dict[str, dict[str, Any]], colour: dict[str, str]) -> str:
@@ -92,30 +76,32 @@ def curves_svg(results: dict[str, dict[str, Any]], colour: dict[str, str]) -> st
     oracle = results.get("oracle")
     # the accuracy axis spans the single models, the oracle and the routers' default points; the pooled curves start
     # below it where some folds' hulls have not begun (those count 0) and are drawn from where they enter the axis
-    pts = [(c, a) for _, c, a in singles] + [(results[k]["cost_per_1k"], results[k]["accuracy"]) for k in curves]
-    pts += [p for v in curves.values() for p in v]
+    def finite(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        return [(c, a) for c, a in points if math.isfinite(c) and math.isfinite(a)]
+
+    anchors = finite([(c, a) for _, c, a in singles]
+                     + [(results[k]["cost_per_1k"], results[k]["accuracy"]) for k in curves])
+    pts = anchors + finite([p for v in curves.values() for p in v])
     if oracle:
-        pts.append((oracle["cost_per_1k"], oracle["accuracy"]))
-    pts = [(c, a) for c, a in pts if math.isfinite(c) and math.isfinite(a)]
+        pts += finite([(oracle["cost_per_1k"], oracle["accuracy"])])
     out = [f'<svg class="plot" id="curves" viewBox="0 0 {W} {H}" width="100%" role="img" '
            f'aria-label="cost versus accuracy per router">']
-    if not pts:
+    if not anchors:
         return "".join(out) + f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle" class="muted">no points</text></svg>'
-    pos = [c for c, _ in pts if c > 0]
-    log = len(pos) == len(pts) and max(pos) / min(pos) > 20
-    lo, hi = (min(pos) / 1.5, max(pos) * 1.5) if log else (0.0, max(c for c, _ in pts) * 1.1 or 1.0)
-    a_lo = max(0.0, math.floor((min(a for _, a in pts[: len(singles) + len(curves)]) - 0.02) * 20) / 20)
+    x = cost_axis([c for c, _ in pts], ML, W - MR, log_pad=1.5, pad=1.1)
+    hi = x.hi
+    a_lo = max(0.0, math.floor((min(a for _, a in anchors) - 0.02) * 20) / 20)
     a_hi = min(1.0, math.ceil((max(a for _, a in pts) + 0.02) * 20) / 20)
-    x, y = Axis(lo, hi, ML, W - MR, log), Axis(a_lo, a_hi, H - MB, MT)
-    out += _frame(x, y, fmt_money, lambda t: f"{100 * t:.0f}%", "cost per 1,000 requests"
-                  + (" (log scale)" if log else ""), "accuracy", nice_ticks(a_lo, a_hi, 6))
+    y = Axis(a_lo, a_hi, H - MB, MT)
+    out += plot_frame(x, y, nice_ticks(a_lo, a_hi, 6), fmt_money, lambda t: f"{100 * t:.0f}%",
+                      "cost per 1,000 requests" + (" (log scale)" if x.log else ""), "accuracy", H)
     zero = upper_hull([(c, a) for _, c, a in singles])
     if zero:
-        line = _path(_sampled(zero, hi), x, y)
+        line = _path(sampled_hull(zero, hi), x, y)
         out.append(f'<polyline points="{line}" class="hull"><title>zero router: random mixing of single models'
                    f"</title></polyline>")
     for k, curve in curves.items():
-        shown = [(c, a) for c, a in _sampled(upper_hull(curve), hi) if a >= a_lo]
+        shown = [(c, a) for c, a in sampled_hull(upper_hull(curve), hi) if a >= a_lo]
         out.append(f'<polyline points="{_path(shown, x, y)}" fill="none" '
                    f'stroke="{colour[k]}" stroke-width="2.2"><title>{esc(k)}: AIQ {results[k]["aiq"]:.4f}</title>'
                    f"</polyline>")
@@ -145,8 +131,8 @@ def pgr_svg(results: dict[str, dict[str, Any]], colour: dict[str, str]) -> str:
     x, y = Axis(0.0, 1.0, ML, W - MR), Axis(p_lo, p_hi, H - MB, MT)
     out = [f'<svg class="plot" id="pgr" viewBox="0 0 {W} {H}" width="100%" role="img" '
            f'aria-label="performance gap recovered versus strong-call share">']
-    out += _frame(x, y, lambda t: f"{100 * t:.0f}%", lambda t: f"{t:.1f}", "share of calls to the strong model",
-                  "performance gap recovered", nice_ticks(p_lo, p_hi, 6))
+    out += plot_frame(x, y, nice_ticks(p_lo, p_hi, 6), lambda t: f"{100 * t:.0f}%", lambda t: f"{t:.1f}",
+                      "share of calls to the strong model", "performance gap recovered", H)
     out.append(f'<polyline points="{_path([(0.0, 0.0), (1.0, 1.0)], x, y)}" class="hull"><title>random routing '
                f"(APGR 0.5)</title></polyline>")
     for k, v in curves.items():

@@ -263,6 +263,47 @@ class Axis:
         return out if len(out) >= 2 else [self.lo, self.hi]
 
 
+def cost_axis(costs: list[float], p0: float, p1: float, log_pad: float = 1.8, pad: float = 1.15) -> Axis:
+    """The cost axis of a cost/accuracy plot: log10 when every cost is positive and they span more than 20×,
+    widened ``log_pad``-fold either side; else linear from 0 to ``pad`` × the dearest."""
+    pos = [c for c in costs if c > 0]
+    if pos and len(pos) == len(costs) and max(pos) / min(pos) > 20:
+        return Axis(min(pos) / log_pad, max(pos) * log_pad, p0, p1, log=True)
+    return Axis(0.0, (max(costs) * pad) or 1.0, p0, p1)
+
+
+def plot_frame(x: Axis, y: Axis, yticks: list[float], xfmt: Any, yfmt: Any, xlabel: str, ylabel: str,
+               height: float) -> list[str]:
+    """SVG of a plot's background, grid, tick labels (``x.ticks()`` and ``yticks``) and axis titles; the plot area
+    spans the axes' pixel ranges, ``height`` is the whole picture's (the x title sits 12 px above its bottom)."""
+    left, right, bottom, top = x.p0, x.p1, y.p0, y.p1
+    out = [f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" class="plotbg"/>']
+    for t in x.ticks():
+        px = x(t)
+        out.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{top}" y2="{bottom}" class="grid"/><text x="{px:.1f}" '
+                   f'y="{bottom + 18}" text-anchor="middle" class="tick">{esc(xfmt(t))}</text>')
+    for t in yticks:
+        py = y(t)
+        out.append(f'<line x1="{left}" x2="{right}" y1="{py:.1f}" y2="{py:.1f}" class="grid"/><text x="{left - 8}" '
+                   f'y="{py + 4:.1f}" text-anchor="end" class="tick">{esc(yfmt(t))}</text>')
+    out.append(f'<text x="{(left + right) / 2}" y="{height - 12}" text-anchor="middle" class="axis">{esc(xlabel)}'
+               f'</text><text transform="translate(16 {(top + bottom) / 2}) rotate(-90)" text-anchor="middle" '
+               f'class="axis">{esc(ylabel)}</text>')
+    return out
+
+
+def sampled_hull(hull: list[tuple[float, float]], right: float) -> list[tuple[float, float]]:
+    """Points to draw a cost/accuracy hull through: 25 samples per segment (linear mixing in cost, so the line is
+    right on a log axis too), then flat to ``right``."""
+    pts: list[tuple[float, float]] = []
+    for (c0, a0), (c1, a1) in zip(hull, hull[1:], strict=False):
+        pts += [(c0 + k / 24 * (c1 - c0), a0 + k / 24 * (a1 - a0)) for k in range(25)]
+    pts = pts or list(hull[:1])
+    if pts and right > pts[-1][0]:
+        pts.append((right, pts[-1][1]))
+    return pts
+
+
 def scatter_svg(s: Summary, colour: dict[str, str], width: int = 720, height: int = 420) -> str:
     """Cost ($ per 1k requests) vs accuracy: a point per route with its accuracy interval, the Pareto frontier and
     the zero-router hull (shaded)."""
@@ -274,40 +315,15 @@ def scatter_svg(s: Summary, colour: dict[str, str], width: int = 720, height: in
     if not pts:
         out.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" class="muted">no results</text></svg>')
         return "".join(out)
-    costs = [p[1] for p in pts]
-    pos = [c for c in costs if c > 0]
-    log = bool(pos) and len(pos) == len(costs) and max(pos) / min(pos) > 20
-    if log:
-        lo, hi = min(pos) / 1.8, max(pos) * 1.8
-    else:
-        lo, hi = 0.0, (max(costs) * 1.15) or 1.0
-    x = Axis(lo, hi, ml, width - mr, log)
+    x = cost_axis([p[1] for p in pts], ml, width - mr)
     y = Axis(0.0, 1.0, height - mb, mt)
-    out.append(f'<rect x="{ml}" y="{mt}" width="{width - ml - mr}" height="{height - mt - mb}" class="plotbg"/>')
-    for t in x.ticks():
-        px = x(t)
-        out.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{mt}" y2="{height - mb}" class="grid"/>'
-                   f'<text x="{px:.1f}" y="{height - mb + 18}" text-anchor="middle" class="tick">{esc(fmt_money(t))}'
-                   f'</text>')
-    for t in nice_ticks(0, 1, 5):
-        py = y(t)
-        out.append(f'<line x1="{ml}" x2="{width - mr}" y1="{py:.1f}" y2="{py:.1f}" class="grid"/>'
-                   f'<text x="{ml - 8}" y="{py + 4:.1f}" text-anchor="end" class="tick">{100 * t:.0f}%</text>')
-    out.append(f'<text x="{(ml + width - mr) / 2}" y="{height - 12}" text-anchor="middle" class="axis">'
-               f'cost per 1,000 requests{" (log scale)" if log else ""}</text>'
-               f'<text transform="translate(16 {(mt + height - mb) / 2}) rotate(-90)" text-anchor="middle" '
-               f'class="axis">accuracy</text>')
+    hi = x.hi
+    out += plot_frame(x, y, nice_ticks(0, 1, 5), fmt_money, lambda t: f"{100 * t:.0f}%",
+                      f'cost per 1,000 requests{" (log scale)" if x.log else ""}', "accuracy", height)
     # zero-router hull: linear mixing in cost, drawn through samples so it is right on a log axis too
     hull = [(c * 1000.0, a) for c, a in s.hull]
     if hull:
-        path: list[tuple[float, float]] = []
-        for (c0, a0), (c1, a1) in zip(hull, hull[1:], strict=False):
-            for k in range(25):
-                t = k / 24
-                path.append((c0 + t * (c1 - c0), a0 + t * (a1 - a0)))
-        if len(hull) == 1:
-            path = [hull[0]]
-        path.append((hi, hull[-1][1]))
+        path = sampled_hull(hull, hi)
         line = " ".join(f"{x(c):.1f},{y(a):.1f}" for c, a in path)
         area = f"{x(path[0][0]):.1f},{y(0):.1f} {line} {x(hi):.1f},{y(0):.1f}"
         out.append(f'<polygon points="{area}" class="hullfill"><title>zero router: random mixing of routes'
