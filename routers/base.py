@@ -291,6 +291,11 @@ class Router(ABC):
         """Per-candidate scores for row i of a prepared batch (for `Decision.scores`)."""
         return {}
 
+    def decision_extra(self, prepared: Any, known: Sequence[str]) -> dict[str, Any]:
+        """Router-specific fields for `Decision.extra` (beside the knob), from row 0 of a prepared batch restricted
+        to the `known` candidates."""
+        return {}
+
     def decide(self, query: RouteQuery | str, candidates: Sequence[str] | None = None) -> Decision:
         if isinstance(query, str):
             query = RouteQuery(prompt=query)
@@ -307,7 +312,8 @@ class Router(ABC):
         scores = {k: v for k, v in self.row_scores(prepared, 0).items() if k in known}
         route = self.models[idx]
         reason = f"{self.name}: {route}" + (f" (knob={knob:.4g})" if knob is not None else "")
-        return Decision(route=route, scores=scores, reason=reason, candidates=known, extra={"knob": knob})
+        extra = {"knob": knob, **self.decision_extra(prepared, known)}
+        return Decision(route=route, scores=scores, reason=reason, candidates=known, extra=extra)
 
     # --- persistence ----------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

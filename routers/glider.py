@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from routers.base import Decision, Prepared, RouteQuery, ScoreRouter
+from routers.base import Prepared, RouteQuery, ScoreRouter
 from routers.calibrated import (
     C_GRID,
     KNOB_POINTS,
@@ -143,24 +143,10 @@ class GliderRouter(ScoreRouter):
     def knob_grid(self) -> list[float]:
         return knob_grid_with_top(self.model_costs, KNOB_POINTS)
 
-    def decide(self, query: RouteQuery | str, candidates: Sequence[str] | None = None) -> Decision:
-        q = RouteQuery(prompt=query) if isinstance(query, str) else query
-        if not self.models:
-            raise RuntimeError(f"router {self.name!r} is not fitted")
-        known = [c for c in (list(candidates) if candidates else self.models) if c in self.models]
-        if not known:
-            raise ValueError(f"none of the candidates {list(candidates or [])} is known to router {self.name!r}")
-        mask = np.array([m in known for m in self.models])
-        prepared = self.prepare([q])  # computed once
-        logits = prepared.values
-        idx = int(self.choose(prepared, self.default_knob(), mask)[0])
+    def decision_extra(self, prepared: Prepared, known: Sequence[str]) -> dict[str, Any]:
+        """The softmax routing distribution over the known candidates and GLIDER's top-k experts among them."""
         keep = [j for j, m in enumerate(self.models) if m in known]
-        probs = softmax(logits[0, keep])
-        scores = {k: v for k, v in self.row_scores(prepared, 0).items() if k in known}
-        route = self.models[idx]
-        return Decision(
-            route=route, scores=scores, reason=f"{self.name}: {route} (knob={self.default_knob() or 0.0:.4g})",
-            candidates=known,
-            extra={"knob": self.default_knob(), "softmax": {self.models[j]: float(p) for j, p in zip(keep, probs,
-                   strict=True)}, "top_k": [self.models[keep[i]] for i in glider_select(logits[0, keep], self.top_k)]},
-        )
+        logits = prepared.values[0, keep]
+        probs = softmax(logits)
+        return {"softmax": {self.models[j]: float(p) for j, p in zip(keep, probs, strict=True)},
+                "top_k": [self.models[keep[i]] for i in glider_select(logits, self.top_k)]}
