@@ -6,7 +6,8 @@
   `n_instruction` of them), centred across experts.
 - Local: a per-expert calibrated logistic head (`routers.calibrated.fit_heads`: TF-IDF ⊕ embedding ⊕ predicted
   category probabilities, C by inner CV) predicting that the expert passes, averaged with the kNN estimate
-  (`knn_weight`; leave-one-out on the training rows), as a logit.
+  (`knn_weight`; leave-one-out on the training rows) and, with two experts, paired with the gain heads' estimate of
+  the dearer expert's gain (`routers.calibrated.paired`, `gain_weight`), as a logit.
 - `logits = local + α·global`; α is chosen from a grid by the log-loss of sigmoid(out-of-fold local + α·global) on
   the training rows (α = 0 allowed). Softmax gives the routing distribution, `glider_select` the top-k / top-p
   experts (k = 1 for replay). As a score-predicting router, sigmoid(logits) is the predicted score per expert and the
@@ -27,10 +28,10 @@ import numpy as np
 from routers.base import Prepared, RouteQuery, ScoreRouter
 from routers.calibrated import (
     C_GRID,
+    GAIN_WEIGHT,
     KNOB_POINTS,
     blended_pass_probs,
     expected_costs,
-    fast_head_logits,
     fit_blended_heads,
     knob_grid_with_top,
     log_loss,
@@ -80,11 +81,13 @@ class GliderRouter(ScoreRouter):
 
     def __init__(
         self, alpha: float | None = None, n_instruction: int = 50, inner_folds: int = 3, top_k: int = 1,
-        knn_weight: float = 0.5, knn_k: int = 50, query_costs: bool = True, **kw: Any
+        knn_weight: float = 0.5, knn_k: int = 50, query_costs: bool = True, gain_weight: float = GAIN_WEIGHT,
+        **kw: Any
     ) -> None:
         super().__init__(**kw)
         self.alpha, self.n_instruction, self.inner_folds, self.top_k = alpha, n_instruction, inner_folds, top_k
         self.knn_weight, self.knn_k, self.query_costs = knn_weight, knn_k, query_costs
+        self.gain_weight = gain_weight
 
     def fit(self, data: Any, queries: Sequence[RouteQuery] | None = None) -> GliderRouter:
         table, qs = self._table_and_queries(data, queries)
@@ -116,9 +119,8 @@ class GliderRouter(ScoreRouter):
         return glob - glob.mean(axis=1, keepdims=True)
 
     def local_logits(self, queries: Sequence[RouteQuery]) -> np.ndarray:
-        """The learned local score: logit of the heads' P(pass), blended with the kNN estimate when configured."""
-        if getattr(self, "knn", None) is None:  # artifacts from before the kNN blend have none
-            return fast_head_logits(self, queries)
+        """The learned local score: logit of the heads' P(pass), blended with the kNN estimate and paired with the
+        gain heads' when the router has them."""
         p = np.clip(blended_pass_probs(self, queries), 1e-6, 1 - 1e-6)
         return np.log(p) - np.log1p(-p)
 

@@ -145,3 +145,77 @@ def test_hand_block_is_standardised_on_the_training_queries_and_optional() -> No
     assert plain.transform(qs).shape[1] == len(plain.categories)
     del f.hand_mean  # an artifact saved before the block existed still transforms, without it
     assert f.transform(qs).shape[1] == len(f.categories)
+
+
+def test_gain_targets_mark_which_of_two_models_alone_passes() -> None:
+    from routers.calibrated import gain_targets
+
+    s = np.array([[0, 1], [1, 0], [1, 1], [0, 0], [0.4, 0.6], [np.nan, 1]], dtype=float)
+    t = gain_targets(s)
+    assert t[:5].tolist() == [[1, 0], [0, 1], [0, 0], [0, 0], [1, 0]]
+    assert np.isnan(t[5]).all()
+
+
+def test_paired_keeps_the_mean_and_moves_the_gap() -> None:
+    from routers.calibrated import paired
+
+    p = np.array([[0.2, 0.6], [0.5, 0.5], [0.9, 0.95], [0.3, 0.4]])
+    gain = np.array([0.8, -0.2, 0.5, np.nan])
+    out = paired(p, gain, 0.5)
+    for row, (p0, p1), g in zip(out, p, gain, strict=True):
+        gap = p1 - p0 if np.isnan(g) else 0.5 * (p1 - p0) + 0.5 * g
+        ref = np.clip([(p0 + p1) / 2 - gap / 2, (p0 + p1) / 2 + gap / 2], 0, 1)
+        assert np.allclose(row, ref)
+    assert np.allclose(out[0], [0.1, 0.7]) and out[2, 1] == 1.0  # clipped at 1
+    assert np.allclose(paired(p, gain, 0.0), p)  # weight 0: the heads alone
+
+
+def _two_model_matrix():
+    from evals.replay_data import ScoreMatrix
+    from tests.routers.test_roundtrip import small_matrix
+
+    sm = small_matrix()
+    keep = [0, 2]  # cheap (solves code) and dear (solves almost all)
+    return ScoreMatrix(sm.prompts, [sm.models[j] for j in keep], sm.scores[:, keep], sm.costs[:, keep],
+                       sm.categories, sm.ids, sm.source)
+
+
+def _reference_pass_probs(router, qs):
+    """The stacked feature rows through `predict_heads` (sklearn's logits), the kNN blend, then the pairing."""
+    from routers.calibrated import blend, paired
+
+    x = router.features.transform(qs, router.embed)
+    p = blend(predict_heads(router.heads, x), router.knn.predict(router.embed(qs)), router.knn_weight)
+    if router.gain_heads is None:
+        return p
+    g = predict_heads(router.gain_heads, x)
+    return paired(p, g[:, 0] - g[:, 1], router.gain_weight)
+
+
+TWO_QUERIES = [RouteQuery(prompt=t) for t in ("What is 5 plus 2 times 7? Compute the total.",
+                                              "Write a python function that returns the sum of a list of integers.")]
+
+
+def test_two_model_logreg_pairs_its_heads_with_gain_heads_and_the_fast_path_agrees() -> None:
+    from routers.calibrated import CalibratedRouter
+
+    sm = _two_model_matrix()
+    router = CalibratedRouter(seed=0).fit(sm)
+    assert router.gain_heads is not None and len(router.gain_heads) == 2
+    assert np.allclose(router.predict(TWO_QUERIES), _reference_pass_probs(router, TWO_QUERIES), atol=1e-9)
+    off = CalibratedRouter(seed=0, gain_weight=0.0).fit(sm)
+    assert off.gain_heads is None
+    assert np.allclose(off.predict(TWO_QUERIES), _reference_pass_probs(off, TWO_QUERIES), atol=1e-9)
+    assert not np.allclose(off.predict(TWO_QUERIES), router.predict(TWO_QUERIES))
+
+
+def test_gain_heads_only_for_two_models_and_in_glider_too() -> None:
+    from routers.calibrated import CalibratedRouter
+    from routers.glider import GliderRouter
+    from tests.routers.test_roundtrip import small_matrix
+
+    assert CalibratedRouter(seed=0).fit(small_matrix()).gain_heads is None
+    glider = GliderRouter(seed=0).fit(_two_model_matrix())
+    assert glider.gain_heads is not None
+    local = 1 / (1 + np.exp(-glider.local_logits(TWO_QUERIES)))
+    assert np.allclose(local, np.clip(_reference_pass_probs(glider, TWO_QUERIES), 1e-6, 1 - 1e-6), atol=1e-9)
