@@ -13,6 +13,7 @@ Threads: one intra-op torch thread by default (`--threads`). A single query's ma
 and on a shared machine a second OpenMP thread waiting for a busy core made one 3×384·384×1536 linear ~50× slower.
 
 Usage: python bench/router_latency.py [--data ../shared/data/routerbench] [--routers a,b] [--n 200] [--train 500]
+       [--router-option KEY=VALUE ...]
 Left out: batching, concurrency, gateway overhead.
 """
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evals.replay import parse_options, router_options
 from evals.replay_data import load_any
 from routers.base import RouteQuery
 from routers.features import Embedder
@@ -42,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=200, help="timed decisions per router")
     p.add_argument("--train", type=int, default=500, help="training rows")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument("--router-option", action="append", metavar="KEY=VALUE",
+                   help="constructor argument for every router that takes it (as `tandem eval replay`)")
     args = p.parse_args(argv)
+    options = parse_options(args.router_option)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -56,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {}
     embedder = Embedder()  # shared, as the gateway's route table shares one
     for name in names:
-        router = reg.create(name, seed=0)
+        router = reg.create(name, seed=0, **router_options(reg.get(name), options))
         router.embedder = embedder
         router.fit(train)
         router.decide(RouteQuery(prompt=f"warm-up query {time.time_ns()}"))  # a miss: builds the traced embedder
