@@ -14,13 +14,12 @@
   numpy (a single decision without scipy / sklearn overhead).
 - `KnnScores` / `blend`: kNN score estimates (k nearest training prompts by embedding) averaged with the heads'
   probabilities (weight `knn_weight`); a leave-one-out version stands in for out-of-fold estimates on training rows.
-- `gain_targets` / `paired`: with exactly two models, two more heads (same features, same C search) predict the
-  pair's outcome directly — P(the dearer model passes and the cheaper fails) and the reverse — so their difference
-  estimates the expected score gain E[s₁ − s₀] of the dearer call, which is what a two-model router ranks by. Two
-  independent per-model heads estimate that gain as the difference of two noisy probabilities; `paired` keeps the
-  heads' mean (p₀ + p₁)/2 and sets the gap to (1 − `gain_weight`)·(p₁ − p₀) + `gain_weight`·gain. Measured on
-  RouteLLM replay (`tandem eval replay`, seeds 0 / 1 / 2), `gain_weight` 0.5 raised logreg's APGR on GSM8K from
-  0.685 / 0.666 / 0.671 to 0.695 / 0.670 / 0.681 and on MMLU (seed 0) from 0.697 to 0.702.
+- `gain_targets` / `with_gains`: gain heads against the cheapest model (the reference): for every other model j, two
+  more heads (same features, same C search) predict the pair's outcome directly — P(j passes and the reference
+  fails) and the reverse — so their difference estimates j's expected score gain E[s_j − s_ref] over the reference.
+  Per-model heads estimate that gain as the difference of two noisy probabilities; `with_gains` keeps the
+  reference's P(pass) and moves each other model's toward p_ref + gain_j by `gain_weight`. Measured with `tandem eval
+  replay` over split seeds 0 / 1 / 2: see `GAIN_WEIGHT`.
 - `category_costs` / `expected_costs`: the expected cost of each model on a query = predicted category
   probabilities × per-category mean training costs (a code answer costs several times a multiple-choice letter), so
   the utility rule trades score against the cost this query is likely to have (`query_costs=False`: mean cost per
@@ -31,7 +30,7 @@
   best single model).
 
 Left out: non-linear heads (gradient boosting), probability recalibration beyond the logistic link, gain heads for
-more than two models (pairwise outcomes grow as m²).
+pairs that do not include the reference (they would grow as m²).
 """
 
 from __future__ import annotations
@@ -50,8 +49,9 @@ C_GRID = (0.1, 0.3, 1.0, 3.0)
 # RouterBench (cost share for 95 % of the best model 19.5 % -> 21.4 %); 0.1 kept RouterBench level and still raised
 # RouteLLM APGR (GSM8K 0.653 -> 0.675 for glider). Chosen among 1.0 / 0.3 / 0.1 on the replay data.
 HAND_WEIGHT = 0.1
-# Weight of the gain heads' estimate in a two-model router's gap (`paired`); 0 turns them off. 0.5 (an even average
-# of the two estimates) beat 1.0 and a weight picked per fit by the training rows' out-of-fold ranking on GSM8K.
+# Weight of the gain heads' estimate (`with_gains`); 0 turns them off. 0.5, an even average of the two estimates, beat
+# 1.0 and a weight picked per fit by the training rows' out-of-fold ranking on GSM8K. Against 0 (split seeds 0/1/2):
+# see the README's replay section and the closing note of the change that added them.
 GAIN_WEIGHT = 0.5
 KNOB_POINTS = 200  # λ values a replay sweeps (choosing is cheap; a finer sweep traces the cost/quality hull closer)
 
@@ -190,22 +190,31 @@ def binary_targets(col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return have, (col[have] >= 0.5).astype(int)
 
 
-def gain_targets(scores: np.ndarray) -> np.ndarray:
-    """[n, 2] for two models' scores [n, 2]: (the dearer model, column 1, passes and the cheaper fails; the reverse)
-    as 0/1, NaN where either score is missing. Pass = score ≥ 0.5."""
-    up = (scores[:, 1] >= 0.5) & (scores[:, 0] < 0.5)
-    down = (scores[:, 0] >= 0.5) & (scores[:, 1] < 0.5)
-    out = np.stack([up, down], axis=1).astype(float)
-    out[~np.isfinite(scores).all(axis=1)] = np.nan
+def gain_targets(scores: np.ndarray, ref: int) -> np.ndarray:
+    """[n, 2(m − 1)] from scores [n, m]: for each model j ≠ ``ref`` in order, (j passes and ref fails, ref passes and
+    j fails) as 0/1, NaN where either score is missing. Pass = score ≥ 0.5."""
+    passes = scores >= 0.5
+    cols = []
+    for j in range(scores.shape[1]):
+        if j == ref:
+            continue
+        t = np.stack([passes[:, j] & ~passes[:, ref], passes[:, ref] & ~passes[:, j]], axis=1).astype(float)
+        t[~(np.isfinite(scores[:, j]) & np.isfinite(scores[:, ref]))] = np.nan
+        cols.append(t)
+    return np.concatenate(cols, axis=1) if cols else np.zeros((len(scores), 0))
+
+
+def with_gains(p: np.ndarray, gain_probs: np.ndarray, ref: int, weight: float) -> np.ndarray:
+    """P(pass) [n, m] moved toward the gain heads' estimate: ``gain_probs`` [n, 2(m − 1)] are the heads' probabilities
+    of the `gain_targets` columns, so gain_j = P(j only) − P(ref only); p_ref is kept and, for every j ≠ ref,
+    p_j ← clip(p_ref + (1 − weight)·(p_j − p_ref) + weight·gain_j, 0, 1). NaN gains leave p_j as it is."""
+    out = p.copy()
+    others = [j for j in range(p.shape[1]) if j != ref]
+    for k, j in enumerate(others):
+        gain = gain_probs[:, 2 * k] - gain_probs[:, 2 * k + 1]
+        moved = p[:, ref] + (1.0 - weight) * (p[:, j] - p[:, ref]) + weight * np.nan_to_num(gain)
+        out[:, j] = np.where(np.isfinite(gain), np.clip(moved, 0.0, 1.0), p[:, j])
     return out
-
-
-def paired(p: np.ndarray, gain: np.ndarray, weight: float) -> np.ndarray:
-    """Two models' P(pass) [n, 2] with their gap moved toward a direct gain estimate [n]: the mean (p₀ + p₁)/2 is
-    kept, the gap becomes (1 − weight)·(p₁ − p₀) + weight·gain, clipped to [0, 1]. Rows with a NaN gain are kept."""
-    mean, gap = (p[:, 0] + p[:, 1]) / 2.0, p[:, 1] - p[:, 0]
-    gap = np.where(np.isfinite(gain), (1.0 - weight) * gap + weight * np.nan_to_num(gain), gap)
-    return np.clip(np.stack([mean - gap / 2.0, mean + gap / 2.0], axis=1), 0.0, 1.0)
 
 
 def log_loss(p: np.ndarray, y: np.ndarray) -> float:
@@ -400,8 +409,9 @@ def fit_blended_heads(router: Any, qs: Sequence[RouteQuery], table: TrainingTabl
                       c_grid: Sequence[float], inner_folds: int) -> tuple[np.ndarray, list[float]]:
     """What glider and logreg fit alike, set on ``router``: ``features`` (TF-IDF ⊕ embedding ⊕ predicted category ⊕
     hand block), per-model ``heads``, ``cat_costs``, the ``knn`` part (``router.knn_weight``, ``router.knn_k``) and,
-    with two models and ``router.gain_weight`` > 0, the two ``gain_heads`` (else None). Returns the training rows'
-    out-of-fold P(pass), blended and paired as `blended_pass_probs` does, and the per-model heads' chosen Cs."""
+    with ``router.gain_weight`` > 0, the ``gain_heads`` against ``gain_ref``, the cheapest model (else None). Returns
+    the training rows' out-of-fold P(pass), blended and moved as `blended_pass_probs` does, and the per-model heads'
+    chosen Cs."""
     router.features = RichFeatures(use_tfidf=use_tfidf, predict_category=True, use_hand=True,
                                    seed=router.seed).fit(qs, router.embed)
     x = router.features.transform(qs, router.embed, train=True)
@@ -410,24 +420,24 @@ def fit_blended_heads(router: Any, qs: Sequence[RouteQuery], table: TrainingTabl
     router.knn = KnnScores(router.embed(qs), table.scores, router.knn_k) if router.knn_weight > 0 else None
     router.__dict__.pop("_fast_heads", None)
     p = blend(oof, router.knn.loo() if router.knn is not None else None, router.knn_weight)
-    router.gain_heads = None
-    if table.scores.shape[1] == 2 and router.gain_weight > 0:
-        router.gain_heads, gain_oof, _ = fit_heads(x, gain_targets(table.scores), c_grid, inner_folds, router.seed)
-        p = paired(p, gain_oof[:, 0] - gain_oof[:, 1], router.gain_weight)
+    router.gain_heads, router.gain_ref = None, int(np.argmin(table.model_costs))
+    if table.scores.shape[1] >= 2 and router.gain_weight > 0:
+        targets = gain_targets(table.scores, router.gain_ref)
+        router.gain_heads, gain_oof, _ = fit_heads(x, targets, c_grid, inner_folds, router.seed)
+        p = with_gains(p, gain_oof, router.gain_ref, router.gain_weight)
     return p, cs
 
 
 def blended_pass_probs(router: Any, queries: Sequence[RouteQuery]) -> np.ndarray:
     """[n, m] P(pass): the heads' probabilities blended with the kNN estimate (heads alone for artifacts saved
-    before the kNN blend), then `paired` with the gain heads' estimate when the router has them."""
+    before the kNN blend), then moved toward the gain heads' estimate (`with_gains`) when the router has them."""
     z = fast_head_logits(router, queries)
     m = len(router.heads)
     p = 1.0 / (1.0 + np.exp(-z[:, :m]))
     knn = getattr(router, "knn", None)
     p = blend(p, knn.predict(router.embed(queries)) if knn is not None else None, getattr(router, "knn_weight", 0))
     if getattr(router, "gain_heads", None):
-        g = 1.0 / (1.0 + np.exp(-z[:, m:]))
-        p = paired(p, g[:, 0] - g[:, 1], router.gain_weight)
+        p = with_gains(p, 1.0 / (1.0 + np.exp(-z[:, m:])), router.gain_ref, router.gain_weight)
     return p
 
 

@@ -6,8 +6,8 @@
   `n_instruction` of them), centred across experts.
 - Local: a per-expert calibrated logistic head (`routers.calibrated.fit_heads`: TF-IDF ⊕ embedding ⊕ predicted
   category probabilities, C by inner CV) predicting that the expert passes, averaged with the kNN estimate
-  (`knn_weight`; leave-one-out on the training rows) and, with two experts, paired with the gain heads' estimate of
-  the dearer expert's gain (`routers.calibrated.paired`, `gain_weight`), as a logit.
+  (`knn_weight`; leave-one-out on the training rows) and moved toward the gain heads' estimate of each expert's gain
+  over the cheapest (`routers.calibrated.with_gains`, `gain_weight`), as a logit.
 - `logits = local + α·global`; α is chosen from a grid by the log-loss of sigmoid(out-of-fold local + α·global) on
   the training rows (α = 0 allowed). Softmax gives the routing distribution, `glider_select` the top-k / top-p
   experts (k = 1 for replay). As a score-predicting router, sigmoid(logits) is the predicted score per expert and the
@@ -119,7 +119,7 @@ class GliderRouter(ScoreRouter):
         return glob - glob.mean(axis=1, keepdims=True)
 
     def local_logits(self, queries: Sequence[RouteQuery]) -> np.ndarray:
-        """The learned local score: logit of the heads' P(pass), blended with the kNN estimate and paired with the
+        """The learned local score: logit of the heads' P(pass), blended with the kNN estimate and moved toward the
         gain heads' when the router has them."""
         p = np.clip(blended_pass_probs(self, queries), 1e-6, 1 - 1e-6)
         return np.log(p) - np.log1p(-p)

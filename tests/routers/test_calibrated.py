@@ -147,27 +147,32 @@ def test_hand_block_is_standardised_on_the_training_queries_and_optional() -> No
     assert f.transform(qs).shape[1] == len(f.categories)
 
 
-def test_gain_targets_mark_which_of_two_models_alone_passes() -> None:
+def test_gain_targets_mark_which_of_each_pair_alone_passes() -> None:
     from routers.calibrated import gain_targets
 
-    s = np.array([[0, 1], [1, 0], [1, 1], [0, 0], [0.4, 0.6], [np.nan, 1]], dtype=float)
-    t = gain_targets(s)
-    assert t[:5].tolist() == [[1, 0], [0, 1], [0, 0], [0, 0], [1, 0]]
+    s = np.array([[0, 1, 1], [1, 0, 0], [1, 1, 0], [0, 0, 1], [0.4, 0.6, 0.2], [np.nan, 1, 1]], dtype=float)
+    t = gain_targets(s, ref=0)  # columns: (1 only, 0 only) then (2 only, 0 only)
+    assert t[:5].tolist() == [[1, 0, 1, 0], [0, 1, 0, 1], [0, 0, 0, 1], [0, 0, 1, 0], [1, 0, 0, 0]]
     assert np.isnan(t[5]).all()
+    assert gain_targets(s, ref=1)[3].tolist() == [0, 0, 1, 0]  # model 0 vs 1, then model 2 vs 1
+    assert gain_targets(s[:, :1], ref=0).shape == (6, 0)
 
 
-def test_paired_keeps_the_mean_and_moves_the_gap() -> None:
-    from routers.calibrated import paired
+def test_with_gains_keeps_the_reference_and_moves_the_others() -> None:
+    from routers.calibrated import with_gains
 
-    p = np.array([[0.2, 0.6], [0.5, 0.5], [0.9, 0.95], [0.3, 0.4]])
-    gain = np.array([0.8, -0.2, 0.5, np.nan])
-    out = paired(p, gain, 0.5)
-    for row, (p0, p1), g in zip(out, p, gain, strict=True):
-        gap = p1 - p0 if np.isnan(g) else 0.5 * (p1 - p0) + 0.5 * g
-        ref = np.clip([(p0 + p1) / 2 - gap / 2, (p0 + p1) / 2 + gap / 2], 0, 1)
-        assert np.allclose(row, ref)
-    assert np.allclose(out[0], [0.1, 0.7]) and out[2, 1] == 1.0  # clipped at 1
-    assert np.allclose(paired(p, gain, 0.0), p)  # weight 0: the heads alone
+    p = np.array([[0.6, 0.2, 0.5], [0.5, 0.5, 0.5], [0.95, 0.9, 0.1], [0.3, 0.4, 0.2]])
+    # gain probabilities per row: (0 only, 1 only) then (2 only, 1 only); reference = model 1
+    g = np.array([[0.5, 0.1, 0.3, 0.2], [0.1, 0.3, 0.0, 0.0], [0.7, 0.0, 0.1, 0.2], [np.nan, 0.2, 0.3, 0.1]])
+    out = with_gains(p, g, ref=1, weight=0.5)
+    for i in range(4):
+        assert out[i, 1] == p[i, 1]
+        for k, j in enumerate((0, 2)):
+            gain = g[i, 2 * k] - g[i, 2 * k + 1]
+            ref = p[i, j] if np.isnan(gain) else np.clip(p[i, 1] + 0.5 * (p[i, j] - p[i, 1]) + 0.5 * gain, 0, 1)
+            assert np.isclose(out[i, j], ref)
+    assert np.isclose(out[0, 0], 0.2 + 0.2 + 0.2) and out[2, 0] == 1.0  # 0.9 + 0.025 + 0.35, clipped at 1
+    assert np.allclose(with_gains(p, g, ref=1, weight=0.0), p)  # weight 0: the heads alone
 
 
 def _two_model_matrix():
@@ -182,14 +187,13 @@ def _two_model_matrix():
 
 def _reference_pass_probs(router, qs):
     """The stacked feature rows through `predict_heads` (sklearn's logits), the kNN blend, then the pairing."""
-    from routers.calibrated import blend, paired
+    from routers.calibrated import blend, with_gains
 
     x = router.features.transform(qs, router.embed)
     p = blend(predict_heads(router.heads, x), router.knn.predict(router.embed(qs)), router.knn_weight)
     if router.gain_heads is None:
         return p
-    g = predict_heads(router.gain_heads, x)
-    return paired(p, g[:, 0] - g[:, 1], router.gain_weight)
+    return with_gains(p, predict_heads(router.gain_heads, x), router.gain_ref, router.gain_weight)
 
 
 TWO_QUERIES = [RouteQuery(prompt=t) for t in ("What is 5 plus 2 times 7? Compute the total.",
@@ -201,7 +205,7 @@ def test_two_model_logreg_pairs_its_heads_with_gain_heads_and_the_fast_path_agre
 
     sm = _two_model_matrix()
     router = CalibratedRouter(seed=0).fit(sm)
-    assert router.gain_heads is not None and len(router.gain_heads) == 2
+    assert router.gain_heads is not None and len(router.gain_heads) == 2 and router.gain_ref == 0  # cheap
     assert np.allclose(router.predict(TWO_QUERIES), _reference_pass_probs(router, TWO_QUERIES), atol=1e-9)
     off = CalibratedRouter(seed=0, gain_weight=0.0).fit(sm)
     assert off.gain_heads is None
@@ -209,12 +213,14 @@ def test_two_model_logreg_pairs_its_heads_with_gain_heads_and_the_fast_path_agre
     assert not np.allclose(off.predict(TWO_QUERIES), router.predict(TWO_QUERIES))
 
 
-def test_gain_heads_only_for_two_models_and_in_glider_too() -> None:
+def test_gain_heads_pair_every_model_with_the_cheapest_in_logreg_and_glider() -> None:
     from routers.calibrated import CalibratedRouter
     from routers.glider import GliderRouter
     from tests.routers.test_roundtrip import small_matrix
 
-    assert CalibratedRouter(seed=0).fit(small_matrix()).gain_heads is None
+    three = CalibratedRouter(seed=0).fit(small_matrix())
+    assert len(three.gain_heads) == 4 and three.gain_ref == 0
+    assert np.allclose(three.predict(TWO_QUERIES), _reference_pass_probs(three, TWO_QUERIES), atol=1e-9)
     glider = GliderRouter(seed=0).fit(_two_model_matrix())
     assert glider.gain_heads is not None
     local = 1 / (1 + np.exp(-glider.local_logits(TWO_QUERIES)))
