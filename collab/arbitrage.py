@@ -13,7 +13,7 @@ draft step stands and **no target call is made**. Modes of :class:`ArbitrageStra
 ``prm`` is a process scorer ``(prefix_steps: list[str], step: str) -> float`` (a task's step checker, a PRM or a judge
 route); it needs the session's ``decode``. In process, step tokens come from each model's logits through
 ``kernels.combine``; a remote model writes chunks that are cut at the delimiter (the cut tokens still count in its
-usage). What it leaves out: labels and training (``collab.labels.arbitrage_examples``, ``collab.train``).
+usage). What it leaves out: labels and training (``collab.labels.arbitrage_examples``, ``evals.collab_train``).
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ class ArbitrageStrategy(CollabStrategy):
         session.scratch.setdefault("steps", [])
         session.scratch.setdefault("escalations", 0)
         if isinstance(self.prm, str) and session.decode is not None:
-            from collab.tasks import parse_prm
+            from evals.collab_tasks import parse_prm
 
             session.scratch["prm"] = parse_prm(self.prm).scorer(session.decode(session.prompt_ids))
 

@@ -2,7 +2,7 @@
 
 A :class:`SavedModule` keeps its constructor arguments in ``self.config``; ``save`` writes them with the weights and
 any metadata (threshold, metrics, models) under the subclass's ``kind``, and ``load`` rebuilds it in eval mode and
-refuses a file of another kind. What it leaves out: training (``collab.train``).
+refuses a file of another kind. What it leaves out: training (``evals.collab_train``).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ hidden ``h``; the routing head picks ``I = argmax head(h)``; the next token come
 
 greedy or sampled. A remote expert gives only its top-k: the fusion then runs over the union of the router's and the
 expert's top-k (``kernels.combine`` sparse path). Provenance names the chosen expert. What it leaves out: training
-(``collab.train.train_fusionroute``) and the disagreement data (``collab.labels.fusion_examples``).
+(``evals.collab_train.train_fusionroute``) and the disagreement data (``collab.labels.fusion_examples``).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@
   ``26*10=260`` for ``26*100=2600``, as wrong) — one rollout per written step.
 
 The small model / experts must run in process (full logits); the writers may be remote. What it leaves out: the
-training loops (``collab.train``) and task data (``evals.suites``).
+training loops (``evals.collab_train``) and task data (``evals.suites``).
 """
 
 from __future__ import annotations

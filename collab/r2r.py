@@ -15,7 +15,7 @@ Each ``advance`` appends tokens of one writer only (a flagged position after sma
 call, in ``session.scratch``), so a streamed piece — the text of one ``advance`` — belongs to one model.
 
 ``τ ≥ 1`` never routes (the router is not even called) and ``τ ≤ 0`` always routes. What it leaves out: labels and
-training (``collab.labels``, ``collab.train``).
+training (``collab.labels``, ``evals.collab_train``).
 """
 
 from __future__ import annotations

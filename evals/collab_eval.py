@@ -264,7 +264,7 @@ def run_eval(strategy: str, suite: str, *, n: int, artifact: str, zoo: Path, slm
     import openai
     from transformers import AutoTokenizer
 
-    from collab import tasks
+    from evals import collab_tasks as tasks
     from evals.zoo.evaluate import answer_budget
 
     models, collab_routes, roles = plan(strategy, suite, str(Path(artifact).resolve()), slm=slm, llm=llm,

@@ -1,7 +1,7 @@
 """EllieSQL-style complexity routing on real text-to-SQL questions, scored against real complexity labels.
 
 Labels: BIRD mini-dev's `difficulty` (simple / moderate / challenging) and Spider dev's hardness computed from the
-gold SQL by Spider's rules (`routers.hardness.spider_hardness`: easy / medium / hard / extra). The router sees only
+gold SQL by Spider's rules (`evals.spider_hardness.spider_hardness`: easy / medium / hard / extra). The router sees only
 what it would see at request time — the question (plus BIRD's evidence text) and the dataset name — never the SQL.
 It is a multinomial logistic regression on TF-IDF ⊕ sentence embedding (`routers.calibrated.RichFeatures`) ⊕ the
 standardised hand features of `routers.features.hand_features` (lengths, digits, keyword counts) — or on the hand
@@ -29,7 +29,7 @@ import numpy as np
 from routers.base import RouteQuery
 from routers.calibrated import C_GRID, RichFeatures
 from routers.features import Embedder, embeddings, hand_matrix
-from routers.hardness import LEVELS, spider_hardness
+from evals.spider_hardness import LEVELS, spider_hardness
 
 BIRD_LEVELS = ("simple", "moderate", "challenging")
 

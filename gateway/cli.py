@@ -69,10 +69,10 @@ DELEGATED = {
     ("eval", "collab"): "evals.collab_eval:main",
     ("report", None): "evals.cli:report_main",
     ("zoo", None): "evals.zoo.cli:main",
-    ("train", "r2r"): "collab.train:main",
-    ("train", "fusionroute"): "collab.train:main",
-    ("train", "arbitrage"): "collab.train:main",
-    ("train", None): "routers.training:main",  # any query-level router: tandem train knn --from-db URL --out FILE
+    ("train", "r2r"): "evals.collab_train:main",
+    ("train", "fusionroute"): "evals.collab_train:main",
+    ("train", "arbitrage"): "evals.collab_train:main",
+    ("train", None): "evals.router_training:main",  # any query-level router: tandem train knn --from-db URL --out FILE
 }
 
 

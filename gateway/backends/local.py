@@ -43,6 +43,7 @@ import torch
 
 from collab.protocol import IdCompletion, TokenStep
 from gateway.errors import BackendError, InvalidRequest, PromptTooLarge, TandemError
+from gateway.paths import cache_dir
 from gateway.usage import Price
 
 from .base import (
@@ -72,11 +73,6 @@ MAX_TOP_LOGPROBS = 20
 # ----------------------------------------------------------------------------------------------------------------
 # Model files
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def cache_dir() -> Path:
-    """``$TANDEM_CACHE`` or ``~/.cache/tandem``."""
-    return Path(os.environ.get("TANDEM_CACHE") or Path.home() / ".cache" / "tandem").expanduser()
 
 
 def package_gguf(module: str = SMOLLM2_MODULE, filename: str = SMOLLM2_GGUF) -> Path:

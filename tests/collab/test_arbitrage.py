@@ -15,7 +15,7 @@ from collab.arbitrage import ArbitrageStrategy, StepRouter
 from collab.inproc import HFModel
 from collab.labels import arbitrage_labels
 from collab.session import Session
-from collab.train import baselines, sweep_steps, train_arbitrage
+from evals.collab_train import baselines, sweep_steps, train_arbitrage
 from evals.zoo.tokenizer import END_ID, decode, encode
 
 PROMPT = encode("Q: 5*6? ")

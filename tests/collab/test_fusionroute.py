@@ -15,7 +15,7 @@ from collab.inproc import HFModel
 from collab.labels import fusion_examples
 from collab.protocol import IdCompletion
 from collab.session import Session
-from collab.train import train_fusionroute
+from evals.collab_train import train_fusionroute
 from evals.zoo.tokenizer import END_ID, VOCAB_SIZE, decode, encode
 
 PROMPT = encode("3+4=")

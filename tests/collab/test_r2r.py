@@ -17,7 +17,7 @@ from collab.labels import R2RSample, r2r_labels
 from collab.protocol import IdCompletion
 from collab.r2r import R2RRouter, R2RStrategy, average_activated_params
 from collab.session import Session
-from collab.train import choose_tau, positive_weight, train_r2r
+from evals.collab_train import choose_tau, positive_weight, train_r2r
 from evals.zoo.tokenizer import END_ID, decode, encode
 
 PROMPT = encode("7*8=")

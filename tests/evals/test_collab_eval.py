@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from collab.train import main as train_main
+from evals.collab_train import main as train_main
 from evals.collab_eval import RouteStats, format_domains, main, model_params, step_owners, target_checks
 
 

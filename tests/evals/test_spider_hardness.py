@@ -1,4 +1,4 @@
-"""Spider hardness rules from SQL text and from Spider's parsed JSON (routers/hardness.py)."""
+"""Spider hardness rules from SQL text and from Spider's parsed JSON (evals/spider_hardness.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from routers.hardness import counts_from_sql, hardness_from_counts, hardness_from_parsed, spider_hardness
+from evals.spider_hardness import counts_from_sql, hardness_from_counts, hardness_from_parsed, spider_hardness
 
 SPIDER = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "spider" / "dev.json"
 

@@ -1,4 +1,4 @@
-"""`tandem train` from a real SQLite request log, replay JSONL and an eval run folder (routers/training.py)."""
+"""`tandem train` from a real SQLite request log, replay JSONL and an eval run folder (evals/router_training.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from routers.base import Router, TrainingTable
-from routers.training import expensive_share, main, parse_since, prompt_text, split_table
+from evals.router_training import expensive_share, main, parse_since, prompt_text, split_table
 
 MATH = [f"What is {a} plus {b} times {a + b}? Compute the total." for a in range(3, 15) for b in (2, 7, 9)]
 CODE = [f"Write a python function that returns the {w} of a list of {t}." for w in

@@ -274,7 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``train r2r|fusionroute|arbitrage --slm S [--llm L | --experts A,B] --suite NAME --out FILE [--limit N]``."""
     args = parser().parse_args(list(argv) if argv is not None else None)
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    from collab import labels, tasks
+    from collab import labels
+    from evals import collab_tasks as tasks
     from collab.inproc import HFModel
 
     if args.strategy != "fusionroute" and not args.llm:

@@ -14,7 +14,7 @@ import torch
 from collab.inproc import HFModel
 from collab.registry import default_strategy_registry
 from collab.session import Session
-from collab.train import choose_step_tau, main, model_dir
+from evals.collab_train import choose_step_tau, main, model_dir
 from evals.zoo.tokenizer import END_ID, decode, encode
 
 
