@@ -29,7 +29,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.loadgen import Job, JobResult, LoadgenPool, Target, parse_target, summarize  # noqa: E402
+from bench.upstream_stub import start_stub  # noqa: E402
+from evals.gateway_process import free_port  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TARGET_ADDED_P50_MS = 2.0
@@ -50,29 +51,6 @@ TARGET_RPS = 1000.0
 
 
 # ---------------------------------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_stub(tokens: int, chunk_delay_ms: float, timeout_s: float = 20.0) -> tuple[subprocess.Popen[str], str]:
-    """Start ``bench.upstream_stub`` on a free port; return the process and its ``http://host:port/v1`` URL."""
-    cmd = [sys.executable, "-m", "bench.upstream_stub", "--port", "0", "--tokens", str(tokens)]
-    cmd += ["--chunk-delay-ms", str(chunk_delay_ms)]
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if line.startswith("LISTENING "):
-            return proc, line.split()[1] + "/v1"
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise RuntimeError(f"upstream stub did not start: {proc.stdout.read() if proc.stdout else ''}")
 
 
 def gateway_config(port: int, stub_url: str, workdir: Path) -> str:
@@ -112,7 +90,7 @@ def tandem_gateway(stub_url: str, ready_timeout_s: float) -> Iterator[tuple[subp
         cfg = work / "bench.yaml"
         cfg.write_text(gateway_config(port, stub_url, work))
         log = open(work / "gateway.log", "wb")  # noqa: SIM115 - closed below
-        launcher = "import sys; from gateway.cli import main; sys.argv[0] = 'tandem'; sys.exit(main())"
+        launcher = "import sys; from evals.command import main; sys.argv[0] = 'tandem'; sys.exit(main())"
         cmd = [sys.executable, "-c", launcher, "serve", "--config", str(cfg), "--port", str(port)]
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"

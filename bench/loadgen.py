@@ -1,8 +1,9 @@
 """HTTP load generator for chat-completion benchmarks: raw asyncio keep-alive client in worker processes.
 
 The client is an ``asyncio.Protocol`` over uvloop (when installed) with httptools parsing the responses; each
-request is prebuilt bytes, so the client spends a few microseconds a request. (httpx and aiohttp cost 100–300 µs
-a request in Python, which would be measured as latency and would cap throughput below what a gateway can do.)
+request is prebuilt bytes, so the client spends a few microseconds a request. (A client built on httpx or aiohttp
+costs far more a request in Python; that cost would be measured as latency and would cap throughput below what a
+gateway can do.) ``install_uvloop`` is the one place that switches the event loop, for the workers and the stub.
 Workers run in their own processes (``multiprocessing`` spawn) so that they share no GIL with what they measure.
 
 Two kinds of job:

@@ -61,7 +61,7 @@ def main() -> None:
     n = args.tokens
 
     def ours() -> float:
-        b._kv, b._kv_ids = None, []  # cold prompt, like generate
+        b.reset_cache()  # cold prompt, like generate
         t0 = time.perf_counter()
         r = asyncio.run(b.chat(ChatRequest(messages=PROMPT, max_tokens=n)))
         dt = time.perf_counter() - t0

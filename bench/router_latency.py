@@ -10,7 +10,8 @@ stays meaningful when the machine is shared (wall time then includes waiting for
 queries again) is reported too.
 
 Threads: one intra-op torch thread by default (`--threads`). A single query's matmuls are too small to split well,
-and on a shared machine a second OpenMP thread waiting for a busy core made one 3×384·384×1536 linear ~50× slower.
+and on a shared machine a second OpenMP thread waiting for a busy core slows them down many times over (compare
+`--threads 1` with `--threads 2`).
 
 Usage: python bench/router_latency.py [--data ../shared/data/routerbench] [--routers a,b] [--n 200] [--train 500]
        [--router-option KEY=VALUE ...]
@@ -29,8 +30,9 @@ import numpy as np
 
 from evals.replay import parse_options, router_options
 from evals.replay_data import load_any
+from gateway.paths import cache_dir
 from routers.base import RouteQuery
-from routers.features import Embedder
+from routers.embedder import Embedder
 from routers.registry import default_router_registry
 
 EMBEDDING_FREE = {"random", "cheapest", "best", "ellie-heuristic"}
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     train = sm.subset(rows[: args.train])
     test_prompts = [sm.prompts[i] for i in rows[args.train : args.train + args.n]]
     out = {}
-    embedder = Embedder()  # shared, as the gateway's route table shares one
+    embedder = Embedder(cache_dir=cache_dir())  # shared, as the gateway's route table shares one
     for name in names:
         router = reg.create(name, seed=0, **router_options(reg.get(name), options))
         router.embedder = embedder

@@ -36,26 +36,10 @@ from typing import Any
 import httpx
 
 from bench.loadgen import percentile
+from bench.upstream_stub import start_stub
 from evals.gateway_process import start_gateway, stop_process
 
 # ---------------------------------------------------------------------------------------------------- processes
-
-
-def start_stub(tokens: int = 16, chunk_delay_ms: float = 0.0, timeout: float = 30.0) -> tuple[subprocess.Popen, str]:
-    """Start ``bench.upstream_stub`` on a free port; returns (process, base URL ending in ``/v1``)."""
-    proc = subprocess.Popen([sys.executable, "-m", "bench.upstream_stub", "--port", "0", "--tokens", str(tokens),
-                             "--chunk-delay-ms", str(chunk_delay_ms)], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if line.startswith("LISTENING "):
-            return proc, line.split()[1] + "/v1"
-        if proc.poll() is not None:
-            break
-    stop_process(proc)
-    raise RuntimeError("upstream stub did not start")
 
 
 def start_gateway_process(cfg: dict[str, Any], workdir: Path, timeout: float = 120.0

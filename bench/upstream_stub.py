@@ -10,7 +10,8 @@ It serves, on keep-alive connections:
 Answers are built with plain byte formatting so the stub costs a few microseconds per request and is never the
 bottleneck of what it measures. ``--chunk-delay-ms`` paces streamed chunks like a real model would.
 
-Run: ``python -m bench.upstream_stub --port 0`` prints ``LISTENING http://127.0.0.1:PORT`` once it accepts.
+Run: ``python -m bench.upstream_stub --port 0`` prints ``LISTENING http://127.0.0.1:PORT`` once it accepts;
+:func:`start_stub` does that in a child process for the benchmarks and the tests.
 What it leaves out: tools, logprobs, ``n > 1``, ``/v1/completions``, TLS, auth (any bearer key is accepted),
 HTTP pipelining beyond what httptools hands over message by message.
 """
@@ -20,13 +21,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, cast
 
 import httptools
 import orjson
 
+from bench.loadgen import install_uvloop
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 _JSON_HEADERS = b"Content-Type: application/json\r\n"
 
 
@@ -227,14 +234,28 @@ async def serve(host: str, port: int, settings: StubSettings, ready_file: Any = 
         await server.serve_forever()
 
 
-def install_uvloop() -> bool:
-    """Use uvloop's event loop when it is installed; say whether it is."""
-    try:
-        import uvloop
-    except ImportError:
-        return False
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return True
+def start_stub(tokens: int = 16, chunk_delay_ms: float = 0.0, timeout_s: float = 30.0
+               ) -> tuple[subprocess.Popen[str], str]:
+    """Start this stub in its own process (and session) on a free port; return the process and its
+    ``http://host:port/v1`` URL once it prints ``LISTENING``. Its stderr goes to a temporary file, quoted in the error
+    when it does not start (a pipe nobody reads could fill and stall it)."""
+    cmd = [sys.executable, "-m", "bench.upstream_stub", "--port", "0", "--tokens", str(tokens),
+           "--chunk-delay-ms", str(chunk_delay_ms)]
+    with tempfile.TemporaryFile(mode="w+") as err:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=err, text=True,
+                                start_new_session=True)
+        assert proc.stdout is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if line.startswith("LISTENING "):
+                return proc, line.split()[1] + "/v1"
+            if not line and proc.poll() is not None:
+                break
+        proc.kill()
+        proc.wait(5)
+        err.seek(0)
+        raise RuntimeError(f"upstream stub did not start: {err.read()[-3000:]}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,26 +10,34 @@ draft step stands and **no target call is made**. Modes of :class:`ArbitrageStra
 - ``oracle`` — both write, the step with the higher ``prm`` score stands (ties → draft);
 - ``draft`` / ``target`` — one model only.
 
-``prm`` is a process scorer ``(prefix_steps: list[str], step: str) -> float`` (a task's step checker, a PRM or a judge
-route); it needs the session's ``decode``. In process, step tokens come from each model's logits through
-``kernels.combine``; a remote model writes chunks that are cut at the delimiter (the cut tokens still count in its
-usage). What it leaves out: labels and training (``collab.labels.arbitrage_examples``, ``evals.collab_train``).
+``prm`` is a step scorer ``(prefix_steps: list[str], step: str) -> float`` (``collab.protocol.StepScorer``: a task's
+step checker, a PRM or a judge route), or a ``collab.protocol.ProcessReward`` that gives one per request, bound once
+per session to the decoded prompt (``evals.collab_tasks.SuitePRM`` finds the suite example the prompt asks). Either
+needs the session's ``decode``. A name such as ``"suite:units"`` is refused: whoever builds the route resolves it.
+Built from a training file (:meth:`ArbitrageStrategy.from_loaded`), the strategy runs the file's router with its
+calibrated τ and step delimiter unless the route gives them.
+
+In process, step tokens come from each model's logits through ``kernels.combine``; a remote model writes chunks that
+are cut at the delimiter (the cut tokens still count in its usage). What it leaves out: labels and training
+(``collab.labels.arbitrage_labels``, ``evals.collab_train``) and any concrete process reward.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from collab.artifact import SavedModule
 from collab.features import DEFAULT_K, STEP_FEATURES, Signals, signals_from_logits, signals_from_top, step_features
-from collab.registry import CollabStrategy
+from collab.protocol import ProcessReward, StepScorer
 from collab.session import Session
+from collab.strategy import CollabStrategy
 
-StepScorer = Callable[[list[str], str], float]
 MODES = ("router", "rsd", "oracle", "draft", "target")
 
 
@@ -114,10 +122,16 @@ class ArbitrageStrategy(CollabStrategy):
     name = "arbitrage"
 
     def __init__(self, draft: str, target: str, *, mode: str = "router", router: StepRouter | None = None,
-                 tau: float = 0.0, prm: StepScorer | str | None = None, delta: float = 0.5,
+                 tau: float = 0.0, prm: StepScorer | ProcessReward | None = None, delta: float = 0.5,
                  delimiter: Delimiter = (), max_step_tokens: int = 64, k: int = DEFAULT_K):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if isinstance(prm, str):
+            raise ValueError(f"prm {prm!r} is a name, not a step scorer: resolve 'suite:…' when building the route "
+                             "and pass the scorer (a callable or a ProcessReward)")
+        if prm is not None and not (isinstance(prm, ProcessReward) or callable(prm)):
+            raise TypeError(f"prm must be a step scorer (prefix_steps, step) -> float or a ProcessReward, got "
+                            f"{type(prm).__name__}")
         if mode == "router" and router is None:
             raise ValueError("mode 'router' needs a StepRouter")
         if mode in ("rsd", "oracle") and prm is None:
@@ -128,6 +142,23 @@ class ArbitrageStrategy(CollabStrategy):
         self.max_step_tokens, self.k = int(max_step_tokens), k
         self.tau = float(tau)
 
+    @classmethod
+    def load_artifact(cls, path: str | Path) -> tuple[StepRouter, dict[str, Any]]:
+        """The step router and the file's metadata (``tandem train arbitrage``)."""
+        loaded: tuple[StepRouter, dict[str, Any]] = StepRouter.load(path)
+        return loaded
+
+    @classmethod
+    def from_loaded(cls, loaded: tuple[StepRouter, dict[str, Any]], **kwargs: Any) -> ArbitrageStrategy:
+        """The file's router, calibrated ``tau`` and step ``delimiter`` unless ``kwargs`` give them."""
+        router, meta = loaded
+        kwargs.setdefault("router", router)
+        if meta.get("tau") is not None:
+            kwargs.setdefault("tau", float(meta["tau"]))
+        if meta.get("delimiter") is not None:
+            kwargs.setdefault("delimiter", str(meta["delimiter"]))
+        return cls(**kwargs)
+
     def prepare(self, session: Session) -> None:
         session.member(self.draft)
         session.member(self.target)
@@ -135,14 +166,14 @@ class ArbitrageStrategy(CollabStrategy):
             raise ValueError("a step scorer or a text delimiter needs the session's decode")
         session.scratch.setdefault("steps", [])
         session.scratch.setdefault("escalations", 0)
-        if isinstance(self.prm, str) and session.decode is not None:
-            from evals.collab_tasks import parse_prm
-
-            session.scratch["prm"] = parse_prm(self.prm).scorer(session.decode(session.prompt_ids))
+        if isinstance(self.prm, ProcessReward) and session.decode is not None:  # bound once, to this prompt
+            session.scratch["prm"] = self.prm.scorer(session.decode(session.prompt_ids))
+        elif self.prm is not None:
+            session.scratch["prm"] = self.prm
 
     def _score(self, session: Session, step: Step) -> float:
-        assert self.prm is not None and session.decode is not None
-        prm = session.scratch.get("prm", self.prm)
+        assert session.decode is not None
+        prm: StepScorer = session.scratch["prm"]
         return float(prm(list(session.scratch["steps"]), session.decode(step.tokens)))
 
     async def advance(self, session: Session, budget: int) -> None:

@@ -6,20 +6,27 @@ hidden ``h``; the routing head picks ``I = argmax head(h)``; the next token come
     log π_final = log π_router + log π_I        (weights [1, 1] in ``kernels.combine``)
 
 greedy or sampled. A remote expert gives only its top-k: the fusion then runs over the union of the router's and the
-expert's top-k (``kernels.combine`` sparse path). Provenance names the chosen expert. What it leaves out: training
+expert's top-k (``kernels.combine`` sparse path). Provenance names the chosen expert.
+
+A training file (:func:`save_fusionroute`) holds the head, the expert names in the head's order and the tuned router
+model; :meth:`FusionRouteStrategy.from_loaded` builds the strategy from it and a route's roles (``router`` plus one
+role per expert), running the tuned router in process (``collab.inproc.HFModel``). What it leaves out: training
 (``evals.collab_train.train_fusionroute``) and the disagreement data (``collab.labels.fusion_examples``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from collab.registry import CollabStrategy
-from collab.session import Session, topk_of
+from collab.artifact import read_artifact, write_artifact
+from collab.inproc import HFModel
+from collab.session import Member, Session, topk_of
+from collab.strategy import CollabStrategy
 
 
 class RoutingHead(nn.Module):
@@ -50,8 +57,8 @@ def save_fusionroute(path: str | Path, head: RoutingHead, experts: list[str], ro
     in ``dtype`` to keep the file small) with its transformers config (so the router can be rebuilt from the file)."""
     state = None if router_state is None else {k: v.detach().to(dtype) if v.is_floating_point() else v
                                                for k, v in router_state.items()}
-    torch.save({"kind": "fusionroute", "config": head.config, "head": head.state_dict(), "experts": experts,
-                "router_state": state, "router_config": router_config, **extra}, str(path))
+    write_artifact(path, "fusionroute", config=head.config, head=head.state_dict(), experts=experts,
+                   router_state=state, router_config=router_config, **extra)
 
 
 def router_model_from(blob: dict[str, Any]) -> nn.Module | None:
@@ -69,9 +76,7 @@ def router_model_from(blob: dict[str, Any]) -> nn.Module | None:
 def load_fusionroute(path: str | Path, router_model: nn.Module | None = None) -> tuple[RoutingHead, list[str],
                                                                                       dict[str, Any]]:
     """Read a saved head (and load the tuned router weights into ``router_model`` when given and saved)."""
-    blob = torch.load(str(path), weights_only=False)
-    if blob.get("kind") != "fusionroute":
-        raise ValueError(f"{path} is not a FusionRoute router (kind={blob.get('kind')!r})")
+    blob = read_artifact(path, "fusionroute")
     head = RoutingHead(**blob["config"])
     head.load_state_dict(blob["head"])
     if router_model is not None and blob.get("router_state") is not None:
@@ -80,8 +85,30 @@ def load_fusionroute(path: str | Path, router_model: nn.Module | None = None) ->
     return head.eval(), list(blob["experts"]), blob
 
 
+@dataclass
+class FusionRouteFile:
+    """What a FusionRoute training file gives a strategy: the head, the expert names it scores (in its order), the
+    tuned router model in process (None if the file holds none) and the whole saved blob (its metadata)."""
+
+    head: RoutingHead
+    experts: list[str]
+    router_model: HFModel | None
+    blob: dict[str, Any]
+
+
+def expert_order(saved: list[str], roles: dict[str, str]) -> list[str]:
+    """The route's expert members in the head's order: matched by role name (``{a: m1, b: m2}`` with the file's
+    experts ``[b, a]`` → ``[m2, m1]``) or by member name; otherwise the roles keep the route's order."""
+    if set(saved) <= set(roles):
+        return [roles[e] for e in saved]
+    if set(saved) <= set(roles.values()):
+        return list(saved)
+    return list(roles.values())
+
+
 class FusionRouteStrategy(CollabStrategy):
-    """Router model ``router`` (a session member with ``next_state``) + ``head`` over ``experts`` (member names).
+    """Router model ``router`` (a session member with ``next_state``, a ``collab.protocol.StatefulModel``) + ``head``
+    over ``experts`` (member names).
 
     ``router_model`` (an in-process model with ``next_state``, e.g. the tuned router rebuilt from the training file)
     takes the place of the session's member ``router`` — what a gateway route does, whose members are plain backends."""
@@ -96,10 +123,31 @@ class FusionRouteStrategy(CollabStrategy):
         self.router_model = router_model
         self.choices: list[str] = []
 
+    @classmethod
+    def load_artifact(cls, path: str | Path) -> FusionRouteFile:
+        """The head, expert names and tuned router of a ``tandem train fusionroute`` file."""
+        head, experts, blob = load_fusionroute(path)
+        model = router_model_from(blob)
+        wrapped = None if model is None else HFModel(str(blob.get("router") or "router"), model=model)
+        return FusionRouteFile(head, experts, wrapped, blob)
+
+    @classmethod
+    def from_loaded(cls, loaded: FusionRouteFile, **kwargs: Any) -> FusionRouteStrategy:
+        """From roles: ``router`` plus one role per expert (ordered by :func:`expert_order`), or ``router`` and
+        ``experts`` (member names in the head's order, a list or a comma string); ``k`` as in the constructor. The
+        tuned router in the file takes the place of the member ``router``."""
+        roles = dict(kwargs)
+        router = roles.pop("router")
+        params = {k: roles.pop(k) for k in ("k",) if k in roles}
+        if "experts" in roles:
+            ex = roles.pop("experts")
+            experts = [e.strip() for e in ex.split(",")] if isinstance(ex, str) else list(ex)
+        else:
+            experts = expert_order(loaded.experts, roles)
+        return cls(router, experts, loaded.head, router_model=loaded.router_model, **params)
+
     def prepare(self, session: Session) -> None:
         if self.router_model is not None:
-            from collab.session import Member
-
             session.members[self.router] = Member(self.router, self.router_model)
         if not session.member(self.router).has_state:
             raise TypeError(f"router model '{self.router}' must run in process and give hidden states (next_state)")

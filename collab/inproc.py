@@ -1,8 +1,9 @@
 """A minimal in-process ``LogitModel`` over a transformers causal LM that also exposes its last hidden state.
 
 :class:`HFModel` is collab's own in-process transport for training and label pipelines (``collab`` never imports
-``gateway``): ``next_logits(ids)`` and ``next_state(ids)`` reuse one KV cache keyed by the ids it holds (cropped back
-to the longest common prefix, so a caller that skipped tokens gets a lazy catch-up: only the missing tokens run),
+``gateway``): ``next_logits(ids)`` and ``next_state(ids)`` reuse one KV cache keyed by the ids it holds
+(:class:`collab.prefix_cache.PrefixKVCache`: cropped back to the longest common prefix, so a caller that skipped tokens
+gets a lazy catch-up: only the missing tokens run),
 ``complete_ids`` decodes greedily or with seeded sampling, and ``forward_all`` gives teacher-forced logits and hidden
 states for whole sequences (training). What it leaves out: batching, threads (calls block; the session runs them in a
 worker thread), top-p, stop strings, and serving (``gateway.backends.local`` does that).
@@ -11,13 +12,13 @@ worker thread), top-p, stop strings, and serving (``gateway.backends.local`` doe
 from __future__ import annotations
 
 import asyncio
-import inspect
 import threading
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from collab.prefix_cache import PrefixKVCache
 from collab.protocol import IdCompletion, TokenStep
 
 
@@ -42,45 +43,26 @@ class HFModel:
         self.hidden_size = int(model.config.hidden_size)
         eos = model.config.eos_token_id if eos_ids is None else eos_ids
         self.eos_ids: set[int] = set(eos if isinstance(eos, (list, set, tuple)) else [eos] if eos is not None else [])
-        self._lock = threading.RLock()
-        self._kv: Any = None
-        self._kv_ids: list[int] = []
-        params = inspect.signature(model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
-        self.forward_tokens = 0  # tokens actually run through the model (for tests of the catch-up)
+        self._lock = threading.RLock()  # one cached forward pass or completion at a time; guards the cache
+        self._cache = PrefixKVCache(self.model, self.device)
 
     # ---- cached forward --------------------------------------------------------------------------------------
 
+    @property
+    def forward_tokens(self) -> int:
+        """Tokens actually run through the model by the cached calls (for tests of the catch-up)."""
+        return self._cache.forward_tokens
+
     def reset_cache(self) -> None:
         with self._lock:
-            self._kv, self._kv_ids = None, []
-
-    def _common(self, ids: list[int]) -> int:
-        if self._kv is None:
-            return 0
-        n = min(len(self._kv_ids), len(ids) - 1)  # at least one token must run to produce logits
-        for i in range(n):
-            if self._kv_ids[i] != ids[i]:
-                return i
-        return n
+            self._cache.reset()
 
     def next_state(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Next-token logits ``[V]`` and the last layer's hidden state ``[H]`` after ``ids`` (float32, CPU)."""
         if not ids:
             raise ValueError("ids must not be empty")
         with self._lock, torch.no_grad():
-            common = self._common(ids)
-            if common == 0:
-                self._kv, self._kv_ids = None, []
-            elif common < len(self._kv_ids):
-                self._kv.crop(-(len(self._kv_ids) - common))
-                self._kv_ids = self._kv_ids[:common]
-            new = torch.tensor([ids[common:]], dtype=torch.long, device=self.device)
-            kw = {self._cache_kw: self._kv}
-            out = self.model(input_ids=new, use_cache=True, output_hidden_states=True, **kw)
-            self.forward_tokens += len(ids) - common
-            kv = out.get("cache")
-            self._kv, self._kv_ids = (kv if kv is not None else out.get("past_key_values")), list(ids)
+            out, _ = self._cache.forward(ids, output_hidden_states=True)
             return out.logits[0, -1].float().cpu(), out.hidden_states[-1][0, -1].float().cpu()
 
     def next_logits(self, ids: list[int]) -> torch.Tensor:
@@ -111,7 +93,7 @@ class HFModel:
         gen = torch.Generator().manual_seed(seed or 0) if temperature else None
         cur, steps, finish = list(ids), [], "length"
         with self._lock:
-            cached = self._common(ids)
+            cached = self._cache.reusable(ids)
             for _ in range(max_tokens):
                 logits = self.next_logits(cur)
                 lps = torch.log_softmax(logits, dim=-1)

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from collab.arbitrage import write_step
 from collab.features import DEFAULT_K, Signals, signals_from_logits, step_features
-from collab.protocol import LogitModel, TokenModel
+from collab.protocol import LogitModel, SequenceScorer, StatefulModel, TokenModel
 from collab.session import Session
 
 Outcome = Callable[[Any, list[int]], Hashable]
@@ -49,8 +49,8 @@ class R2RSample:
     position: int
 
 
-async def _state(model: Any, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if callable(getattr(model, "next_state", None)):
+async def _state(model: LogitModel, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if isinstance(model, StatefulModel):
         logits, hidden = model.next_state(ids)
         return logits.float().cpu(), hidden.float().cpu()
     return model.next_logits(ids).float().cpu(), None
@@ -91,9 +91,10 @@ class FusionSample:
 async def fusion_examples(sequences: Sequence[tuple[list[int], list[int]]], experts: Sequence[LogitModel], *,
                           progress: bool = False, one_pass: bool = True) -> list[FusionSample]:
     """Teacher-forced expert log-probs at positions of the answers where the experts' argmaxes differ. With
-    ``one_pass`` and experts that have ``forward_all`` (in-process models), each expert reads each sequence once;
-    otherwise one ``next_logits`` call per position (the reference the tests compare the one-pass path with)."""
-    batched = one_pass and all(callable(getattr(e, "forward_all", None)) for e in experts)
+    ``one_pass`` and experts that have ``forward_all`` (``SequenceScorer``s, e.g. ``collab.inproc.HFModel``), each
+    expert reads each sequence once; otherwise one ``next_logits`` call per position (the reference the tests compare
+    the one-pass path with)."""
+    batched = one_pass and all(isinstance(e, SequenceScorer) for e in experts)
     out: list[FusionSample] = []
     for prompt, answer in _bar(sequences, progress, "fusion labels"):
         ids = list(prompt) + list(answer)
@@ -112,7 +113,7 @@ def _answer_logprobs(experts: Sequence[LogitModel], ids: list[int], start: int, 
     """``[A, M, V]``: each expert's next-token log-probs at every answer position ``start … len(ids) − 1``."""
     if batched:
         x = torch.tensor([ids[:-1]])  # row t − 1 of the output predicts token t
-        per = torch.stack([torch.log_softmax(e.forward_all(x)[0][0].float().cpu(), -1)  # type: ignore[attr-defined]
+        per = torch.stack([torch.log_softmax(cast(SequenceScorer, e).forward_all(x)[0][0].float().cpu(), -1)
                            for e in experts])
         return per[:, start - 1:].transpose(0, 1)
     return torch.stack([torch.stack([torch.log_softmax(e.next_logits(ids[:t]).float().cpu(), -1) for e in experts])

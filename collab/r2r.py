@@ -14,14 +14,17 @@ model runs in process (zeros otherwise) — and outputs the probability that the
 Each ``advance`` appends tokens of one writer only (a flagged position after small-model tokens is left to the next
 call, in ``session.scratch``), so a streamed piece — the text of one ``advance`` — belongs to one model.
 
-``τ ≥ 1`` never routes (the router is not even called) and ``τ ≤ 0`` always routes. What it leaves out: labels and
-training (``collab.labels``, ``evals.collab_train``).
+``τ ≥ 1`` never routes (the router is not even called) and ``τ ≤ 0`` always routes. Built from a training file
+(:meth:`R2RStrategy.from_loaded`), the strategy runs the file's router with its calibrated τ unless the route gives
+one. What it leaves out: labels and training (``collab.labels``, ``evals.collab_train``).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,8 +32,8 @@ from torch.nn import functional as F
 
 from collab.artifact import SavedModule
 from collab.features import DEFAULT_K, FLOOR, Signals, signals_from_logits, signals_from_top
-from collab.registry import CollabStrategy
 from collab.session import ModelUsage, Session
+from collab.strategy import CollabStrategy
 
 
 class R2RRouter(SavedModule):
@@ -95,6 +98,21 @@ class R2RStrategy(CollabStrategy):
             self.k = router.k
         self.routed = 0
         self.positions = 0
+
+    @classmethod
+    def load_artifact(cls, path: str | Path) -> tuple[R2RRouter, dict[str, Any]]:
+        """The router and the file's metadata (``tandem train r2r``)."""
+        loaded: tuple[R2RRouter, dict[str, Any]] = R2RRouter.load(path)
+        return loaded
+
+    @classmethod
+    def from_loaded(cls, loaded: tuple[R2RRouter, dict[str, Any]], **kwargs: Any) -> R2RStrategy:
+        """The file's router and calibrated ``tau`` unless ``kwargs`` give them."""
+        router, meta = loaded
+        kwargs.setdefault("router", router)
+        if meta.get("tau") is not None:
+            kwargs.setdefault("tau", float(meta["tau"]))
+        return cls(**kwargs)
 
     def prepare(self, session: Session) -> None:
         session.member(self.slm)

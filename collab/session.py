@@ -3,10 +3,11 @@
 A :class:`Session` holds the prompt, the tokens written so far with their provenance (which model wrote each), and
 one :class:`Member` per model with its usage. Two transports, picked per model:
 
-- **in process** (the model has ``next_logits``, a ``collab.protocol.LogitModel``): full next-token logits on the
+- **in process** (a ``collab.protocol.LogitModel``: it has ``next_logits``): full next-token logits on the
   session's current ids. The model keeps one KV cache; a model that skipped tokens (another model wrote them) catches
-  up lazily on its next call — only the missing tokens run. ``next_state`` (logits and last hidden state) is used
-  where the model offers it.
+  up lazily on its next call — only the missing tokens run. ``next_state`` (logits and last hidden state, a
+  ``StatefulModel``) is used where the model offers it, and the awaitable ``anext_state`` / ``anext_logits``
+  (``AsyncStatefulModel`` / ``AsyncLogitModel``) where it has them; otherwise the blocking call runs in a worker thread.
 - **remote** (only ``complete_ids``, e.g. vLLM over HTTP): chunked drafting with top-k logprobs and one-token
   continuations, both on token-id prompts that the server's prefix cache mostly holds already.
 
@@ -26,12 +27,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 
 import kernels
-from collab.protocol import IdCompletion, TokenModel
+from collab.protocol import (
+    AsyncLogitModel,
+    AsyncStatefulModel,
+    IdCompletion,
+    LogitModel,
+    StatefulModel,
+    TokenModel,
+)
 
 
 @dataclass
@@ -79,8 +87,10 @@ class Member:
     def __init__(self, name: str, model: TokenModel):
         self.name = name
         self.model = model
-        self.in_process = callable(getattr(model, "next_logits", None))
-        self.has_state = callable(getattr(model, "next_state", None))
+        self.in_process = isinstance(model, LogitModel)
+        self.has_state = isinstance(model, StatefulModel)
+        # the awaitable form of the call state() makes (else the blocking one runs in a worker thread)
+        self.awaitable = isinstance(model, AsyncStatefulModel if self.has_state else AsyncLogitModel)
         self.usage = ModelUsage()
         self._seen: list[int] = []  # ids this model's cache holds, as far as this session knows
 
@@ -96,14 +106,13 @@ class Member:
         """In process: next-token logits ``[V]`` (float32, CPU) and the hidden state if the model gives it."""
         if not self.in_process:
             raise TypeError(f"model '{self.name}' is remote: it has no logits")
-        fn = getattr(self.model, "anext_state" if self.has_state else "anext_logits", None)
-        if fn is None:  # a blocking model: in a worker thread
+        if not self.awaitable:  # a blocking model: in a worker thread
             return await asyncio.to_thread(self.state_sync, ids)
         self._count_context(ids)
         if self.has_state:
-            logits, hidden = await fn(ids)
+            logits, hidden = await cast(AsyncStatefulModel, self.model).anext_state(ids)
             return logits.float().cpu(), hidden.float().cpu()
-        return (await fn(ids)).float().cpu(), None
+        return (await cast(AsyncLogitModel, self.model).anext_logits(ids)).float().cpu(), None
 
     def state_sync(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """:meth:`state` of a blocking model, called directly: a strategy may run several positions in one worker
@@ -112,9 +121,9 @@ class Member:
             raise TypeError(f"model '{self.name}' is remote: it has no logits")
         self._count_context(ids)
         if self.has_state:
-            logits, hidden = self.model.next_state(ids)  # type: ignore[attr-defined]
+            logits, hidden = cast(StatefulModel, self.model).next_state(ids)
             return logits.float().cpu(), hidden.float().cpu()
-        return self.model.next_logits(ids).float().cpu(), None  # type: ignore[attr-defined]
+        return cast(LogitModel, self.model).next_logits(ids).float().cpu(), None
 
     async def logits(self, ids: list[int]) -> torch.Tensor:
         return (await self.state(ids))[0]

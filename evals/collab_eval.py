@@ -20,6 +20,13 @@ overridden) and ``--deltas`` one ``rsd:δ`` per RSD acceptance threshold; ``--sp
 validation split. Calibrate on validation (the τ with the fewest target steps whose accuracy reaches RSD's,
 :func:`match_threshold`, printed and in the JSON as ``matched``), then run that τ on test.
 
+Targets are data the caller passes, none by default: ``--target 'collab.accuracy >= large.accuracy - 0.05'``
+(repeatable) or ``--targets FILE`` (a YAML / JSON list of such texts). Each side is a number (``0.3`` or ``30%``) or
+``[NUMBER *] ROUTE.METRIC [(+|-) NUMBER]``, ROUTE a role (``collab``, ``small``, ``large``, ``rsd``, ``router``) or a
+route name, METRIC a summary field (:data:`METRICS`), e.g. ``collab.tokens_per_s >= 1.5 * large.tokens_per_s``. The
+result's ``targets`` lists each as ``{"statement", "holds"}`` and the table ends with one ``[ok]`` / ``[MISS]`` line
+per target.
+
 ``--config FILE`` serves a given config instead (e.g. remote vLLM members named as the zoo models; ``--route`` names
 its collaboration route). What it leaves out: training the routers (``tandem train``), starting vLLM servers, and
 cost (the gateway prices members at zero here — the zoo models have no price).
@@ -32,7 +39,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,29 +126,136 @@ class RouteStats:
         }
 
 
-def target_checks(strategy: str, routes: Mapping[str, Mapping[str, Any]], roles: Mapping[str, str]
+# ---- targets -----------------------------------------------------------------------------------------------------
+
+METRICS = ("n", "accuracy", "large_token_share", "large_step_share", "avg_activated_params", "tokens_per_s", "tokens")
+COMPARISONS: dict[str, Callable[[float, float], bool]] = {
+    "<=": lambda a, b: a <= b + 1e-9, ">=": lambda a, b: a >= b - 1e-9, "<": lambda a, b: a < b,
+    ">": lambda a, b: a > b}
+
+
+class TargetError(ValueError):
+    """A target that does not parse, or names no role or route of the run."""
+
+
+@dataclass(frozen=True)
+class Operand:
+    """One side of a target: ``scale × route.metric + offset``, or the constant ``offset`` when ``route`` is None."""
+
+    route: str | None = None  # a role (collab, small, large, rsd, router) or a route name
+    metric: str = ""
+    scale: float = 1.0
+    offset: float = 0.0
+
+    def value(self, routes: Mapping[str, Mapping[str, Any]], roles: Mapping[str, str]) -> float | None:
+        if self.route is None:
+            return self.offset
+        v = routes[resolve_route(self.route, routes, roles)][self.metric]
+        return None if v is None else self.scale * float(v) + self.offset
+
+
+@dataclass(frozen=True)
+class Target:
+    """A threshold the user states, e.g. ``collab.accuracy >= large.accuracy - 0.05``; see :func:`parse_target`."""
+
+    text: str
+    left: Operand
+    op: str
+    right: Operand
+
+
+def _number(tok: str) -> float | None:
+    try:
+        return float(tok.removesuffix("%")) / (100 if tok.endswith("%") else 1)
+    except ValueError:
+        return None
+
+
+def _operand(toks: list[str], text: str) -> Operand:
+    """``NUMBER`` | ``[NUMBER *] ROUTE.METRIC [(+|-) NUMBER]`` (tokens separated by spaces)."""
+    fail = TargetError(f"target {text!r}: expected NUMBER or [NUMBER *] ROUTE.METRIC [(+|-) NUMBER] on each side of "
+                      f"the comparison, tokens separated by spaces")
+    offset = 0.0
+    if len(toks) >= 3 and toks[-2] in ("+", "-"):
+        off = _number(toks[-1])
+        if off is None:
+            raise fail
+        offset, toks = (-off if toks[-2] == "-" else off), toks[:-2]
+    if len(toks) == 1 and (constant := _number(toks[0])) is not None:
+        return Operand(offset=constant + offset)
+    scale = 1.0
+    if len(toks) == 3 and toks[1] == "*":
+        left, right = _number(toks[0]), _number(toks[2])
+        if left is not None and right is None:
+            scale, toks = left, toks[2:]
+        elif right is not None and left is None:
+            scale, toks = right, toks[:1]
+        else:
+            raise fail
+    if len(toks) != 1:
+        raise fail
+    route, dot, metric = toks[0].rpartition(".")
+    if not dot or not route:
+        raise fail
+    if metric not in METRICS:
+        raise TargetError(f"target {text!r}: unknown metric {metric!r} (one of {', '.join(METRICS)})")
+    return Operand(route, metric, scale, offset)
+
+
+def parse_target(text: str) -> Target:
+    """``LEFT OP RIGHT`` with OP one of ``<= >= < >``; each side a number (``0.25`` or ``25%``) or
+    ``[NUMBER *] ROUTE.METRIC [(+|-) NUMBER]`` where ROUTE is a role (``collab``, ``small``, ``large``, ``rsd``,
+    ``router``) or a route name and METRIC one of :data:`METRICS`. Tokens are separated by spaces."""
+    toks = text.split()
+    ops = [i for i, t in enumerate(toks) if t in COMPARISONS]
+    if len(ops) != 1:
+        raise TargetError(f"target {text!r}: needs exactly one of {' '.join(COMPARISONS)} (separated by spaces)")
+    i = ops[0]
+    return Target(text.strip(), _operand(toks[:i], text), toks[i], _operand(toks[i + 1:], text))
+
+
+def load_targets(texts: Iterable[str] = (), files: Iterable[str | Path] = ()) -> list[Target]:
+    """Targets from ``--target`` texts and from YAML / JSON files holding a list of such texts."""
+    import yaml
+
+    out = [parse_target(t) for t in texts]
+    for f in files:
+        data = yaml.safe_load(Path(f).read_text())
+        if not isinstance(data, list) or not all(isinstance(t, str) for t in data):
+            raise TargetError(f"{f}: expected a list of target texts, e.g. - collab.accuracy >= large.accuracy - 0.05")
+        out += [parse_target(t) for t in data]
+    return out
+
+
+def resolve_route(name: str, routes: Iterable[str], roles: Mapping[str, str]) -> str:
+    """The route a target names: a role's route, else the route of that name."""
+    if name in roles:
+        return roles[name]
+    if name in routes:
+        return name
+    raise TargetError(f"target names {name!r}: neither a role ({', '.join(roles)}) nor a route ({', '.join(routes)})")
+
+
+def check_target_names(targets: Sequence[Target], routes: Iterable[str], roles: Mapping[str, str]) -> None:
+    """Raise :class:`TargetError` when a target names no role or route of the run (before anything is asked)."""
+    names = list(routes)
+    for t in targets:
+        for side in (t.left, t.right):
+            if side.route is not None:
+                resolve_route(side.route, names, roles)
+
+
+def target_checks(targets: Sequence[Target], routes: Mapping[str, Mapping[str, Any]], roles: Mapping[str, str]
                   ) -> list[tuple[str, bool]]:
-    """The issue's targets for ``strategy`` as (statement, holds) from the measured summaries."""
+    """Each target as (statement with the measured values, holds); a side whose metric is not measured (e.g. the
+    large model's share without a large model) does not hold."""
     out: list[tuple[str, bool]] = []
-    if strategy == "r2r":
-        c, lg = routes[roles["collab"]], routes[roles["large"]]
-        out.append((f"accuracy within 2 points of large-only ({c['accuracy']:.3f} vs {lg['accuracy']:.3f})",
-                    c["accuracy"] >= lg["accuracy"] - 0.02))
-        out.append((f"<= 25% of tokens from large ({c['large_token_share']:.3f})", c["large_token_share"] <= 0.25))
-        ratio = c["tokens_per_s"] / lg["tokens_per_s"] if lg["tokens_per_s"] else 0.0
-        out.append((f">= 1.8x large-only's speed ({ratio:.2f}x)", ratio >= 1.8))
-    elif strategy == "arbitrage":
-        c, r = routes[roles["collab"]], routes[roles["rsd"]]
-        out.append((f"accuracy at least RSD's ({c['accuracy']:.3f} vs {r['accuracy']:.3f})",
-                    c["accuracy"] >= r["accuracy"] - 1e-9))
-        out.append((f"fewer target steps than RSD ({c['large_step_share']:.3f} vs {r['large_step_share']:.3f})",
-                    c["large_step_share"] < r["large_step_share"]))
-    else:
-        c = routes[roles["collab"]]
-        others = [n for n in routes if n != roles["collab"] and (n in EXPERTS or n == roles["router"])]
-        best = max(others, key=lambda n: routes[n]["accuracy"])
-        out.append((f"above every single expert and the router alone ({c['accuracy']:.3f} vs best {best} "
-                    f"{routes[best]['accuracy']:.3f})", all(c["accuracy"] > routes[n]["accuracy"] for n in others)))
+    for t in targets:
+        a, b = t.left.value(routes, roles), t.right.value(routes, roles)
+        if a is None or b is None:
+            out.append((f"{t.text} (not measured)", False))
+            continue
+        out.append((f"{t.text} ({a:.4g} vs {b:.4g})", COMPARISONS[t.op](a, b)))
     return out
 
 
@@ -257,10 +371,12 @@ def ask(client: Any, route: str, prompt: str, max_tokens: int, count: Any) -> tu
 def run_eval(strategy: str, suite: str, *, n: int, artifact: str, zoo: Path, slm: str = "small",
              llm: str = "large", experts: Sequence[str] = EXPERTS, max_tokens: int | None = None, threads: int = 1,
              progress: bool = True, log: Any = print, config: Path | None = None, route: str | None = None,
-             split: str = "test", thresholds: Sequence[float] = (), deltas: Sequence[float] = ()) -> dict[str, Any]:
+             split: str = "test", thresholds: Sequence[float] = (), deltas: Sequence[float] = (),
+             targets: Sequence[Target] = ()) -> dict[str, Any]:
     """Serve, ask, score; the JSON-able result (see the module docstring). ``config``: serve this gateway config
     instead (its backends named as the zoo models, e.g. vLLM servers); ``route``: the collaboration's route name;
-    ``thresholds`` / ``deltas``: Arbitrage's τ / RSD's δ sweep routes (Arbitrage only)."""
+    ``thresholds`` / ``deltas``: Arbitrage's τ / RSD's δ sweep routes (Arbitrage only); ``targets``: checked on the
+    summaries (a target naming no role or route of the run fails before the gateway starts)."""
     import openai
     from transformers import AutoTokenizer
 
@@ -287,6 +403,7 @@ def run_eval(strategy: str, suite: str, *, n: int, artifact: str, zoo: Path, slm
         collab_routes = [{**collab_routes[0], "name": route}, *collab_routes[1:]]
         roles = {**roles, "collab": route}
     order = [r["name"] for r in collab_routes] + models
+    check_target_names(targets, order, roles)
     examples = tasks.task_examples(suite, split, n)
     budget = max_tokens or max(answer_budget(tasks._suite(s)) for s in tasks.suite_names(suite))
     tok = AutoTokenizer.from_pretrained(str(dirs[slm]))
@@ -327,9 +444,9 @@ def run_eval(strategy: str, suite: str, *, n: int, artifact: str, zoo: Path, slm
         sweep = [{"tau": float(t), "accuracy": summaries[f"arbitrage:{t:g}"]["accuracy"],
                   "large_step_share": summaries[f"arbitrage:{t:g}"]["large_step_share"]} for t in thresholds]
         extra = {"sweep": sweep, "matched": match_threshold(sweep, summaries[roles["rsd"]]["accuracy"])}
-    return {"strategy": strategy, "suite": suite, "split": split, "n": len(examples), **extra, "max_tokens": budget, "artifact": artifact,
-            "params": params, "roles": roles, "routes": summaries,
-            "targets": [{"statement": s, "holds": h} for s, h in target_checks(strategy, summaries, roles)]}
+    return {"strategy": strategy, "suite": suite, "split": split, "n": len(examples), **extra, "max_tokens": budget,
+            "artifact": artifact, "params": params, "roles": roles, "routes": summaries,
+            "targets": [{"statement": s, "holds": h} for s, h in target_checks(targets, summaries, roles)]}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -351,6 +468,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["test", "validation"], help="the suite's split to ask")
     p.add_argument("--thresholds", help="Arbitrage: comma list of τ, one extra route arbitrage:τ each")
     p.add_argument("--deltas", help="Arbitrage: comma list of RSD δ, one extra route rsd:δ each")
+    p.add_argument("--target", action="append", default=[], metavar="EXPR",
+                   help="a threshold to check, e.g. 'collab.accuracy >= large.accuracy - 0.05' or "
+                   "'collab.large_token_share <= 30%%' (repeatable; see evals.collab_eval.parse_target)")
+    p.add_argument("--targets", action="append", default=[], type=Path, metavar="FILE",
+                   help="YAML / JSON file with a list of such thresholds (repeatable)")
     p.add_argument("--json", action="store_true", help="end with one JSON line")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -365,6 +487,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(list(argv) if argv is not None else None)
     from evals.zoo.paths import zoo_dir
 
+    try:
+        targets = load_targets(args.target, args.targets)
+    except (OSError, TargetError) as e:
+        print(f"tandem eval collab: {e}", file=sys.stderr)
+        return 2
     artifact = args.artifact or str(ARTIFACTS / f"{args.strategy}-{args.suite}.pt")
     if not Path(artifact).is_file():
         print(f"tandem eval collab: no router file {artifact} (train one: tandem train {args.strategy} ... --out "
@@ -375,8 +502,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                           slm=args.slm, llm=args.llm, experts=[e for e in args.experts.split(",") if e],
                           max_tokens=args.max_tokens, threads=args.threads, progress=not args.quiet,
                           log=lambda m: print(m, file=sys.stderr, flush=True), config=args.config, route=args.route,
-                          split=args.split, thresholds=floats(args.thresholds), deltas=floats(args.deltas))
-    except FileNotFoundError as e:
+                          split=args.split, thresholds=floats(args.thresholds), deltas=floats(args.deltas),
+                          targets=targets)
+    except (FileNotFoundError, TargetError) as e:
         print(f"tandem eval collab: {e}", file=sys.stderr)
         return 2
     print(f"{args.strategy} on {args.suite} {args.split} (n={result['n']}, max_tokens={result['max_tokens']})")

@@ -3,26 +3,29 @@
 - :func:`task_examples` — ``"arithmetic"`` is one suite; ``"mixed"`` (all suites) or ``"sql,units"`` interleaves the
   named suites' examples round-robin (so any prefix is balanced). Each example is checked by its own suite
   (:func:`check`, :func:`check_step`), found by ``example.suite``.
-- :class:`SuitePRM` — a process reward for Arbitrage's RSD/oracle modes behind the gateway, where a request carries only
-  its prompt: it finds the example whose prompt the session's decoded prompt holds (in the suites' test and validation
-  splits) and scores a step with that suite's step checker. Spelled ``prm: "suite:arithmetic"`` in a route's params.
+- :class:`SuitePRM` — a process reward (a ``collab.protocol.ProcessReward``) for Arbitrage's RSD/oracle modes behind
+  the gateway, where a request carries only its prompt: it finds the example whose prompt the session's decoded prompt
+  holds (in the suites' test and validation splits) and scores a step with that suite's step checker. A route's params
+  spell it ``prm: "suite:arithmetic"``; :func:`parse_prm` is the resolver whoever builds the route calls (``collab``
+  never resolves a name itself).
 
 What it leaves out: the suites themselves (``evals.suites``) and any model calls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
+
+from collab.protocol import StepScorer
+from evals.suites import SUITE_NAMES, get_suite
 
 MIXED = "mixed"
 
 
 def suite_names(spec: str) -> list[str]:
     """``"mixed"`` → every suite; ``"a,b"`` → both; ``"a"`` → one."""
-    from evals.suites import SUITE_NAMES
-
     if spec == MIXED:
         return list(SUITE_NAMES)
     names = [s.strip() for s in spec.split(",") if s.strip()]
@@ -45,8 +48,6 @@ def interleave(groups: Sequence[Sequence[Any]], n: int | None = None) -> list[An
 
 @lru_cache(maxsize=8)
 def _suite(name: str) -> Any:
-    from evals.suites import get_suite
-
     return get_suite(name)
 
 
@@ -78,7 +79,8 @@ def clean_step(step: str) -> str:
 
 
 class SuitePRM:
-    """Step scores from the suites' step checkers, for prompts of their test / validation splits."""
+    """Step scores from the suites' step checkers, for prompts of their test / validation splits (a
+    ``collab.protocol.ProcessReward``: ``scorer`` binds it to one request's prompt)."""
 
     def __init__(self, spec: str, splits: Sequence[str] = ("test", "validation")):
         self.by_prompt: dict[str, Any] = {}
@@ -98,7 +100,7 @@ class SuitePRM:
             raise KeyError("the suite PRM knows no example with this prompt")
         return ex
 
-    def scorer(self, prompt_text: str) -> Callable[[list[str], str], float]:
+    def scorer(self, prompt_text: str) -> StepScorer:
         """``(prefix_steps, step) -> score`` bound to the example of ``prompt_text``."""
         ex = self.find(prompt_text)
         return lambda prefix, step: check_step(ex, [clean_step(p) for p in prefix], clean_step(step))
@@ -111,7 +113,8 @@ def suite_prm(spec: str) -> SuitePRM:
 
 
 def parse_prm(value: str) -> SuitePRM:
-    """``"suite:NAME"`` → :func:`suite_prm` (the only PRM a route can name today)."""
+    """``"suite:NAME"`` → :func:`suite_prm` (the only PRM a route can name today): what a route builder hands
+    ``ArbitrageStrategy(prm=...)`` in place of the name."""
     kind, _, arg = value.partition(":")
     if kind != "suite" or not arg:
         raise ValueError(f"unknown PRM {value!r}: expected 'suite:<suite name | mixed>'")

@@ -28,10 +28,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from collab import labels
 from collab.arbitrage import StepRouter
 from collab.fusionroute import RoutingHead, save_fusionroute
+from collab.inproc import HFModel
 from collab.labels import FusionSample, R2RSample, StepSample
 from collab.r2r import R2RRouter
+from evals import collab_tasks as tasks
+from evals.zoo.evaluate import answer_budget
+from evals.zoo.paths import model_dir as zoo_model_dir
 
 # ---- pure helpers ------------------------------------------------------------------------------------------------
 
@@ -227,8 +232,6 @@ def model_dir(name: str, zoo: str | Path | None = None) -> Path:
     p = Path(name).expanduser()
     if (p / "config.json").is_file():
         return p
-    from evals.zoo.paths import model_dir as zoo_model_dir
-
     d = zoo_model_dir(name, zoo)
     if not (d / "config.json").is_file():
         raise SystemExit(f"no model '{name}': not an HF folder and not in the zoo at {d.parent} "
@@ -274,10 +277,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``train r2r|fusionroute|arbitrage --slm S [--llm L | --experts A,B] --suite NAME --out FILE [--limit N]``."""
     args = parser().parse_args(list(argv) if argv is not None else None)
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    from collab import labels
-    from evals import collab_tasks as tasks
-    from collab.inproc import HFModel
-
     if args.strategy != "fusionroute" and not args.llm:
         raise SystemExit(f"tandem train {args.strategy}: --llm is required")
     if args.strategy == "fusionroute" and not (args.experts or args.llm):
@@ -289,8 +288,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = sorted(slm.eos_ids)
     show = not args.quiet
     if args.max_tokens is None:
-        from evals.zoo.evaluate import answer_budget
-
         args.max_tokens = max(answer_budget(tasks._suite(s)) for s in tasks.suite_names(args.suite))
 
     def decode(ids: list[int]) -> str:
@@ -316,8 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         head, metrics = train_fusionroute(slm.model, samples_f, len(experts), epochs=args.epochs or 3,
                                           seed=args.seed, progress=show)
         save_fusionroute(args.out, head, [Path(n).name for n in names], slm.model.state_dict(),
-                         router_config=slm.model.config.to_dict(), dtype=torch.bfloat16, metrics=metrics, router=Path(args.slm).name,
-                         **common)
+                         router_config=slm.model.config.to_dict(), dtype=torch.bfloat16, metrics=metrics,
+                         router=Path(args.slm).name, **common)
     else:
         llm = HFModel(Path(args.llm).name, model_dir(args.llm, args.zoo))
         delim = args.delimiter if args.delimiter is not None else tasks.step_delimiter(args.suite)

@@ -76,7 +76,7 @@ def start_gateway(cfg: dict, workdir: Path, env: dict | None = None, timeout: fl
     path.write_text(yaml.safe_dump(cfg))
     log_path = workdir / "gateway.log"
     with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)], stdout=log,
+        proc = subprocess.Popen([sys.executable, "-m", "evals.command", "serve", "--config", str(path)], stdout=log,
                                 stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
                                 start_new_session=True)
     g = GatewayProcess(proc, f"http://127.0.0.1:{port}", path, storage["database_url"], log_path)

@@ -38,8 +38,9 @@ import numpy as np
 
 from evals.metrics import aiq, apgr, cost_of_pass, hull_value, pgr_points, upper_hull
 from evals.replay_data import ScoreMatrix, load_any
+from gateway.paths import cache_dir
 from routers.base import RouteQuery, Router
-from routers.features import Embedder
+from routers.embedder import Embedder
 from routers.registry import RouterRegistry, default_router_registry
 
 Point = tuple[float, float]
@@ -274,7 +275,7 @@ def run_replay(
     from tqdm import tqdm
 
     reg = registry or default_router_registry()
-    embedder = Embedder()  # one model and cache for every router of the run
+    embedder = Embedder(cache_dir=cache_dir())  # one model and cache (memory and disk) for every router of the run
 
     def factory(name: str) -> Router:
         router = reg.create(name, seed=seed, **router_options(reg.get(name), options or {}))

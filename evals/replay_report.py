@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from evals.metrics import upper_hull
-from evals.report import (
+from evals.svg import (
     CSS,
     Axis,
     colours,
@@ -31,6 +31,7 @@ from evals.report import (
     fmt_pct,
     nice_ticks,
     plot_frame,
+    points_attr,
     sampled_hull,
 )
 
@@ -64,10 +65,6 @@ def _short(model: str) -> str:
     return model.split(":", 1)[-1].rsplit("/", 1)[-1]
 
 
-def _path(points: list[tuple[float, float]], x: Axis, y: Axis) -> str:
-    return " ".join(f"{x(c):.1f},{y(a):.1f}" for c, a in points)
-
-
 def curves_svg(results: dict[str, dict[str, Any]], colour: dict[str, str]) -> str:
     """Cost per 1k requests vs accuracy: the curves of the routers in `colour`, the single models, the zero-router
     hull and the oracle."""
@@ -97,12 +94,12 @@ def curves_svg(results: dict[str, dict[str, Any]], colour: dict[str, str]) -> st
                       "cost per 1,000 requests" + (" (log scale)" if x.log else ""), "accuracy", H)
     zero = upper_hull([(c, a) for _, c, a in singles])
     if zero:
-        line = _path(sampled_hull(zero, hi), x, y)
+        line = points_attr(sampled_hull(zero, hi), x, y)
         out.append(f'<polyline points="{line}" class="hull"><title>zero router: random mixing of single models'
                    f"</title></polyline>")
     for k, curve in curves.items():
         shown = [(c, a) for c, a in sampled_hull(upper_hull(curve), hi) if a >= a_lo]
-        out.append(f'<polyline points="{_path(shown, x, y)}" fill="none" '
+        out.append(f'<polyline points="{points_attr(shown, x, y)}" fill="none" '
                    f'stroke="{colour[k]}" stroke-width="2.2"><title>{esc(k)}: AIQ {results[k]["aiq"]:.4f}</title>'
                    f"</polyline>")
     for name, c, a in singles:
@@ -133,10 +130,10 @@ def pgr_svg(results: dict[str, dict[str, Any]], colour: dict[str, str]) -> str:
            f'aria-label="performance gap recovered versus strong-call share">']
     out += plot_frame(x, y, nice_ticks(p_lo, p_hi, 6), lambda t: f"{100 * t:.0f}%", lambda t: f"{t:.1f}",
                       "share of calls to the strong model", "performance gap recovered", H)
-    out.append(f'<polyline points="{_path([(0.0, 0.0), (1.0, 1.0)], x, y)}" class="hull"><title>random routing '
+    out.append(f'<polyline points="{points_attr([(0.0, 0.0), (1.0, 1.0)], x, y)}" class="hull"><title>random routing '
                f"(APGR 0.5)</title></polyline>")
     for k, v in curves.items():
-        out.append(f'<polyline points="{_path([(a, b) for a, b in v if math.isfinite(b)], x, y)}" fill="none" '
+        out.append(f'<polyline points="{points_attr([(a, b) for a, b in v if math.isfinite(b)], x, y)}" fill="none" '
                    f'stroke="{colour[k]}" stroke-width="2.2"><title>{esc(k)}: APGR {results[k]["apgr"]:.3f}'
                    f"</title></polyline>")
     return "".join(out) + "</svg>"

@@ -34,7 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from gateway.paths import cache_dir
 from routers.base import Record, RouteQuery, Router, ScoreRouter, TrainingTable, queries_from_table, records_to_table
+from routers.embedder import Embedder
 from routers.registry import default_router_registry
 
 # ----------------------------------------------------------------------------------------------------- sources
@@ -302,6 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     train, test = split_table(table, args.holdout, args.seed)
     t0 = time.perf_counter()
     router = reg.create(args.router, seed=args.seed)
+    router.embedder = Embedder(cache_dir=cache_dir())  # the disk cache serves retraining on the same prompts
     router.fit(train)
     cal = calibrate(router, train, args.willingness_to_pay, args.expensive_share)
     metrics = heldout_metrics(router, test)

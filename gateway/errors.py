@@ -20,6 +20,13 @@ does. The tree::
     │       └── LimitStoreUnavailable 503 limit_store_unavailable (Redis down: limits fail closed)
     └── ConfigError                  (start-up only; names the offending field)
 
+``retryable`` says whether trying the same backend again may work: ``gateway.dispatch`` retries a backend (and
+counts the failure towards its cooldown) only when it is True; any backend failure still moves on to the route's
+fallbacks. It is a class attribute: False for the whole tree (a client's mistake is never retried) except the
+:class:`BackendError` branch, where it is True (connection refused, timeouts, 5xx, a broken stream). A failure of
+that branch that another try would not fix (an upstream 401/403/404: our config is wrong) is raised with
+``retryable=False``, which that instance keeps.
+
 What it leaves out: HTTP wiring (see ``gateway.app``), which maps these to responses and SSE error events.
 """
 
@@ -34,6 +41,8 @@ class TandemError(Exception):
     status: int = 500
     type: str = "server_error"
     code: str | None = "internal_error"
+    retryable: bool = False
+    """Whether trying the same backend again may succeed (``gateway.dispatch`` retries only these)."""
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None, **extra: Any):
         super().__init__(message)
@@ -105,7 +114,17 @@ class BudgetExceeded(RateLimited):
 
 
 class BackendError(TandemError):
+    """A backend failed. Retryable (a connection refused, a timeout, a 5xx or a broken stream may pass on another
+    try) unless raised with ``retryable=False`` (the call itself is wrong, e.g. the upstream refused our
+    credentials)."""
+
     status, type, code = 502, "api_error", "upstream_error"
+    retryable = True
+
+    def __init__(self, message: str, *, retryable: bool | None = None, **kw: Any):
+        super().__init__(message, **kw)
+        if retryable is not None:
+            self.retryable = retryable
 
 
 class BackendUnavailable(BackendError):

@@ -212,6 +212,12 @@ class LimitStore(ABC):
         """Release connections."""
 
     @property
+    def shared_redis(self) -> Any | None:
+        """The ``redis.asyncio.Redis`` client this store counts in, for other state every replica must share
+        (backend cooldowns, ``gateway.cooldown``); None for a store that lives in this process only."""
+        return None
+
+    @property
     @abstractmethod
     def description(self) -> str:
         """One line for the start-up log."""
@@ -404,6 +410,10 @@ class RedisLimitStore(LimitStore):
     @property
     def description(self) -> str:
         return f"redis at {redis_location(self.url)}"
+
+    @property
+    def shared_redis(self) -> Any:
+        return self._redis
 
     def _keys(self, key_id: str, wid: int) -> list[str]:
         base = f"{self.prefix}:{{{key_id}}}"

@@ -4,19 +4,25 @@
 failure, a stream broken midway, a client that disconnects — exactly one request-log row is submitted (with the
 partial usage seen so far), the budget reservation is settled or released, and metrics are updated.
 
-What it leaves out: HTTP parsing and error rendering (``gateway.app``), retries and fallbacks (``gateway.dispatch``).
+The caller's API key id goes into the backend request (``ChatRequest.caller_key_id``), so composite routes (TCAR)
+see whose agents to use from their arguments.
+
+What it leaves out: HTTP parsing and error rendering (``gateway.app``), retries and fallbacks (``gateway.dispatch``),
+bearer-token parsing (``gateway.auth``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from gateway.auth import bearer_token
 from gateway.backends.base import ChatRequest, CompletionRequest, StreamEvent
 from gateway.cooldown import make_cooldown_store
 from gateway.dispatch import Attempted, BackendRoute, RouteTable, call_whole, open_stream
@@ -24,12 +30,10 @@ from gateway.errors import AuthenticationError, InvalidRequest, PromptTooLarge, 
 from gateway.limits import KeyLimits, Reservation
 from gateway.schemas import ChatCompletionRequest, CompletionRequestBody
 from gateway.state import Gateway
-from gateway.storage.keys import ApiKey
+from gateway.storage.keys import KEY_PREFIX, ApiKey
 from gateway.storage.request_log import LogRow
-from gateway.tcar_route import CALLER_KEY
 from gateway.usage import Usage, price_usage
-
-KEY_PREFIX = "tdm-"
+from routers.base import RouteQuery
 
 
 @dataclass
@@ -81,7 +85,9 @@ class Flow:
 
 
 def new_flow(endpoint: str) -> Flow:
-    return Flow(os.urandom(16).hex(), time.perf_counter(), endpoint)  # uuid4 costs ~4% under load
+    # Random bytes, not uuid4: a new flow is made per request, and the hot path's cost is measured by
+    # `python -m bench.gateway_overhead`.
+    return Flow(os.urandom(16).hex(), time.perf_counter(), endpoint)
 
 
 class RequestFlow:
@@ -94,10 +100,7 @@ class RequestFlow:
     # ---- keys and limits -------------------------------------------------------------------------------------
 
     async def authenticate(self, flow: Flow, authorization: str | None) -> None:
-        token = None
-        if authorization:
-            scheme, _, token = authorization.partition(" ")
-            token = token.strip() if scheme.lower() == "bearer" else None
+        token = bearer_token(authorization)
         required = self.gw.cfg.auth.require_keys
         if not token or (not required and not token.startswith(KEY_PREFIX)):
             if required:
@@ -143,11 +146,12 @@ class RequestFlow:
     async def prepare(self, flow: Flow, body: ChatCompletionRequest | CompletionRequestBody
                       ) -> tuple[BackendRoute, ChatRequest | CompletionRequest]:
         flow.route = body.model
-        CALLER_KEY.set(flow.key)  # composite routes (TCAR) see whose agents to use
         table = self.gw.table
         requested = table.resolve(body.model)
         flow.route = requested.name if body.model not in ("auto", "default") else body.model
         req = body.to_backend(self.gw.cfg.limits.default_max_tokens)
+        if isinstance(req, ChatRequest) and flow.key is not None:
+            req.caller_key_id = flow.key.id  # composite routes (TCAR) see whose agents to use
         route, flow.routed = await table.select(requested, _route_query(req))
         self._check_size(req)
         flow.stream = body.stream
@@ -210,11 +214,10 @@ class RequestFlow:
         flow.attempted.routed = flow.routed
         if res.decision:
             flow.routed.append(res.decision)
-        self.account(flow, flow.attempted.route, res.counts, getattr(res, "counts_by_model", None))
+        self.account(flow, flow.attempted.route, res.counts, res.counts_by_model)
         flow.response = res.message.get("content")
-        results = getattr(res, "choices", None) or [res]  # n > 1: one ChatResult per choice
         choices = [{"index": i, "message": r.message, "logprobs": r.logprobs, "finish_reason": r.finish_reason}
-                   for i, r in enumerate(results)]
+                   for i, r in enumerate(res.all_choices())]  # n > 1: one ChatResult per choice
         return {
             "id": "chatcmpl-" + flow.request_id, "object": "chat.completion", "created": int(time.time()),
             "model": res.model or flow.attempted.route.backend.name, "choices": choices,
@@ -239,7 +242,7 @@ class RequestFlow:
     # ---- streaming -------------------------------------------------------------------------------------------
 
     async def open(self, flow: Flow, body: ChatCompletionRequest | CompletionRequestBody
-                   ) -> tuple[StreamEvent | None, AsyncIterator[StreamEvent], bool]:
+                   ) -> tuple[StreamEvent | None, AsyncGenerator[StreamEvent, None], bool]:
         """Start the stream (falls back while nothing has been sent). Returns (first event, rest, include_usage)."""
         route, req = await self.prepare(flow, body)
         first, rest, flow.attempted, flow.backend_s = await open_stream(self.gw.table, route, req, self.cooldowns,
@@ -248,8 +251,8 @@ class RequestFlow:
         flow.ttft_s = time.perf_counter() - flow.started
         return first, rest, body.include_usage
 
-    async def sse(self, flow: Flow, first: StreamEvent | None, rest: AsyncIterator[StreamEvent],
-                  include_usage: bool, chat: bool) -> AsyncIterator[bytes]:
+    async def sse(self, flow: Flow, first: StreamEvent | None, rest: AsyncGenerator[StreamEvent, None],
+                  include_usage: bool, chat: bool) -> AsyncGenerator[bytes, None]:
         """SSE bytes for an opened stream; the last chunk carries usage (if asked) and the ``tandem`` object.
         A failure midway ends with an ``error`` event and no ``[DONE]``."""
         att = flow.attempted
@@ -275,7 +278,7 @@ class RequestFlow:
                         text.append(piece)
                         pieces += 1
                     if chat:
-                        choice = {"index": getattr(ev, "index", 0), "delta": ev.delta or {}, "logprobs": ev.logprobs,
+                        choice = {"index": ev.index, "delta": ev.delta or {}, "logprobs": ev.logprobs,
                                   "finish_reason": ev.finish_reason}
                     else:
                         choice = {"index": 0, "text": ev.text or "", "logprobs": ev.logprobs,
@@ -311,25 +314,19 @@ class RequestFlow:
                 flow.usage.add(model, att.route.backend.price, 0, pieces)
             raise
         finally:
-            close = getattr(rest, "aclose", None)
-            if close is not None:
-                try:
-                    await close()
-                except Exception:  # noqa: BLE001
-                    pass
+            try:
+                await rest.aclose()
+            except Exception:  # noqa: BLE001 - closing the backend's stream must not lose the log row
+                pass
             await self.finish(flow, exc)
 
 
-def _route_query(req: ChatRequest | CompletionRequest) -> Any:
+def _route_query(req: ChatRequest | CompletionRequest) -> RouteQuery:
     """What a query-level router sees: the conversation (chat) or the prompt text (completions)."""
-    from routers.base import RouteQuery
-
     if isinstance(req, ChatRequest):
         return RouteQuery.from_messages(req.messages)
     return RouteQuery(prompt=req.prompt if isinstance(req.prompt, str) else "")
 
 
 def _is_cancel(e: BaseException) -> bool:
-    import asyncio
-
     return isinstance(e, (asyncio.CancelledError, GeneratorExit))

@@ -15,6 +15,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import TandemConfig
+from gateway.route_kinds import PrmResolver
 from gateway.state import Gateway
 
 log = logging.getLogger("tandem")
@@ -24,9 +25,11 @@ def _say(msg: str) -> None:
     print(f"tandem: {msg}", file=sys.stderr, flush=True)
 
 
-def serve(cfg: TandemConfig, config_path: str | None = None, log_level: str = "warning") -> None:
-    """Run the gateway until interrupted."""
-    gw = Gateway(cfg, config_path)
+def serve(cfg: TandemConfig, config_path: str | None = None, log_level: str = "warning", *,
+          prm_resolver: PrmResolver | None = None) -> None:
+    """Run the gateway until interrupted. ``prm_resolver`` turns a collab route's named process reward
+    (``prm: "suite:NAME"``) into one; without it such a route is a config error."""
+    gw = Gateway(cfg, config_path, prm_resolver=prm_resolver)
     host, port = cfg.server.host, cfg.server.port
 
     def started() -> None:
@@ -37,9 +40,7 @@ def serve(cfg: TandemConfig, config_path: str | None = None, log_level: str = "w
         _say(f"serving on http://{host}:{port}/v1  (OpenAI-compatible; try model=\"auto\")")
         for name, r in table.routes.items():
             mark = "  (default: auto)" if name == table.default else ""
-            target = (f"{r.backend.kind} backend {r.backend.name}" if hasattr(r, "backend")
-                      else f"{r.kind} over {', '.join(r.candidates)}")
-            _say(f"  route {name:<24} -> {target}{mark}")
+            _say(f"  route {name:<24} -> {r.target}{mark}")
         _say(f"ready: health at http://{host}:{port}/health/ready, metrics at /metrics")
 
     _say(f"config: {config_path or 'embedded default (no --config)'}")

@@ -3,7 +3,9 @@
 :class:`Gateway` owns every long-lived object of one process (no module-level singletons): the route table, the
 request log, the key store, the limit store and the metrics. ``reload()`` re-reads the config file and swaps the
 route table atomically; backends whose config did not change are kept (an in-process model is not loaded twice),
-removed ones are closed after in-flight requests had time to finish.
+removed ones are closed after in-flight requests had time to finish. Backends are built by the backends registry
+(``gateway.backends.registry``), routes by the route-kinds registry (``gateway.route_kinds``); collab routes that
+name a process reward (``prm: "suite:NAME"``) need the ``prm_resolver`` the command line passes in.
 
 What it leaves out: HTTP (``gateway.app``) and the per-request flow (``gateway.pipeline``).
 """
@@ -14,90 +16,35 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from gateway.backends.base import Backend
 from gateway.backends.registry import BackendRegistry, build_backend, default_backend_registry
 from gateway.config import TandemConfig, load_config
-from gateway.dispatch import BackendRoute, Route, RouterRoute, RouteTable
+from gateway.dispatch import RouterRoute, RouteTable
 from gateway.limits import LimitStore, make_limit_store
 from gateway.metrics import GatewayMetrics
+from gateway.route_kinds import PrmResolver, RouteKindRegistry, build_routes, default_route_kind_registry
 from gateway.storage.agents import AgentStore
 from gateway.storage.db import make_engine, migrate, ping
 from gateway.storage.keys import ApiKey, KeyStore
 from gateway.storage.request_log import RequestLog
-
-if TYPE_CHECKING:
-    from routers.base import Router
-    from routers.features import Embedder
 
 log = logging.getLogger("tandem")
 
 KEY_CACHE_S = 5.0  # how long a key lookup is trusted (revocation takes effect within this time)
 
 
-def load_router(path: str, knob: float | None, embedder: Embedder | None = None) -> Router:
-    """A trained router artifact (``routers.base.Router.save``), using ``embedder`` for its sentence embeddings."""
-    from routers.base import Router
-
-    router = Router.load(Path(path).expanduser())
-    if knob is not None:
-        router.knob = knob
-    router.embedder = embedder
-    return router
-
-
-def build_routes(cfg: TandemConfig, backends: dict[str, Backend], agents: AgentStore | None = None) -> RouteTable:
-    """Every backend is a route of its own name; configured routes add names (or take a backend's name over).
-    Router artifacts are loaded here (blocking: call from a worker thread). TCAR routes read ``agents``."""
-    routes: dict[str, Route] = {name: BackendRoute(name, b) for name, b in backends.items()}
-    strategies = None  # one collab strategy registry per table (built at the first collab route)
-    embedder = None  # one sentence embedder per table, shared by its router and TCAR routes (built when first needed)
-    for r in cfg.routes:
-        if r.kind == "collab":
-            from collab.registry import default_strategy_registry
-            from gateway.backends.collab_backend import CollabBackend
-
-            strategies = strategies or default_strategy_registry()
-            members = {name: backends[name] for name in dict.fromkeys(r.members.values())}
-            collab = CollabBackend(r.name, r.strategy, members, dict(r.members), strategies, r.artifact,
-                                   dict(r.params), r.tokenizer)
-            routes[r.name] = BackendRoute(r.name, collab, list(r.fallbacks), 0, r.description, kind="collab")
-        elif r.kind == "tcar":
-            from gateway.tcar_route import TcarBackend
-            from routers.features import Embedder
-
-            embedder = embedder or Embedder()
-            tcar = TcarBackend(r.name, r.router_route, r.refine_route, r.max_agents, agents, embedder.embed,
-                               dict(r.params))
-            routes[r.name] = BackendRoute(r.name, tcar, list(r.fallbacks), 0, r.description, kind="tcar")
-        elif r.kind == "router":
-            from routers.features import Embedder
-
-            embedder = embedder or Embedder()
-            routes[r.name] = RouterRoute(r.name, load_router(r.artifact, r.knob, embedder), list(r.candidates),
-                                         dict(r.model_map), r.description, fallbacks=list(r.fallbacks),
-                                         candidate_fallback=r.candidate_fallback)
-        else:
-            routes[r.name] = BackendRoute(r.name, backends[r.backend], list(r.fallbacks), r.retries, r.description)
-    default = cfg.default_route or (cfg.routes[0].name if cfg.routes else next(iter(routes), ""))
-    if not routes:
-        raise ValueError("no backends configured")
-    table = RouteTable(routes, default)
-    for route in routes.values():  # TCAR routes call other routes of this same table
-        if isinstance(route, BackendRoute) and route.kind == "tcar":
-            route.backend.bind(table)
-    return table
-
-
 class Gateway:
     """One gateway process's state."""
 
     def __init__(self, cfg: TandemConfig, config_path: str | Path | None = None,
-                 registry: BackendRegistry | None = None):
+                 registry: BackendRegistry | None = None, *, prm_resolver: PrmResolver | None = None,
+                 route_kinds: RouteKindRegistry | None = None):
         self.cfg = cfg
         self.config_path = Path(config_path) if config_path else None
         self.registry = registry or default_backend_registry()
+        self.route_kinds = route_kinds or default_route_kind_registry()
+        self.prm_resolver = prm_resolver  # named process rewards of collab routes (the command line gives one)
         self.metrics = GatewayMetrics()
         self.backends: dict[str, Backend] = {}
         self._backend_cfgs: dict[str, object] = {}
@@ -128,16 +75,15 @@ class Gateway:
             t0 = time.perf_counter()
             progress(f"backend {bcfg.name} ({bcfg.kind}): loading…")
             backend = await asyncio.to_thread(build_backend, bcfg, self.registry)
-            load = getattr(backend, "load", None)  # in-process models load their weights here, not per request
-            if load is not None:
-                await load()
+            await backend.load()  # in-process models load their weights here, not per request
             out[bcfg.name] = backend
             progress(f"backend {bcfg.name} ({bcfg.kind}): ready in {time.perf_counter() - t0:.1f}s")
         return out
 
     async def _apply(self, cfg: TandemConfig, progress) -> None:
         new = await self._build(cfg, progress)
-        table = await asyncio.to_thread(build_routes, cfg, new, self.agents)
+        table = await asyncio.to_thread(build_routes, cfg, new, self.agents, prm_resolver=self.prm_resolver,
+                                        kinds=self.route_kinds)
         for route in table.routes.values():  # warm before the swap: no request waits for a model to load
             if isinstance(route, RouterRoute):
                 progress(f"router route {route.name}: warm in {await asyncio.to_thread(route.warm):.1f}s")

@@ -20,8 +20,8 @@ logging treat it as one. Per request it
 
 The last event carries every backend's token counts (``counts_by_model``: router, agents, refiner; priced by the
 pipeline with each backend's price, so one log row holds the whole request's usage) and the decision
-(``decision``), which the pipeline adds to the request's routing decisions. The caller's key reaches the backend
-through :data:`CALLER_KEY`, set by the pipeline for each request.
+(``decision``), which the pipeline adds to the request's routing decisions. The caller's key arrives with the request
+(``ChatRequest.caller_key_id``, set by the pipeline from the request's API key; None: no key, the global agents only).
 
 Route ``params`` read here: ``fallback_threshold`` (cosine, default ``routers.tcar.DEFAULT_THRESHOLD``) and
 ``router_max_tokens`` (default 256).
@@ -36,8 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextvars import ContextVar
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -47,15 +46,14 @@ from gateway.backends.base import Backend, ChatRequest, ChatResult, StreamEvent,
 from gateway.dispatch import Attempted, BackendRoute, RouteTable, call_whole, open_stream
 from gateway.errors import BackendError, TandemError
 from gateway.usage import Price
+from routers.base import RouteQuery
 from routers.tcar import DEFAULT_THRESHOLD, OOS, build_prompt, cosine_scores, fallback, parse, refine_prompt
 
 if TYPE_CHECKING:
     from gateway.storage.agents import Agent, AgentStore
-    from gateway.storage.keys import ApiKey
 
 log = logging.getLogger("tandem")
 
-CALLER_KEY: ContextVar[ApiKey | None] = ContextVar("tandem_caller_key", default=None)
 OOS_MESSAGE = ("This request is outside the scope of the agents available here, so no agent answered it. "
                "Please rephrase it or ask about something the listed agents cover (GET /v1/agents).")
 ROUTER_OUTPUT_CHARS = 2000  # how much of the router's raw answer the decision keeps
@@ -91,18 +89,16 @@ class TcarBackend(Backend):
 
     # ---- pieces ------------------------------------------------------------------------------------------------
 
-    async def visible_agents(self) -> list[Agent]:
-        """The caller's agents and the global ones whose route is served here (and is not itself a TCAR route)."""
+    async def visible_agents(self, caller_key_id: str | None) -> list[Agent]:
+        """The agents of the key ``caller_key_id`` (None: no key) and the global ones whose route is served here (and
+        is not itself a TCAR route)."""
         if self.store is None or self.table is None:
             return []
-        key = CALLER_KEY.get()
-        agents = await asyncio.to_thread(self.store.list, key.id if key is not None else None)
+        agents = await asyncio.to_thread(self.store.list, caller_key_id)
         routes = self.table.routes
-        return [a for a in agents if a.route in routes and getattr(routes[a.route], "kind", "") != "tcar"]
+        return [a for a in agents if a.route in routes and routes[a.route].kind != "tcar"]
 
     async def _call(self, route_name: str, req: ChatRequest) -> tuple[ChatResult, Attempted]:
-        from routers.base import RouteQuery
-
         table = self.table
         assert table is not None, "TcarBackend used before bind()"
         route, routed = await table.select(table.resolve(route_name), RouteQuery.from_messages(req.messages))
@@ -119,8 +115,6 @@ class TcarBackend(Backend):
             cur.cached_tokens += c.cached_tokens
 
     async def _embedding_choice(self, req: ChatRequest, agents: list[Agent]) -> tuple[list[str], dict[str, float]]:
-        from routers.base import RouteQuery
-
         query = RouteQuery.from_messages(req.messages).prompt
         vecs = await asyncio.to_thread(self.embed, [query] + [agent_text(a) for a in agents])
         table = {a.id: vecs[i + 1] for i, a in enumerate(agents)}
@@ -139,7 +133,7 @@ class TcarBackend(Backend):
         by_id = {a.id: a for a in agents}
         t0 = time.perf_counter()
         router_req = ChatRequest(messages=build_prompt(agents, req.messages), max_tokens=self.router_max_tokens,
-                                 temperature=0.0, seed=req.seed)
+                                 temperature=0.0, seed=req.seed, caller_key_id=req.caller_key_id)
         parsed, why = None, ""
         try:
             res, att = await self._call(self.router_route, router_req)
@@ -192,11 +186,9 @@ class TcarBackend(Backend):
 
     # ---- the backend -------------------------------------------------------------------------------------------
 
-    async def stream_chat(self, req: ChatRequest) -> AsyncIterator[StreamEvent]:
-        from routers.base import RouteQuery
-
+    async def stream_chat(self, req: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         acc: dict[str, TokenCounts] = {}
-        agents = await self.visible_agents()
+        agents = await self.visible_agents(req.caller_key_id)
         chosen, d = await self.decide(req, agents, acc)
         if chosen is None:
             yield StreamEvent(delta={"role": "assistant"})
@@ -226,9 +218,7 @@ class TcarBackend(Backend):
                 except StopAsyncIteration:
                     ev = None
         finally:
-            close = getattr(rest, "aclose", None)
-            if close is not None:
-                await close()
+            await rest.aclose()
         yield StreamEvent(counts_by_model=acc or None, decision=d)
 
     async def chat(self, req: ChatRequest) -> ChatResult:

@@ -1,4 +1,5 @@
-"""Shared router types: `Decision`, `RouteQuery`, `Record`, the `Router` ABC and the utility rule.
+"""Shared router types: `Decision`, `RouteQuery` (and its routing text), `Record`, the `Router` ABC and the utility
+rule, and the router artifact's file format.
 
 A router picks one candidate route for a query. It is trained from `Record`s (prompt, candidate, score in [0, 1],
 cost) or directly from a replay `ScoreMatrix`, and never calls a model itself. Every router has one calibration
@@ -10,23 +11,44 @@ Routers split a decision into `prepare(queries)` (everything that does not depen
 scores, class probabilities) and `choose(prepared, knob, mask)` (a cheap pure step), so a replay prepares a test
 fold once and sweeps the knob for free. `decide` is `prepare` + `choose` for one query.
 
+`routing_text(prompt)` is the text every feature and embedding looks at: RouterBench prompts are the string form of
+a Python list of turns and ARC / Winogrande prompts start with a long few-shot block, so it is the last turn's last
+block (`RouteQuery.text`, cached on the query).
+
+Artifacts (`Router.save` / `Router.load`): a pickled header ``{"format": "tandem-router", "version": N}`` followed by
+the pickled router. `load` reads versions 1..`ARTIFACT_VERSION`, and unversioned files (a bare pickled router, written
+before the header existed), whose objects upgrade their old attribute layout as they are unpickled (`__setstate__`);
+any other version raises `ArtifactVersionError` before the router itself is unpickled.
+
 Left out: gateway integration (HTTP headers, logging) and LLM-driven routers (TCAR).
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from routers.features import Embedder
+from routers.embedder import Embedder, embeddings
+
+ARTIFACT_FORMAT = "tandem-router"
+ARTIFACT_VERSION = 1  # raise it when a router's pickled layout changes, and teach `__setstate__` the old one
+_LONG_PROMPT = 2000
+
+
+class ArtifactError(ValueError):
+    """A router artifact this tandem cannot load (its message says why and what to do)."""
+
+
+class ArtifactVersionError(ArtifactError):
+    """A router artifact written in a format version this tandem does not read."""
 
 # ----------------------------------------------------------------------------------------------------- data types
 
@@ -51,6 +73,25 @@ class Decision:
         }
 
 
+def routing_text(prompt: str) -> str:
+    """The part of a prompt worth routing on (the question), see the module docstring."""
+    text = prompt
+    s = prompt.lstrip()
+    if s.startswith("[") and s.rstrip().endswith("]"):
+        try:
+            turns = ast.literal_eval(s)
+            if isinstance(turns, (list, tuple)) and turns:
+                last = turns[-1]
+                text = last.get("content", "") if isinstance(last, dict) else str(last)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            pass
+    if len(text) > _LONG_PROMPT:
+        blocks = [b for b in text.split("\n\n") if b.strip()]
+        if len(blocks) > 1:
+            text = blocks[-1]
+    return text.strip()
+
+
 @dataclass
 class RouteQuery:
     """One request as a router sees it. `features` caches per-query features (shared by every router)."""
@@ -59,6 +100,14 @@ class RouteQuery:
     messages: list[dict[str, Any]] | None = None
     category: str | None = None
     features: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """`routing_text` of the prompt (cached in `features`)."""
+        t = self.features.get("text")
+        if t is None:
+            t = self.features["text"] = routing_text(self.prompt)
+        return t
 
     @classmethod
     def from_messages(cls, messages: list[dict[str, Any]], category: str | None = None) -> RouteQuery:
@@ -129,19 +178,28 @@ def records_to_table(records: Sequence[Record]) -> TrainingTable:
     return TrainingTable(plist, list(models), scores, costs, [cats.get(p) for p in plist])
 
 
-def to_table(data: Any) -> TrainingTable:
-    """Accept records or a `ScoreMatrix`-like object (prompts, models, scores, costs, categories)."""
+@runtime_checkable
+class ScoreTable(Protocol):
+    """A dense prompt × model table a router can train on directly (`evals.replay_data.ScoreMatrix` is one)."""
+
+    prompts: Sequence[str]
+    models: Sequence[str]
+    scores: np.ndarray
+    costs: np.ndarray
+    categories: Sequence[str | None]
+
+
+def to_table(data: ScoreTable | Sequence[Record]) -> TrainingTable:
+    """Accept records or a `ScoreTable` (prompts, models, scores, costs, categories)."""
     if isinstance(data, TrainingTable):
         return data
-    if hasattr(data, "scores") and hasattr(data, "models") and hasattr(data, "prompts"):
-        cats = getattr(data, "categories", None)
-        n = len(data.prompts)
+    if isinstance(data, ScoreTable):
         return TrainingTable(
             prompts=[str(p) for p in data.prompts],
             models=[str(m) for m in data.models],
             scores=np.asarray(data.scores, dtype=float),
             costs=np.asarray(data.costs, dtype=float),
-            categories=list(cats) if cats is not None else [None] * n,
+            categories=list(data.categories),
         )
     return records_to_table(list(data))
 
@@ -228,24 +286,22 @@ class Router(ABC):
         self.models: list[str] = []
         self.model_costs: np.ndarray = np.zeros(0)
         self.metadata: dict[str, Any] = {}
-        self.embedder: Embedder | None = None  # shared sentence embedder (not pickled); one is made on first use
+        # shared sentence embedder (not pickled), set by whoever runs the router; without one, an in-memory one is
+        # made on first use
+        self.embedder: Embedder | None = None
 
     def embed(self, queries: Sequence[RouteQuery]) -> np.ndarray:
         """Sentence embeddings of ``queries`` (cached on each query) by this router's ``embedder``."""
-        from routers.features import Embedder, embeddings
-
         if self.embedder is None:
             self.embedder = Embedder()
         return embeddings(queries, self.embedder)
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {**self.__dict__, "embedder": None}  # the embedder is the caller's, never part of the artifact
-        state.pop("_fast_heads", None)  # derived from the fitted heads, rebuilt on first use
-        return state
+        return {**self.__dict__, "embedder": None}  # the embedder is the caller's, never part of the artifact
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.__dict__.setdefault("embedder", None)  # artifacts saved before routers held an embedder
+        self.__dict__.setdefault("embedder", None)  # unversioned artifacts saved before routers held an embedder
 
     # --- training -------------------------------------------------------------------------------------------
     @abstractmethod
@@ -317,18 +373,32 @@ class Router(ABC):
 
     # --- persistence ----------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Pickle the router to `path` and its JSON metadata to `path` + '.json'."""
+        """Write the artifact (the versioned header, then the pickled router) to `path` and its JSON metadata to
+        `path` + '.json'."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as f:
+            pickle.dump({"format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION}, f, protocol=pickle.HIGHEST_PROTOCOL)
             pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
-        meta = {"router": self.name, "class": type(self).__name__, "knob": self.knob, **self.metadata}
+        meta = {"router": self.name, "class": type(self).__name__, "knob": self.knob,
+                "artifact_version": ARTIFACT_VERSION, **self.metadata}
         Path(str(path) + ".json").write_text(json.dumps(_jsonable(meta), indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> Router:
+        """A router written by `save` (any version 1..`ARTIFACT_VERSION`) or an unversioned one (a bare pickle)."""
         with open(path, "rb") as f:
-            obj = pickle.load(f)
+            head = pickle.load(f)
+            if isinstance(head, dict) and head.get("format") == ARTIFACT_FORMAT:
+                version = head.get("version")
+                if not isinstance(version, int) or not 1 <= version <= ARTIFACT_VERSION:
+                    raise ArtifactVersionError(
+                        f"router artifact {path} has format version {version!r}; this tandem reads versions "
+                        f"1..{ARTIFACT_VERSION} (and unversioned artifacts): retrain it with this tandem or use the "
+                        "tandem that wrote it")
+                obj = pickle.load(f)
+            else:
+                obj = head  # unversioned: the pickled router itself, its old layout upgraded by `__setstate__`
         if not isinstance(obj, Router):
             raise TypeError(f"{path} does not hold a Router")
         return obj
@@ -343,7 +413,7 @@ def _jsonable(x: Any) -> Any:
         return x.tolist()
     if isinstance(x, np.generic):
         return x.item()
-    if hasattr(x, "__dataclass_fields__"):
+    if is_dataclass(x) and not isinstance(x, type):
         return _jsonable(asdict(x))
     return x
 

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from routers.base import RouteQuery, Router, ScoreRouter
-from routers.features import query_text
 
 
 def column_means(scores: np.ndarray) -> np.ndarray:
@@ -36,7 +35,7 @@ class RandomRouter(Router):
         return self
 
     def prepare(self, queries: Sequence[RouteQuery]) -> np.ndarray:
-        seeds = [int(hashlib.sha1(f"{self.seed}:{query_text(q)}".encode()).hexdigest()[:8], 16) for q in queries]
+        seeds = [int(hashlib.sha1(f"{self.seed}:{q.text}".encode()).hexdigest()[:8], 16) for q in queries]
         return np.array([np.random.default_rng(s).random() for s in seeds])
 
     def choose(self, prepared: Any, knob: float | None = None, mask: np.ndarray | None = None) -> np.ndarray:

@@ -10,19 +10,23 @@
   log-loss on an inner K-fold split *of the training rows only* (never the evaluated fold), then refit on all of them.
   A model with one class in training gets a constant probability. Returns the heads and their out-of-fold
   predictions (used by callers to calibrate further knobs without touching the evaluated fold).
-- `LinearHeads` / `fast_head_logits`: the same logits as `head_logits` on the stacked rows, computed per block with
-  numpy (a single decision without scipy / sklearn overhead).
+- `LinearHeads`: the same logits as `head_logits` on the stacked rows, computed per block with numpy (a single
+  decision without scipy / sklearn overhead).
 - `KnnScores` / `blend`: kNN score estimates (k nearest training prompts by embedding) averaged with the heads'
   probabilities (weight `knn_weight`); a leave-one-out version stands in for out-of-fold estimates on training rows.
 - `gain_targets` / `with_gains`: gain heads against the cheapest model (the reference): for every other model j, two
   more heads (same features, same C search) predict the pair's outcome directly — P(j passes and the reference
   fails) and the reverse — so their difference estimates j's expected score gain E[s_j − s_ref] over the reference.
   Per-model heads estimate that gain as the difference of two noisy probabilities; `with_gains` keeps the
-  reference's P(pass) and moves each other model's toward p_ref + gain_j by `gain_weight` (measured: `GAIN_WEIGHT`).
-- `category_costs` / `expected_costs`: the expected cost of each model on a query = predicted category
-  probabilities × per-category mean training costs (a code answer costs several times a multiple-choice letter), so
-  the utility rule trades score against the cost this query is likely to have (`query_costs=False`: mean cost per
-  model, which suits a metric counted in calls, such as APGR's strong-call share).
+  reference's P(pass) and moves each other model's toward p_ref + gain_j by `gain_weight` (`GAIN_WEIGHT`).
+- `category_costs`: the expected cost of each model on a query = predicted category probabilities × per-category
+  mean training costs (a code answer costs several times a multiple-choice letter), so the utility rule trades score
+  against the cost this query is likely to have (`query_costs=False`: mean cost per model, which suits a metric
+  counted in calls, such as APGR's strong-call share).
+- `BlendedHeads`: all of the above as one component that glider and logreg own (`BlendedHeadsRouter`): the features,
+  per-model heads, category costs, kNN part and gain heads, fit together and read together (`pass_probs`,
+  `expected_costs`). Artifacts from before the component (its parts set on the router) are mapped into it when
+  unpickled (`BlendedHeads.from_unversioned`).
 - `CalibratedRouter` (`logreg`): the utility rule argmax p̂ − λ·cost over the blended estimates. Its knob grid
   (`KNOB_POINTS` values) runs from λ = 0 (the best *predicted* model) up to the λ where everything goes to the
   cheapest model, plus one negative λ large enough that the top-cost model wins every row (so the curve reaches the
@@ -40,18 +44,24 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from routers.base import Prepared, RouteQuery, ScoreRouter, TrainingTable, lambda_grid
-from routers.features import EMBED_DIM, N_HASH_FEATURES, Tfidf, hand_matrix, hashed_counts
+from routers.base import ArtifactError, Prepared, RouteQuery, ScoreRouter, TrainingTable, lambda_grid
+from routers.baselines import knn_predict
+from routers.embedder import EMBED_DIM
+from routers.features import N_HASH_FEATURES, Tfidf, hand_matrix, hashed_counts
 
 C_GRID = (0.1, 0.3, 1.0, 3.0)
-# Scale of the standardised hand-feature block. 1.0 let these 15 dense columns outweigh the sparse text blocks on
-# RouterBench (cost share for 95 % of the best model 19.5 % -> 21.4 %); 0.1 kept RouterBench level and still raised
-# RouteLLM APGR (GSM8K 0.653 -> 0.675 for glider). Chosen among 1.0 / 0.3 / 0.1 on the replay data.
+# Scale of the standardised hand-feature block: small enough that its dense columns do not outweigh the sparse text
+# blocks on RouterBench (cost for 95 % of the best model must not rise), large enough to help on word problems (GSM8K
+# APGR). Chosen among 1.0 / 0.3 / 0.1 by `tandem eval replay --data ../shared/data/routerbench/*_train.csv --routers
+# glider,logreg` and `tandem eval replay --data ../shared/data/routellm/gsm8k_responses.csv --routers glider,logreg`
+# (`OMP_NUM_THREADS=1`, `--json`); the README has the numbers.
 HAND_WEIGHT = 0.1
-# Weight of the gain heads' estimate (`with_gains`); 0 turns them off. Against 0, over replay split seeds 0 / 1 / 2:
-# logreg APGR GSM8K 0.685 / 0.666 / 0.671 -> 0.692 / 0.671 / 0.677, MMLU 0.697 / 0.697 / 0.694 -> 0.701 / 0.701 /
-# 0.697; RouterBench AIQ 0.8531 / 0.8493 / 0.8508 -> 0.8515 / 0.8507 / 0.8518. On GSM8K 0.5 (an even average of the
-# two estimates) beat 1.0 and a weight picked per fit by the training rows' out-of-fold ranking.
+# Weight of the gain heads' estimate (`with_gains`); 0 turns them off. Kept where it raises APGR on RouteLLM GSM8K and
+# MMLU against `--router-option gain_weight=0` over split seeds 0 / 1 / 2 without lowering RouterBench AIQ:
+# `tandem eval replay --data ../shared/data/routellm/gsm8k_responses.csv --routers glider,logreg --seed S
+# [--router-option gain_weight=W]` (MMLU: `--data ../shared/data/routellm/mmlu --router-option query_costs=false`;
+# RouterBench: the three `../shared/data/routerbench/*_train.csv`). 0.5 (an even average of the two estimates) was
+# chosen over 1.0 and over a weight picked per fit from the training rows; the README has the numbers.
 GAIN_WEIGHT = 0.5
 KNOB_POINTS = 200  # λ values a replay sweeps (choosing is cheap; a finer sweep traces the cost/quality hull closer)
 
@@ -84,6 +94,14 @@ class RichFeatures:
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_train_cat": None}  # training-only cache, not part of an artifact
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unversioned artifacts may predate some blocks: a missing one is off, as the code that wrote them had it
+        (no predicted category, no hand block, every hashed column kept before ``min_df``)."""
+        if "columns" not in state:
+            state = {**state, "min_df": 1, "columns": np.arange(N_HASH_FEATURES if state.get("tfidf") else 0)}
+        self.__dict__.update({"predict_category": False, "seed": 0, "use_hand": False, "hand_weight": HAND_WEIGHT,
+                              "hand_mean": None, "hand_scale": None, "cat_head": None, "_train_cat": None, **state})
 
     def fit(self, queries: Sequence[RouteQuery],
             embed: Callable[[Sequence[RouteQuery]], np.ndarray] | None = None) -> RichFeatures:
@@ -142,7 +160,7 @@ class RichFeatures:
                         embed: Callable[[Sequence[RouteQuery]], np.ndarray] | None = None,
                         train: bool = False) -> np.ndarray:
         """[n, C]: the category block (see the class docstring); ``train`` gives the fit rows' out-of-fold block."""
-        if getattr(self, "cat_head", None) is not None:
+        if self.cat_head is not None:
             if train and self._train_cat is not None and len(self._train_cat) == len(queries):
                 return self._train_cat * self.cat_weight
             if embed is None:
@@ -157,7 +175,7 @@ class RichFeatures:
         return out
 
     def hand_block_size(self) -> int:
-        return 0 if getattr(self, "hand_mean", None) is None else len(self.hand_mean)  # older artifacts have none
+        return 0 if self.hand_mean is None else len(self.hand_mean)
 
     def hand_block(self, queries: Sequence[RouteQuery]) -> np.ndarray:
         """[n, len(HAND_FEATURE_NAMES)]: hand features standardised by the training queries' mean and spread."""
@@ -269,8 +287,8 @@ def predict_heads(heads: Sequence[Any], x: Any) -> np.ndarray:
 
 def head_logits(heads: Sequence[Any], x: Any) -> np.ndarray:
     """Logits [n, m] of the heads (constant heads → their log-odds). A fitted head is binary logistic regression, so
-    its logit is ``x · w + b``, computed here directly (sklearn's ``decision_function`` spends ~0.4 ms per call
-    validating its input, which was most of a single decision's time)."""
+    its logit is ``x · w + b``, computed here directly (sklearn's ``decision_function`` validates its input on every
+    call, which would dominate a single decision's time: `python bench/router_latency.py --routers logreg`)."""
     n = x.shape[0]
     cols = [np.full(n, float(np.log(h / (1 - h)))) if isinstance(h, float)
             else np.asarray(x @ h.coef_[0]).ravel() + float(h.intercept_[0]) for h in heads]  # fmt: skip
@@ -280,7 +298,7 @@ def head_logits(heads: Sequence[Any], x: Any) -> np.ndarray:
 def category_costs(features: RichFeatures, queries: Sequence[RouteQuery], table: TrainingTable) -> np.ndarray | None:
     """[C, m] mean cost of each model on the training rows of each category (the model's mean where a category has
     none); None without a predicted category block."""
-    if getattr(features, "cat_head", None) is None:
+    if features.cat_head is None:
         return None
     out = np.tile(table.model_costs, (len(features.categories), 1))
     cats = np.array([q.category for q in queries], dtype=object)
@@ -306,8 +324,6 @@ class KnnScores:
         self.k = max(1, min(k, len(emb) // 10))
 
     def predict(self, emb: np.ndarray) -> np.ndarray:
-        from routers.baselines import knn_predict
-
         return knn_predict(self.emb, self.scores, np.asarray(emb, dtype=np.float32), self.k, self.fallback)
 
     def loo(self, chunk: int = 2048) -> np.ndarray:
@@ -331,21 +347,10 @@ def blend(p_heads: np.ndarray, p_knn: np.ndarray | None, weight: float) -> np.nd
     return p_heads if p_knn is None or weight <= 0 else (1.0 - weight) * p_heads + weight * p_knn
 
 
-def expected_costs(router: ScoreRouter, queries: Sequence[RouteQuery]) -> np.ndarray | None:
-    """[n, m] expected cost per query and model: the predicted category probabilities times the per-category mean
-    costs (calls on a long-answer task such as code cost several times more); None when the router has no category
-    head (then the mean cost per model applies)."""
-    cat_costs = getattr(router, "cat_costs", None)
-    feats = getattr(router, "features", None)
-    if cat_costs is None or feats is None or not getattr(router, "query_costs", True):
-        return None
-    return feats.category_matrix(queries, router.embed) / feats.cat_weight @ cat_costs
-
-
 class LinearHeads:
     """The fitted heads of `fit_heads` on `RichFeatures` rows, as one weight matrix per feature block, so logits are
-    computed without building the stacked sparse feature rows (scipy / sklearn spend ~1 ms per single query on
-    that): TF-IDF of a query is computed from its cached hashed counts with numpy (sublinear tf × idf, L2 norm over
+    computed without building the stacked sparse feature rows (what scipy / sklearn spend most of a single query's time
+    on: `python bench/router_latency.py --routers glider,logreg`): TF-IDF of a query is computed from its cached hashed counts with numpy (sublinear tf × idf, L2 norm over
     all hashed columns, then the kept columns — what `Tfidf.transform` and the column selection give)."""
 
     def __init__(self, features: RichFeatures, heads: Sequence[Any]) -> None:
@@ -394,50 +399,112 @@ class LinearHeads:
         return z
 
 
-def fast_head_logits(router: Any, queries: Sequence[RouteQuery]) -> np.ndarray:
-    """`head_logits(router.heads + router.gain_heads, router.features.transform(queries, router.embed))` through a
-    `LinearHeads` made once per router (kept off the artifact; rebuilt after loading): the per-model heads' logits,
-    then the gain heads' (when the router has them)."""
-    lin = router.__dict__.get("_fast_heads")
-    if lin is None or lin.features is not router.features:
-        heads = list(router.heads) + list(getattr(router, "gain_heads", None) or [])
-        lin = router._fast_heads = LinearHeads(router.features, heads)
-    return lin.logits(queries, router.embed)
+class BlendedHeads:
+    """The P(pass) estimate glider and logreg share, as one component the router owns: `fit` on training rows, then
+    `pass_probs` (and `expected_costs`) for queries.
+
+    Configuration: ``use_tfidf``, ``c_grid`` and ``inner_folds`` (the heads' features and C search), ``knn_weight`` /
+    ``knn_k`` (the kNN part; weight 0: none), ``gain_weight`` (the gain heads; 0: none). Fitted:
+    ``features`` (TF-IDF ⊕ embedding ⊕ predicted category ⊕ hand block), per-model ``heads``, ``cat_costs``
+    (`category_costs`), ``knn`` (`KnnScores` or None), ``gain_heads`` against ``gain_ref``, the cheapest model (None
+    with one model or ``gain_weight`` 0). The `LinearHeads` fast path is derived from the heads: never pickled,
+    rebuilt on first use.
+    """
+
+    def __init__(self, use_tfidf: bool = True, c_grid: Sequence[float] = C_GRID, inner_folds: int = 3,
+                 knn_weight: float = 0.5, knn_k: int = 50, gain_weight: float = GAIN_WEIGHT) -> None:
+        self.use_tfidf, self.c_grid, self.inner_folds = use_tfidf, tuple(c_grid), inner_folds
+        self.knn_weight, self.knn_k, self.gain_weight = knn_weight, knn_k, gain_weight
+        self.features: RichFeatures | None = None
+        self.heads: list[Any] = []
+        self.cat_costs: np.ndarray | None = None
+        self.knn: KnnScores | None = None
+        self.gain_heads: list[Any] | None = None
+        self.gain_ref = 0
+        self._linear: LinearHeads | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_linear": None}
+
+    def fit(self, queries: Sequence[RouteQuery], table: TrainingTable,
+            embed: Callable[[Sequence[RouteQuery]], np.ndarray], seed: int = 0) -> tuple[np.ndarray, list[float]]:
+        """Fit every part on the training rows (``seed``: the inner folds' and the category head's); returns their
+        out-of-fold P(pass), blended and moved as `pass_probs` does, and the per-model heads' chosen Cs."""
+        self.features = RichFeatures(use_tfidf=self.use_tfidf, predict_category=True, use_hand=True,
+                                     seed=seed).fit(queries, embed)
+        x = self.features.transform(queries, embed, train=True)
+        self.heads, oof, cs = fit_heads(x, table.scores, self.c_grid, self.inner_folds, seed)
+        self.cat_costs = category_costs(self.features, queries, table)
+        self.knn = KnnScores(embed(queries), table.scores, self.knn_k) if self.knn_weight > 0 else None
+        p = blend(oof, self.knn.loo() if self.knn is not None else None, self.knn_weight)
+        self.gain_heads, self.gain_ref = None, int(np.argmin(table.model_costs))
+        if table.scores.shape[1] >= 2 and self.gain_weight > 0:
+            targets = gain_targets(table.scores, self.gain_ref)
+            self.gain_heads, gain_oof, _ = fit_heads(x, targets, self.c_grid, self.inner_folds, seed)
+            p = with_gains(p, gain_oof, self.gain_ref, self.gain_weight)
+        self._linear = None
+        return p, cs
+
+    def _fitted_features(self) -> RichFeatures:
+        if self.features is None:
+            raise RuntimeError("the blended heads are not fitted")
+        return self.features
+
+    def logits(self, queries: Sequence[RouteQuery], embed: Callable[[Sequence[RouteQuery]], np.ndarray]) -> np.ndarray:
+        """`head_logits(heads + gain_heads, features.transform(queries, embed))` through the `LinearHeads` fast path:
+        the per-model heads' logits, then the gain heads' (when there are any)."""
+        if self._linear is None:
+            self._linear = LinearHeads(self._fitted_features(), list(self.heads) + list(self.gain_heads or []))
+        return self._linear.logits(queries, embed)
+
+    def pass_probs(self, queries: Sequence[RouteQuery],
+                   embed: Callable[[Sequence[RouteQuery]], np.ndarray]) -> np.ndarray:
+        """[n, m] P(pass): the heads' probabilities blended with the kNN estimate, then moved toward the gain heads'
+        estimate (`with_gains`) when there are gain heads."""
+        z = self.logits(queries, embed)
+        m = len(self.heads)
+        p = 1.0 / (1.0 + np.exp(-z[:, :m]))
+        p = blend(p, self.knn.predict(embed(queries)) if self.knn is not None else None, self.knn_weight)
+        if self.gain_heads:
+            p = with_gains(p, 1.0 / (1.0 + np.exp(-z[:, m:])), self.gain_ref, self.gain_weight)
+        return p
+
+    def expected_costs(self, queries: Sequence[RouteQuery],
+                       embed: Callable[[Sequence[RouteQuery]], np.ndarray]) -> np.ndarray | None:
+        """[n, m] expected cost per query and model: the predicted category probabilities times the per-category mean
+        costs (calls on a long-answer task such as code cost several times more); None without a category head
+        (then the mean cost per model applies)."""
+        if self.cat_costs is None:
+            return None
+        feats = self._fitted_features()
+        return feats.category_matrix(queries, embed) / feats.cat_weight @ self.cat_costs
+
+    @classmethod
+    def from_unversioned(cls, state: dict[str, Any]) -> BlendedHeads:
+        """The component of a glider / logreg router pickled before it existed (an unversioned artifact), built from
+        the attributes that router held itself — its configuration (`UNVERSIONED_CONFIG`) and fitted parts
+        (`UNVERSIONED_PARTS`), both popped from ``state``. Parts an older artifact lacks are absent (no kNN part,
+        no category costs, no gain heads) and a weight it lacks is 0, as the old code read them."""
+        config = {k: state.pop(k) for k in UNVERSIONED_CONFIG if k in state}
+        fitted = {k: state.pop(k) for k in UNVERSIONED_PARTS if k in state}
+        if fitted.get("gain_heads") and "gain_ref" not in fitted:
+            raise ArtifactError("an unversioned router artifact has gain heads without a reference model (written by "
+                                "a tandem that paired two models another way): retrain it")
+        if state.get("models") and "heads" not in fitted:
+            raise ArtifactError("an unversioned router artifact is fitted but holds no heads: retrain it")
+        heads = cls(**{"knn_weight": 0.0, "gain_weight": 0.0, **config})
+        heads.features = fitted.get("features")
+        heads.heads = list(fitted.get("heads") or [])
+        heads.cat_costs = fitted.get("cat_costs")
+        heads.knn = fitted.get("knn")
+        heads.gain_heads = fitted.get("gain_heads") or None
+        heads.gain_ref = int(fitted.get("gain_ref", 0))
+        return heads
 
 
-def fit_blended_heads(router: Any, qs: Sequence[RouteQuery], table: TrainingTable, use_tfidf: bool,
-                      c_grid: Sequence[float], inner_folds: int) -> tuple[np.ndarray, list[float]]:
-    """What glider and logreg fit alike, set on ``router``: ``features`` (TF-IDF ⊕ embedding ⊕ predicted category ⊕
-    hand block), per-model ``heads``, ``cat_costs``, the ``knn`` part (``router.knn_weight``, ``router.knn_k``) and,
-    with ``router.gain_weight`` > 0, the ``gain_heads`` against ``gain_ref``, the cheapest model (else None). Returns
-    the training rows' out-of-fold P(pass), blended and moved as `blended_pass_probs` does, and the per-model heads'
-    chosen Cs."""
-    router.features = RichFeatures(use_tfidf=use_tfidf, predict_category=True, use_hand=True,
-                                   seed=router.seed).fit(qs, router.embed)
-    x = router.features.transform(qs, router.embed, train=True)
-    router.heads, oof, cs = fit_heads(x, table.scores, c_grid, inner_folds, router.seed)
-    router.cat_costs = category_costs(router.features, qs, table)
-    router.knn = KnnScores(router.embed(qs), table.scores, router.knn_k) if router.knn_weight > 0 else None
-    p = blend(oof, router.knn.loo() if router.knn is not None else None, router.knn_weight)
-    router.gain_heads, router.gain_ref = None, int(np.argmin(table.model_costs))
-    if table.scores.shape[1] >= 2 and router.gain_weight > 0:
-        targets = gain_targets(table.scores, router.gain_ref)
-        router.gain_heads, gain_oof, _ = fit_heads(x, targets, c_grid, inner_folds, router.seed)
-        p = with_gains(p, gain_oof, router.gain_ref, router.gain_weight)
-    return p, cs
-
-
-def blended_pass_probs(router: Any, queries: Sequence[RouteQuery]) -> np.ndarray:
-    """[n, m] P(pass): the heads' probabilities blended with the kNN estimate (heads alone for artifacts saved
-    before the kNN blend), then moved toward the gain heads' estimate (`with_gains`) when the router has them."""
-    z = fast_head_logits(router, queries)
-    m = len(router.heads)
-    p = 1.0 / (1.0 + np.exp(-z[:, :m]))
-    knn = getattr(router, "knn", None)
-    p = blend(p, knn.predict(router.embed(queries)) if knn is not None else None, getattr(router, "knn_weight", 0))
-    if getattr(router, "gain_heads", None):
-        p = with_gains(p, 1.0 / (1.0 + np.exp(-z[:, m:])), router.gain_ref, router.gain_weight)
-    return p
+# what a glider / logreg router held itself before `BlendedHeads`: the component's configuration and its fitted parts
+UNVERSIONED_CONFIG = ("use_tfidf", "c_grid", "inner_folds", "knn_weight", "knn_k", "gain_weight")
+UNVERSIONED_PARTS = ("features", "heads", "cat_costs", "knn", "gain_heads", "gain_ref")
 
 
 def knob_grid_with_top(costs: np.ndarray, n: int = 40) -> list[float]:
@@ -450,22 +517,47 @@ def knob_grid_with_top(costs: np.ndarray, n: int = 40) -> list[float]:
     return [-(2.0 / gap)] + grid
 
 
-class CalibratedRouter(ScoreRouter):
-    """Per-model calibrated logistic heads on TF-IDF ⊕ embedding ⊕ category; utility rule p̂ − λ·cost."""
+class BlendedHeadsRouter(ScoreRouter):
+    """A score router whose P(pass) per model comes from the `BlendedHeads` it owns (``blended_heads``); glider and
+    logreg. ``query_costs``: the utility rule uses the cost each model is expected to have on the query
+    (`BlendedHeads.expected_costs`); False: the mean cost per model (which suits a metric counted in calls, such as
+    APGR's strong-call share)."""
+
+    def __init__(self, blended_heads: BlendedHeads, query_costs: bool = True, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.blended_heads = blended_heads
+        self.query_costs = query_costs
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "blended_heads" not in state:  # unversioned artifact: the heads' parts sat on the router itself
+            state = dict(state)
+            state["blended_heads"] = BlendedHeads.from_unversioned(state)
+            state.setdefault("query_costs", True)  # before the switch existed, expected costs were always used
+        super().__setstate__(state)
+
+    def expected_costs(self, queries: Sequence[RouteQuery]) -> np.ndarray | None:
+        """[n, m] expected costs for the utility rule, or None for the mean cost per model (see the class)."""
+        return self.blended_heads.expected_costs(queries, self.embed) if self.query_costs else None
+
+    def knob_grid(self) -> list[float]:
+        return knob_grid_with_top(self.model_costs, KNOB_POINTS)
+
+
+class CalibratedRouter(BlendedHeadsRouter):
+    """Per-model calibrated logistic heads on TF-IDF ⊕ embedding ⊕ category, blended (`BlendedHeads`); utility rule
+    p̂ − λ·cost."""
 
     name = "logreg"
 
     def __init__(self, inner_folds: int = 3, c_grid: Sequence[float] = C_GRID, use_tfidf: bool = True,
                  knn_weight: float = 0.5, knn_k: int = 50, query_costs: bool = True, gain_weight: float = GAIN_WEIGHT,
                  **kw: Any):
-        super().__init__(**kw)
-        self.inner_folds, self.c_grid, self.use_tfidf = inner_folds, tuple(c_grid), use_tfidf
-        self.knn_weight, self.knn_k, self.query_costs = knn_weight, knn_k, query_costs
-        self.gain_weight = gain_weight
+        super().__init__(BlendedHeads(use_tfidf, c_grid, inner_folds, knn_weight, knn_k, gain_weight), query_costs,
+                         **kw)
 
     def fit(self, data: Any, queries: Sequence[RouteQuery] | None = None) -> CalibratedRouter:
         table, qs = self._table_and_queries(data, queries)
-        oof, cs = fit_blended_heads(self, qs, table, self.use_tfidf, self.c_grid, self.inner_folds)
+        oof, cs = self.blended_heads.fit(qs, table, self.embed, self.seed)
         self.metadata["chosen_C"] = dict(zip(self.models, cs, strict=True))
         have = np.isfinite(table.scores) & np.isfinite(oof)
         if have.any():
@@ -474,10 +566,7 @@ class CalibratedRouter(ScoreRouter):
         return self
 
     def predict(self, queries: Sequence[RouteQuery]) -> np.ndarray:
-        return blended_pass_probs(self, queries)
+        return self.blended_heads.pass_probs(queries, self.embed)
 
     def prepare(self, queries: Sequence[RouteQuery]) -> Prepared:
-        return Prepared(self.predict(queries), expected_costs(self, queries))
-
-    def knob_grid(self) -> list[float]:
-        return knob_grid_with_top(self.model_costs, KNOB_POINTS)
+        return Prepared(self.predict(queries), self.expected_costs(queries))

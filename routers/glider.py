@@ -4,15 +4,15 @@
   LLM-written instruction) and each expert's instruction embedding — the normalised mean embedding of the
   training prompts the expert is best at (passes, ranked by how much it beats the row's mean score; at most
   `n_instruction` of them), centred across experts.
-- Local: a per-expert calibrated logistic head (`routers.calibrated.fit_heads`: TF-IDF ⊕ embedding ⊕ predicted
-  category probabilities, C by inner CV) predicting that the expert passes, averaged with the kNN estimate
-  (`knn_weight`; leave-one-out on the training rows) and moved toward the gain heads' estimate of each expert's gain
-  over the cheapest (`routers.calibrated.with_gains`, `gain_weight`), as a logit.
+- Local: the router's `routers.calibrated.BlendedHeads` — a per-expert calibrated logistic head (TF-IDF ⊕ embedding
+  ⊕ predicted category probabilities ⊕ hand features, C by inner CV) predicting that the expert passes, averaged with
+  the kNN estimate (`knn_weight`; leave-one-out on the training rows) and moved toward the gain heads' estimate of
+  each expert's gain over the cheapest (`gain_weight`) — as a logit.
 - `logits = local + α·global`; α is chosen from a grid by the log-loss of sigmoid(out-of-fold local + α·global) on
   the training rows (α = 0 allowed). Softmax gives the routing distribution, `glider_select` the top-k / top-p
   experts (k = 1 for replay). As a score-predicting router, sigmoid(logits) is the predicted score per expert and the
   decision is the shared utility rule argmax (p̂ − λ·cost), with the cost each model is expected to have on this
-  query (`routers.calibrated.expected_costs`; `query_costs=False`: mean cost per model); the knob grid includes a
+  query (`BlendedHeads.expected_costs`; `query_costs=False`: mean cost per model); the knob grid includes a
   point forcing the top-cost model.
 
 Left out: combining k > 1 experts' outputs (token-level fusion lives in collab/); the LLM that writes the instruction.
@@ -25,17 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from routers.base import Prepared, RouteQuery, ScoreRouter
-from routers.calibrated import (
-    C_GRID,
-    GAIN_WEIGHT,
-    KNOB_POINTS,
-    blended_pass_probs,
-    expected_costs,
-    fit_blended_heads,
-    knob_grid_with_top,
-    log_loss,
-)
+from routers.base import Prepared, RouteQuery
+from routers.calibrated import C_GRID, GAIN_WEIGHT, BlendedHeads, BlendedHeadsRouter, log_loss
 
 ALPHA_GRID = (0.0, 0.5, 1.0, 2.0, 5.0)
 
@@ -76,7 +67,7 @@ def instruction_rows(scores: np.ndarray, j: int, n_max: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------------- router
 
 
-class GliderRouter(ScoreRouter):
+class GliderRouter(BlendedHeadsRouter):
     name = "glider"
 
     def __init__(
@@ -84,10 +75,8 @@ class GliderRouter(ScoreRouter):
         knn_weight: float = 0.5, knn_k: int = 50, query_costs: bool = True, gain_weight: float = GAIN_WEIGHT,
         **kw: Any
     ) -> None:
-        super().__init__(**kw)
-        self.alpha, self.n_instruction, self.inner_folds, self.top_k = alpha, n_instruction, inner_folds, top_k
-        self.knn_weight, self.knn_k, self.query_costs = knn_weight, knn_k, query_costs
-        self.gain_weight = gain_weight
+        super().__init__(BlendedHeads(True, C_GRID, inner_folds, knn_weight, knn_k, gain_weight), query_costs, **kw)
+        self.alpha, self.n_instruction, self.top_k = alpha, n_instruction, top_k
 
     def fit(self, data: Any, queries: Sequence[RouteQuery] | None = None) -> GliderRouter:
         table, qs = self._table_and_queries(data, queries)
@@ -100,7 +89,7 @@ class GliderRouter(ScoreRouter):
                 v = x[rows].mean(axis=0)
                 inst[j] = v / (np.linalg.norm(v) + 1e-12)
         self.instructions = inst
-        oof, _ = fit_blended_heads(self, qs, table, True, C_GRID, self.inner_folds)
+        oof, _ = self.blended_heads.fit(qs, table, self.embed, self.seed)
         glob = self._global(x)
         have = np.isfinite(table.scores) & np.isfinite(oof)
         y = (table.scores[have] >= 0.5).astype(int)
@@ -121,7 +110,7 @@ class GliderRouter(ScoreRouter):
     def local_logits(self, queries: Sequence[RouteQuery]) -> np.ndarray:
         """The learned local score: logit of the heads' P(pass), blended with the kNN estimate and moved toward the
         gain heads' when the router has them."""
-        p = np.clip(blended_pass_probs(self, queries), 1e-6, 1 - 1e-6)
+        p = np.clip(self.blended_heads.pass_probs(queries, self.embed), 1e-6, 1 - 1e-6)
         return np.log(p) - np.log1p(-p)
 
     def logits(self, queries: Sequence[RouteQuery]) -> np.ndarray:
@@ -131,7 +120,7 @@ class GliderRouter(ScoreRouter):
     def prepare(self, queries: Sequence[RouteQuery]) -> Prepared:
         """Logits [n, m] (the knob-free part), with the expected cost per query and model when the router predicts
         categories; `choose` applies the utility rule to sigmoid(logits)."""
-        return Prepared(self.logits(queries), expected_costs(self, queries))
+        return Prepared(self.logits(queries), self.expected_costs(queries))
 
     def predict(self, queries: Sequence[RouteQuery]) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.logits(queries)))
@@ -141,9 +130,6 @@ class GliderRouter(ScoreRouter):
 
     def row_scores(self, prepared: Prepared, i: int) -> dict[str, float]:
         return {m: float(1.0 / (1.0 + np.exp(-prepared.values[i, j]))) for j, m in enumerate(self.models)}
-
-    def knob_grid(self) -> list[float]:
-        return knob_grid_with_top(self.model_costs, KNOB_POINTS)
 
     def decision_extra(self, prepared: Prepared, known: Sequence[str]) -> dict[str, Any]:
         """The softmax routing distribution over the known candidates and GLIDER's top-k experts among them."""

@@ -37,6 +37,7 @@ class RouterRegistry:
 
 
 def default_router_registry() -> RouterRegistry:
+    # imported here to defer torch (routers.ellie and routers.mf import it) until a registry is built
     from routers.baselines import BestRouter, CheapestRouter, KnnRouter, RandomRouter
     from routers.calibrated import CalibratedRouter
     from routers.coe import CoERouter

@@ -12,7 +12,7 @@ fallback, and the refining prompt.
   only those at or above a threshold (none → the caller answers out of scope).
 - :func:`refine_prompt` — the messages a refining route reads to merge the agents' answers into one reply.
 
-What it leaves out: embedding texts (``routers.features``), calling routes, storage of agents, and HTTP
+What it leaves out: embedding texts (``routers.embedder``), calling routes, storage of agents, and HTTP
 (``gateway.tcar_route``, ``gateway.agents_api``).
 """
 
@@ -26,7 +26,9 @@ import numpy as np
 
 OOS = "oos"
 MAX_IDS = 3
-DEFAULT_THRESHOLD = 0.2  # cosine of MiniLM embeddings: unrelated texts sit near 0.0–0.15
+# cosine of MiniLM embeddings a description must reach: above where unrelated texts sit (the gateway's TCAR test
+# `pytest tests/gateway/test_tcar.py -k fallback` recomputes a choice from real embeddings)
+DEFAULT_THRESHOLD = 0.2
 
 SYSTEM_PROMPT = """You are a router. You read a conversation and choose the agents best able to answer its last \
 user message. The agents are:

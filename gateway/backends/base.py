@@ -1,9 +1,19 @@
 """The Backend interface: one served model, at chat level (and token level where the model allows it).
 
 A backend turns a normalized :class:`ChatRequest` into a stream of :class:`StreamEvent` (``stream_chat``, the one
-abstract method) or one :class:`ChatResult` (``chat``; by default the stream, gathered). Backends that can also do
-raw text completions implement ``complete``/``stream_complete``; token-level access (``complete_ids``,
-``next_logits``) follows ``collab.protocol``. Each backend knows its :class:`~gateway.usage.Price`.
+abstract method, an async generator) or one :class:`ChatResult` (``chat``; by default the stream, gathered). Backends
+that can also do raw text completions implement ``complete``/``stream_complete``; token-level access
+(``complete_ids``, ``next_logits``) follows ``collab.protocol``. Each backend knows its
+:class:`~gateway.usage.Price`. In-process models load their weights in :meth:`Backend.load`, which the gateway awaits
+once before serving.
+
+With ``n > 1`` a backend that declares :data:`CAP_N` answers one :class:`ChatResult` whose ``choices`` holds every
+choice (its own fields are choice 0's), and streams events whose ``index`` names their choice (0 otherwise).
+The request's caller travels in the request (:attr:`ChatRequest.caller_key_id`), so composite routes (TCAR) know whose
+agents to use without any global state.
+
+The result and event types are slotted dataclasses: one :class:`StreamEvent` is made per streamed piece, so adding a
+field here is paid on every chunk (``python -m bench.gateway_overhead`` measures the hot path).
 
 What it leaves out: retries, fallbacks and pricing of a whole request (``gateway.dispatch``), HTTP (``gateway.app``).
 """
@@ -11,7 +21,7 @@ What it leaves out: retries, fallbacks and pricing of a whole request (``gateway
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +53,7 @@ class ChatRequest:
     tool_choice: Any = None
     n: int = 1
     extra: dict[str, Any] = field(default_factory=dict)  # other fields, passed through to backends that take them
+    caller_key_id: str | None = None  # id of the API key that sent the request (None: no key); never sent upstream
 
 
 @dataclass
@@ -60,7 +71,7 @@ class CompletionRequest:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class TokenCounts:
     """Tokens one backend call consumed and produced."""
 
@@ -69,10 +80,11 @@ class TokenCounts:
     cached_tokens: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class StreamEvent:
     """One piece of a streamed answer: a delta (``{"content": ...}``, ``{"role": ...}``, ``{"tool_calls": [...]}``),
-    possibly a finish reason and logprobs; the last event of a call carries ``counts``."""
+    possibly a finish reason and logprobs; the last event of a call carries ``counts``. With ``n > 1``, ``index``
+    names the choice the piece belongs to."""
 
     delta: dict[str, Any] | None = None
     finish_reason: str | None = None
@@ -82,11 +94,13 @@ class StreamEvent:
     model: str | None = None  # collaborations: the backend that wrote this piece
     counts_by_model: dict[str, TokenCounts] | None = None  # collaborations: final counts of every backend touched
     decision: dict[str, Any] | None = None  # composite routes (TCAR): their routing decision, logged with the request
+    index: int = 0  # n > 1: the choice this piece belongs to
 
 
-@dataclass
+@dataclass(slots=True)
 class ChatResult:
-    """A whole answer from one backend call."""
+    """A whole answer from one backend call. With ``n > 1`` the fields are choice 0's and ``choices`` holds every
+    choice (each a :class:`ChatResult`, in index order); with one choice ``choices`` is None."""
 
     message: dict[str, Any]
     finish_reason: str | None
@@ -96,9 +110,14 @@ class ChatResult:
     counts_by_model: dict[str, TokenCounts] | None = None  # collaborations: per backend
     provenance: list[dict[str, str]] | None = None  # collaborations: [{"model", "text"}] runs, in order
     decision: dict[str, Any] | None = None  # composite routes (TCAR): their routing decision, logged with the request
+    choices: list[ChatResult] | None = None  # n > 1: every choice, choice 0 first
+
+    def all_choices(self) -> list[ChatResult]:
+        """Every choice of the answer, in index order (just this result when there is one)."""
+        return self.choices or [self]
 
 
-@dataclass
+@dataclass(slots=True)
 class CompletionResult:
     text: str
     finish_reason: str | None
@@ -117,10 +136,15 @@ class Backend(abc.ABC):
         self.price = price
         self.capabilities = capabilities
 
+    async def load(self) -> None:  # noqa: B027 - optional hook, remote backends have nothing to load
+        """Load weights before serving; in-process models override it. The gateway awaits it once per backend it
+        builds, before any request reaches the backend. Default: nothing to do."""
+
     @abc.abstractmethod
-    def stream_chat(self, req: ChatRequest) -> AsyncIterator[StreamEvent]:
-        """Stream the answer; the last event carries the token counts. Raises ``gateway.errors.BackendError``
-        subclasses for backend failures (before or after the first event)."""
+    def stream_chat(self, req: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
+        """Stream the answer (an async generator: callers that stop early ``aclose()`` it); the last event carries
+        the token counts. Raises ``gateway.errors.BackendError`` subclasses for backend failures (before or after the
+        first event)."""
 
     async def chat(self, req: ChatRequest) -> ChatResult:
         """The whole answer. Default: gather :meth:`stream_chat`."""
@@ -152,7 +176,8 @@ class Backend(abc.ABC):
         return ChatResult(message, finish, counts, {"content": lp_content} if req.logprobs else None, self.name,
                           by_model, runs or None)
 
-    def stream_complete(self, req: CompletionRequest) -> AsyncIterator[StreamEvent]:
+    def stream_complete(self, req: CompletionRequest) -> AsyncGenerator[StreamEvent, None]:
+        """Stream a text completion (an async generator, like :meth:`stream_chat`). Default: not served (400)."""
         raise InvalidRequest(f"route backend '{self.name}' does not serve /v1/completions", param="model")
 
     async def complete(self, req: CompletionRequest) -> CompletionResult:

@@ -5,13 +5,17 @@ Arbitrage, FusionRoute, single) in a :class:`collab.session.Session` over the me
 logits; vLLM servers give top-k logprobs), and streams each piece with the member that wrote it. Its own price is
 zero: the final event reports each member's counts, and the gateway prices them with the members' prices.
 
-What it leaves out: the strategies themselves and their training (``collab``), tools, logprobs and n > 1.
+The strategy's arguments are ``roles`` and ``params`` as given: a process reward for Arbitrage arrives resolved (a
+step scorer or a ``collab.protocol.ProcessReward``; whoever builds the route resolves a name such as ``suite:…``).
+
+What it leaves out: the strategies themselves (``collab``) and their training (``evals.collab_train``), tools,
+logprobs and n > 1.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from gateway.backends.base import Backend, ChatRequest, StreamEvent, TokenCounts
 from gateway.errors import InvalidRequest, PromptTooLarge
@@ -19,6 +23,15 @@ from gateway.usage import Price
 
 if TYPE_CHECKING:
     from collab.registry import StrategyRegistry
+    from collab.strategy import CollabStrategy
+
+
+@runtime_checkable
+class HasTokenizer(Protocol):
+    """A member backend that names its tokenizer: a loaded HF tokenizer, a tokenizer folder, or None (not loaded or
+    not configured), e.g. ``LocalBackend`` (once loaded) and ``OpenAIHTTPBackend`` (its ``tokenizer`` setting)."""
+
+    tokenizer: Any
 
 
 def shared_tokenizer(members: dict[str, Backend], tokenizer_path: str | None) -> Any:
@@ -28,7 +41,7 @@ def shared_tokenizer(members: dict[str, Backend], tokenizer_path: str | None) ->
 
         return AutoTokenizer.from_pretrained(tokenizer_path)
     for b in members.values():
-        tok = getattr(b, "tokenizer", None)
+        tok = b.tokenizer if isinstance(b, HasTokenizer) else None
         if tok is not None and not isinstance(tok, str):
             return tok
         if isinstance(tok, str):
@@ -55,12 +68,12 @@ class CollabBackend(Backend):
         self._build = strategies.build_from_artifact
         self._check = self._new_strategy()  # fail at start, not per request, on a bad artifact or role
 
-    def _new_strategy(self) -> Any:
+    def _new_strategy(self) -> CollabStrategy:
         return self._build(self.strategy_name, self.artifact, **self.roles, **self.params)
 
     def _prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # transformers 5: a BatchEncoding (return_dict)
             ids = ids["input_ids"]
         return list(ids)
 

@@ -4,8 +4,9 @@ litellm is imported lazily, inside the functions that need it, so a gateway with
 import time; before that import ``LITELLM_LOCAL_MODEL_COST_MAP`` is defaulted to ``True`` so litellm reads its
 bundled cost map instead of fetching one. The price comes from the config, else from ``litellm.model_cost``
 (``input_cost_per_token``, ``output_cost_per_token``, ``cache_read_input_token_cost``); a model in neither is a
-:class:`~gateway.errors.ConfigError` naming the backend. litellm's exceptions map onto ``gateway.errors`` with a
-``retryable`` attribute as in :mod:`gateway.backends.openai_http`.
+:class:`~gateway.errors.ConfigError` naming the backend. litellm's exceptions map onto ``gateway.errors`` as in
+:mod:`gateway.backends.openai_http` (an authentication, permission or not-found refusal is a ``BackendError`` with
+``retryable=False``).
 
 What it leaves out: token-level access (hosted APIs give no token-id prompts), ``/v1/completions``, ``n > 1``.
 """
@@ -13,11 +14,10 @@ What it leaves out: token-level access (hosted APIs give no token-id prompts), `
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from gateway.backends.base import CAP_LOGPROBS, CAP_TOOLS, Backend, ChatRequest, ChatResult, StreamEvent, TokenCounts
-from gateway.backends.openai_http import make_error
 from gateway.errors import (
     BackendError,
     BackendTimeout,
@@ -71,18 +71,18 @@ def map_litellm_error(backend: str, exc: Exception) -> TandemError:
     litellm = _litellm()
     msg = str(getattr(exc, "message", None) or exc)
     if isinstance(exc, litellm.ContextWindowExceededError):
-        return make_error(PromptTooLarge, msg, retryable=False)
+        return PromptTooLarge(msg)
     if isinstance(exc, litellm.Timeout):
-        return make_error(BackendTimeout, f"backend '{backend}' timed out: {msg}", retryable=True)
+        return BackendTimeout(f"backend '{backend}' timed out: {msg}")
     if isinstance(exc, (litellm.BadRequestError, litellm.UnprocessableEntityError, litellm.UnsupportedParamsError)):
-        return make_error(InvalidRequest, msg, retryable=False)
+        return InvalidRequest(msg)
     if isinstance(exc, (litellm.AuthenticationError, litellm.PermissionDeniedError, litellm.NotFoundError)):
-        return make_error(BackendError, f"backend '{backend}' refused the call: {msg}", retryable=False)
+        return BackendError(f"backend '{backend}' refused the call: {msg}", retryable=False)
     if isinstance(exc, litellm.RateLimitError):
-        return make_error(BackendUnavailable, f"backend '{backend}' is rate limited: {msg}", retryable=True)
+        return BackendUnavailable(f"backend '{backend}' is rate limited: {msg}")
     if isinstance(exc, litellm.APIConnectionError) or any(h in msg for h in _CONNECT_HINTS):
-        return make_error(BackendUnavailable, f"backend '{backend}' is unreachable: {msg}", retryable=True)
-    return make_error(BackendError, f"backend '{backend}' failed: {msg}", retryable=True)
+        return BackendUnavailable(f"backend '{backend}' is unreachable: {msg}")
+    return BackendError(f"backend '{backend}' failed: {msg}")
 
 
 def _dump(obj: Any) -> Any:
@@ -152,7 +152,7 @@ class LiteLLMBackend(Backend):
         logprobs = _dump(getattr(choice, "logprobs", None)) if req.logprobs else None
         return ChatResult(message, choice.finish_reason, _counts(getattr(resp, "usage", None)), logprobs, self.name)
 
-    async def stream_chat(self, req: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream_chat(self, req: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         litellm = _litellm()
         kw = self._kwargs(req)
         kw["stream"] = True

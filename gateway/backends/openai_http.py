@@ -11,17 +11,19 @@ the last event carries :class:`TokenCounts` (with ``prompt_tokens_details.cached
 ``ChatRequest.extra`` / ``CompletionRequest.extra`` fields go to the upstream body as they are (vLLM takes
 ``ignore_eos``, ``min_tokens``, ``top_k``, ``skip_special_tokens``, …).
 
-Errors map onto ``gateway.errors``; every raised error has a boolean ``retryable`` attribute (True: connection
-refused, timeout, upstream 5xx or 429, a stream broken midway — trying again may work; False otherwise):
+Errors map onto ``gateway.errors``, whose classes say whether trying again may work (``retryable``: True for the
+``BackendError`` branch — connection refused, timeout, upstream 5xx or 429, a stream broken midway; a refusal that
+another try would not fix is raised with ``retryable=False``; client mistakes are never retryable):
 
 - connection refused / unreachable → ``BackendUnavailable``; timeouts → ``BackendTimeout``;
-- upstream 5xx → ``BackendError``; 429 → ``BackendUnavailable``; 401/403/404 → ``BackendError`` (our config is wrong);
+- upstream 5xx → ``BackendError``; 429 → ``BackendUnavailable``; 401/403/404 → ``BackendError`` with
+  ``retryable=False`` (our config is wrong);
 - other upstream 4xx → ``InvalidRequest`` with upstream's message (``PromptTooLarge`` for context-length errors);
 - a stream that breaks or reports an error midway → ``BackendError`` from the iterator (a stream that runs past
   the total time limit → ``BackendTimeout``).
 
-With ``n > 1``, ``chat`` returns a :class:`MultiChatResult` (choice 0 plus ``choices``) and ``stream_chat`` yields
-:class:`ChoiceStreamEvent` objects carrying the choice ``index``.
+With ``n > 1``, ``chat`` returns a :class:`~gateway.backends.base.ChatResult` with every choice in ``choices``
+and ``stream_chat`` yields events carrying their choice's ``index`` (both declared in ``gateway.backends.base``).
 
 What it leaves out: retries and fallbacks (``gateway.dispatch``), tokenizing (callers of ``complete_ids`` bring ids).
 """
@@ -31,8 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
@@ -69,27 +70,6 @@ _CONTEXT_HINTS = ("context length", "maximum context", "context_length", "too lo
 _TOKEN_ID_PREFIX = "token_id:"
 
 
-@dataclass
-class MultiChatResult(ChatResult):
-    """A non-streamed answer with ``n > 1``: the fields are choice 0's, ``choices`` holds all of them."""
-
-    choices: list[ChatResult] = field(default_factory=list)
-
-
-@dataclass
-class ChoiceStreamEvent(StreamEvent):
-    """A stream event of one choice when ``n > 1``."""
-
-    index: int = 0
-
-
-def make_error(cls: type[TandemError], message: str, *, retryable: bool, **kw: Any) -> TandemError:
-    """An error of class ``cls`` with its ``retryable`` attribute set (``gateway.dispatch`` reads it)."""
-    err = cls(message, **kw)
-    err.retryable = retryable  # type: ignore[attr-defined]
-    return err
-
-
 def upstream_message(body: bytes) -> str:
     """The error message in an upstream error body (OpenAI ``{"error": {"message"}}``, vLLM, FastAPI), or the text."""
     try:
@@ -112,23 +92,23 @@ def status_error(backend: str, status: int, body: bytes) -> TandemError:
     """The error for an upstream non-2xx answer."""
     msg = upstream_message(body)
     if status >= 500:
-        return make_error(BackendError, f"backend '{backend}' failed ({status}): {msg}", retryable=True)
+        return BackendError(f"backend '{backend}' failed ({status}): {msg}")
     if status == 429:
-        return make_error(BackendUnavailable, f"backend '{backend}' is rate limited: {msg}", retryable=True)
+        return BackendUnavailable(f"backend '{backend}' is rate limited: {msg}")
     if status in (401, 403, 404):
-        return make_error(BackendError, f"backend '{backend}' refused the call ({status}): {msg}", retryable=False)
+        return BackendError(f"backend '{backend}' refused the call ({status}): {msg}", retryable=False)
     low = msg.lower()
     cls = PromptTooLarge if any(h in low for h in _CONTEXT_HINTS) else InvalidRequest
-    return make_error(cls, msg, retryable=False)
+    return cls(msg)
 
 
 def transport_error(backend: str, exc: BaseException) -> TandemError:
     """The error for an aiohttp / socket failure (or a total-time overrun)."""
     if isinstance(exc, TimeoutError):  # aiohttp's connect/read timeouts derive from it too
-        return make_error(BackendTimeout, f"backend '{backend}' timed out", retryable=True)
+        return BackendTimeout(f"backend '{backend}' timed out")
     if isinstance(exc, (aiohttp.ClientConnectorError, ConnectionRefusedError)):
-        return make_error(BackendUnavailable, f"backend '{backend}' is unreachable: {exc}", retryable=True)
-    return make_error(BackendError, f"backend '{backend}' connection failed: {exc!r}", retryable=True)
+        return BackendUnavailable(f"backend '{backend}' is unreachable: {exc}")
+    return BackendError(f"backend '{backend}' connection failed: {exc!r}")
 
 
 def stream_error(backend: str, err: Any, payload: bytes) -> TandemError:
@@ -137,7 +117,7 @@ def stream_error(backend: str, err: Any, payload: bytes) -> TandemError:
     code = err.get("code") if isinstance(err, dict) else None
     if isinstance(code, int) and 400 <= code < 600:
         return status_error(backend, code, payload)
-    return make_error(BackendError, f"backend '{backend}' stream failed: {upstream_message(payload)}", retryable=True)
+    return BackendError(f"backend '{backend}' stream failed: {upstream_message(payload)}")
 
 
 def counts_from_usage(usage: dict[str, Any] | None) -> TokenCounts:
@@ -293,9 +273,9 @@ class OpenAIHTTPBackend(Backend):
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as e:
-            raise make_error(BackendError, f"backend '{self.name}' sent invalid JSON", retryable=True) from e
+            raise BackendError(f"backend '{self.name}' sent invalid JSON") from e
 
-    async def _stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def _stream(self, path: str, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """POST with ``stream: true`` and yield each SSE ``data:`` object until ``[DONE]``."""
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
@@ -326,11 +306,11 @@ class OpenAIHTTPBackend(Backend):
             raise transport_error(self.name, e) from e
         except (aiohttp.ClientError, OSError) as e:
             if started:
-                raise make_error(BackendError, f"backend '{self.name}' stream broke: {e!r}", retryable=True) from e
+                raise BackendError(f"backend '{self.name}' stream broke: {e!r}") from e
             raise transport_error(self.name, e) from e
         except orjson.JSONDecodeError as e:
-            raise make_error(BackendError, f"backend '{self.name}' sent invalid stream data", retryable=True) from e
-        raise make_error(BackendError, f"backend '{self.name}' stream ended without [DONE]", retryable=True)
+            raise BackendError(f"backend '{self.name}' sent invalid stream data") from e
+        raise BackendError(f"backend '{self.name}' stream ended without [DONE]")
 
     def _sse_data(self, line: bytes) -> Any:
         """The JSON object of one SSE line, ``_DONE`` for ``[DONE]``, None for other lines (``event:``, blank,
@@ -379,23 +359,22 @@ class OpenAIHTTPBackend(Backend):
         counts = counts_from_usage(data.get("usage"))
         choices = data.get("choices") or []
         if not choices:
-            raise make_error(BackendError, f"backend '{self.name}' answered with no choices", retryable=True)
+            raise BackendError(f"backend '{self.name}' answered with no choices")
         results = [ChatResult(_message_of(c), c.get("finish_reason"), counts, c.get("logprobs"), self.name)
                    for c in sorted(choices, key=lambda c: c.get("index", 0))]
         if len(results) == 1:
             return results[0]
         first = results[0]
-        return MultiChatResult(first.message, first.finish_reason, counts, first.logprobs, self.name, choices=results)
+        return ChatResult(first.message, first.finish_reason, counts, first.logprobs, self.name, choices=results)
 
-    async def stream_chat(self, req: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream_chat(self, req: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         multi = req.n != 1
         async for data in self._stream("/chat/completions", self._chat_body(req)):
             for c in data.get("choices") or ():
                 delta = c.get("delta")
                 ev_delta = _clean(delta) if delta else None
                 if multi:
-                    yield ChoiceStreamEvent(ev_delta, c.get("finish_reason"), c.get("logprobs"),
-                                            index=c.get("index", 0))
+                    yield StreamEvent(ev_delta, c.get("finish_reason"), c.get("logprobs"), index=c.get("index", 0))
                 else:
                     yield StreamEvent(ev_delta, c.get("finish_reason"), c.get("logprobs"))
             usage = data.get("usage")
@@ -416,12 +395,12 @@ class OpenAIHTTPBackend(Backend):
         data = await self._post_json("/completions", self._completion_body(req))
         choices = data.get("choices") or []
         if not choices:
-            raise make_error(BackendError, f"backend '{self.name}' answered with no choices", retryable=True)
+            raise BackendError(f"backend '{self.name}' answered with no choices")
         c = choices[0]
         return CompletionResult(c.get("text") or "", c.get("finish_reason"), counts_from_usage(data.get("usage")),
                                 c.get("logprobs"), self.name)
 
-    async def stream_complete(self, req: CompletionRequest) -> AsyncIterator[StreamEvent]:
+    async def stream_complete(self, req: CompletionRequest) -> AsyncGenerator[StreamEvent, None]:
         async for data in self._stream("/completions", self._completion_body(req)):
             for c in data.get("choices") or ():
                 yield StreamEvent(text=c.get("text"), finish_reason=c.get("finish_reason"), logprobs=c.get("logprobs"))
@@ -449,7 +428,7 @@ class OpenAIHTTPBackend(Backend):
         data = await self._post_json("/completions", body)
         choices = data.get("choices") or []
         if not choices:
-            raise make_error(BackendError, f"backend '{self.name}' answered with no choices", retryable=True)
+            raise BackendError(f"backend '{self.name}' answered with no choices")
         return id_completion_from_choice(choices[0], data.get("usage"), top_logprobs)
 
     # -- health ------------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Arbitrage: a threshold that never escalates makes no target call and equals draft-only; one that always
-escalates equals target-only; RSD and oracle modes; step labels, training and the threshold sweep against a
-reference computation."""
+escalates equals target-only; RSD and oracle modes; a process reward bound once per session, and a PRM name refused
+(the route builder resolves it); step labels, training and the threshold sweep against a reference computation."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import torch
 from collab.arbitrage import ArbitrageStrategy, StepRouter
 from collab.inproc import HFModel
 from collab.labels import arbitrage_labels
+from collab.protocol import ProcessReward
 from collab.session import Session
 from evals.collab_train import baselines, sweep_steps, train_arbitrage
 from evals.zoo.tokenizer import END_ID, decode, encode
@@ -68,6 +69,53 @@ def test_rsd_and_oracle(tiny_model_dir: Path, target_dir: Path, delimiter: list[
     digits = lambda p, s: sum(c.isdigit() for c in s) / max(len(s), 1)  # noqa: E731
     orc = gen(tiny_model_dir, target_dir, ArbitrageStrategy("draft", "target", mode="oracle", prm=digits, **kw))
     assert orc.usage["target"].calls > 0 and orc.usage["draft"].calls > 0
+
+
+class PromptBound:
+    """A ProcessReward: records the prompts it is bound to and scores with ``score``."""
+
+    def __init__(self, score):
+        self.score, self.prompts = score, []
+
+    def scorer(self, prompt_text: str):
+        self.prompts.append(prompt_text)
+        return self.score
+
+
+def test_process_reward_is_bound_once_per_session(tiny_model_dir: Path, target_dir: Path,
+                                                  delimiter: list[int]) -> None:
+    kw = dict(delimiter=delimiter, max_step_tokens=8)
+    digits = lambda p, s: sum(c.isdigit() for c in s) / max(len(s), 1)  # noqa: E731
+    prm = PromptBound(digits)
+    assert isinstance(prm, ProcessReward)
+    strat = ArbitrageStrategy("draft", "target", mode="oracle", prm=prm, **kw)
+    bound = gen(tiny_model_dir, target_dir, strat)
+    plain = gen(tiny_model_dir, target_dir, ArbitrageStrategy("draft", "target", mode="oracle", prm=digits, **kw))
+    assert prm.prompts == [decode(PROMPT)]  # one binding for the whole answer, to the decoded prompt
+    assert bound.output == plain.output and bound.provenance == plain.provenance
+    gen(tiny_model_dir, target_dir, strat, n=8)
+    assert prm.prompts == [decode(PROMPT)] * 2  # a new session binds again
+
+
+def test_a_prm_name_or_a_non_scorer_is_refused() -> None:
+    with pytest.raises(ValueError, match="resolve 'suite:…' when building the route"):
+        ArbitrageStrategy("draft", "target", mode="rsd", prm="suite:units")
+    with pytest.raises(TypeError, match="step scorer"):
+        ArbitrageStrategy("draft", "target", mode="rsd", prm=0.5)
+    with pytest.raises(ValueError, match="needs a step scorer"):
+        ArbitrageStrategy("draft", "target", mode="oracle")
+
+
+def test_suite_prm_is_a_process_reward() -> None:
+    from evals.collab_tasks import SuitePRM, check_step, parse_prm
+
+    prm = parse_prm("suite:units")
+    assert isinstance(prm, SuitePRM) and isinstance(prm, ProcessReward)
+    ex = next(iter(prm.by_prompt.values()))
+    score = prm.scorer(f"<user>\n{ex.prompt}\n<assistant>")
+    assert score(["a"], " b ") == check_step(ex, ["a"], "b")
+    strat = ArbitrageStrategy("draft", "target", mode="rsd", prm=prm, delimiter="\n")
+    assert strat.prm is prm
 
 
 def test_labels_train_and_sweep(tiny_model_dir: Path, target_dir: Path, delimiter: list[int], tmp_path: Path) -> None:

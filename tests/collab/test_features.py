@@ -1,4 +1,4 @@
-"""Router features against reference computations, and the strategy registry."""
+"""Router features against reference computations."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from collab.features import FLOOR, signals_from_logits, signals_from_top, step_features
-from collab.registry import default_strategy_registry
 
 
 def test_signals_from_logits_reference() -> None:
@@ -47,13 +46,3 @@ def test_step_features_reference() -> None:
     assert f[6:].tolist() == pytest.approx([math.log(3), 0.3, 1.0])
     assert step_features([], step_index=0, ended_at_delimiter=False)[:6].abs().sum() == 0
 
-
-def test_registry_builds_strategies() -> None:
-    registry = default_strategy_registry()
-    assert {"r2r", "fusionroute", "arbitrage", "single"} <= set(registry.names())
-    s = registry.build("r2r", slm="a", llm="b", tau=1.0)
-    assert s.name == "r2r"
-    with pytest.raises(KeyError):
-        registry.build("nope")
-    with pytest.raises(ValueError):
-        registry.build("r2r", slm="a", llm="b", tau=0.5)  # a threshold in (0, 1) needs a router

@@ -8,8 +8,20 @@ from pathlib import Path
 
 import pytest
 
+from evals.collab_eval import (
+    Operand,
+    RouteStats,
+    TargetError,
+    check_target_names,
+    format_domains,
+    load_targets,
+    main,
+    model_params,
+    parse_target,
+    step_owners,
+    target_checks,
+)
 from evals.collab_train import main as train_main
-from evals.collab_eval import RouteStats, format_domains, main, model_params, step_owners, target_checks
 
 
 def test_step_owners_split_lines_and_collect_writers() -> None:
@@ -48,24 +60,55 @@ def test_route_stats_per_domain_and_the_domain_table() -> None:
     assert format_domains({"f": one.summary(None, {})}, "f") == ""
 
 
-def _row(acc: float, share: float = 0.0, tps: float = 1.0, steps: float = 0.0) -> dict:
+def _row(acc: float, share: float | None = 0.0, tps: float = 1.0, steps: float = 0.0) -> dict:
     return {"accuracy": acc, "large_token_share": share, "tokens_per_s": tps, "large_step_share": steps}
 
 
-def test_target_checks() -> None:
+def test_parse_target_forms() -> None:
+    t = parse_target("collab.accuracy >= large.accuracy - 0.02")
+    assert (t.left, t.op, t.right) == (Operand("collab", "accuracy"), ">=", Operand("large", "accuracy", 1.0, -0.02))
+    assert parse_target("collab.large_token_share <= 25%").right == Operand(offset=0.25)
+    assert parse_target("collab.tokens_per_s >= 1.8 * large.tokens_per_s").right == Operand("large", "tokens_per_s",
+                                                                                            1.8)
+    assert parse_target("r.tokens_per_s * 2 > 1").left == Operand("r", "tokens_per_s", 2.0)
+    assert parse_target("arbitrage:0.05.accuracy > 0.5").left == Operand("arbitrage:0.05", "accuracy")
+    for bad in ("collab.accuracy", "collab.accuracy >= ", "collab.accuracy >= large.accuracy >= 1",
+                "collab.accuracy>=0.5", "collab.speed > 1", "2 * 3 > collab.accuracy", "collab.accuracy > x - y"):
+        with pytest.raises(TargetError):
+            parse_target(bad)
+
+
+def test_target_checks_hold_and_fail() -> None:
+    targets = [parse_target(t) for t in ("collab.accuracy >= large.accuracy - 0.02",
+                                         "collab.large_token_share <= 0.25",
+                                         "collab.tokens_per_s >= 1.8 * large.tokens_per_s")]
     roles = {"collab": "r2r", "small": "small", "large": "large"}
-    ok = target_checks("r2r", {"r2r": _row(0.79, 0.2, 20), "large": _row(0.8, 1, 10), "small": _row(0.3)}, roles)
+    ok = target_checks(targets, {"r2r": _row(0.79, 0.2, 20), "large": _row(0.8, 1, 10), "small": _row(0.3)}, roles)
     assert [h for _, h in ok] == [True, True, True]
-    bad = target_checks("r2r", {"r2r": _row(0.7, 0.3, 15), "large": _row(0.8, 1, 10), "small": _row(0.3)}, roles)
+    assert ok[0][0] == "collab.accuracy >= large.accuracy - 0.02 (0.79 vs 0.78)"
+    bad = target_checks(targets, {"r2r": _row(0.7, 0.3, 15), "large": _row(0.8, 1, 10), "small": _row(0.3)}, roles)
     assert [h for _, h in bad] == [False, False, False]
-    roles_a = {"collab": "arbitrage", "rsd": "rsd"}
-    res = target_checks("arbitrage", {"arbitrage": _row(0.5, steps=0.2), "rsd": _row(0.5, steps=0.3)}, roles_a)
-    assert [h for _, h in res] == [True, True]
-    roles_f = {"collab": "fusionroute", "router": "small"}
-    rows = {"fusionroute": _row(0.6), "small": _row(0.2), "expert-sql": _row(0.59), "large": _row(0.9)}
-    assert target_checks("fusionroute", rows, roles_f)[0][1] is True  # large is neither an expert nor the router
-    rows["expert-sql"] = _row(0.6)
-    assert target_checks("fusionroute", rows, roles_f)[0][1] is False
+    # a route named directly, a strict comparison, and a metric the run did not measure
+    rows = {"fusionroute": _row(0.6, None), "expert-sql": _row(0.6)}
+    res = target_checks([parse_target("collab.accuracy > expert-sql.accuracy"),
+                         parse_target("collab.accuracy >= expert-sql.accuracy"),
+                         parse_target("collab.large_token_share <= 0.5")], rows, {"collab": "fusionroute"})
+    assert [h for _, h in res] == [False, True, False] and res[2][0].endswith("(not measured)")
+    assert target_checks([], rows, {"collab": "fusionroute"}) == []
+
+
+def test_target_names_and_files(tmp_path: Path) -> None:
+    roles = {"collab": "r2r", "large": "large"}
+    check_target_names([parse_target("collab.accuracy > small.accuracy")], ["r2r", "small", "large"], roles)
+    with pytest.raises(TargetError, match="'rsd'"):
+        check_target_names([parse_target("collab.accuracy > rsd.accuracy")], ["r2r", "small", "large"], roles)
+    f = tmp_path / "targets.yaml"
+    f.write_text("- collab.accuracy >= large.accuracy - 0.05\n- collab.large_token_share <= 30%\n")
+    assert [t.text for t in load_targets(["collab.n >= 1"], [f])] == [
+        "collab.n >= 1", "collab.accuracy >= large.accuracy - 0.05", "collab.large_token_share <= 30%"]
+    f.write_text("{a: 1}\n")
+    with pytest.raises(TargetError, match="list of target texts"):
+        load_targets([], [f])
 
 
 def test_model_params_reads_safetensors(tiny_model_dir: Path) -> None:
@@ -87,7 +130,8 @@ def test_eval_collab_r2r_through_the_gateway(tmp_path: Path, zoo_tokenizer_dir: 
                        str(zoo), "--limit", "2", "--max-tokens", "8", "--epochs", "1", "--quiet"]) == 0
     capsys.readouterr()
     assert main(["--strategy", "r2r", "--suite", "units", "--n", "2", "--artifact", str(art), "--zoo", str(zoo),
-                 "--max-tokens", "6", "--json", "--quiet"]) == 0
+                 "--max-tokens", "6", "--json", "--quiet", "--target", "collab.n >= 2",
+                 "--target", "collab.large_token_share <= large.large_token_share", "--target", "small.n > 2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[1].startswith("| route |")
     res = json.loads(lines[-1])
@@ -101,7 +145,15 @@ def test_eval_collab_r2r_through_the_gateway(tmp_path: Path, zoo_tokenizer_dir: 
     # R2R runs the small model at every position and the large one where it routes
     assert r2r["avg_activated_params"] >= p_small + r2r["large_token_share"] * p_large - 1e-6
     assert all(r["tokens_per_s"] > 0 and r["tokens"] > 0 for r in res["routes"].values())
-    assert len(res["targets"]) == 3
+    assert [t["holds"] for t in res["targets"]] == [True, True, False]
+    assert res["targets"][0]["statement"] == "collab.n >= 2 (2 vs 2)"
+    assert "[MISS] small.n > 2 (2 vs 2)" in lines
+
+
+def test_eval_collab_rejects_a_bad_target_before_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--strategy", "r2r", "--suite", "units", "--artifact", str(tmp_path / "none.pt"),
+                 "--target", "collab.accuracy >> 1"]) == 2
+    assert "needs exactly one of" in capsys.readouterr().err
 
 
 def test_eval_collab_without_artifact_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

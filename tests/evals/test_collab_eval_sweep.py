@@ -9,6 +9,7 @@ from pathlib import Path
 from collab.arbitrage import StepRouter
 from collab.registry import default_strategy_registry
 from evals.collab_eval import floats, match_threshold, sweep_routes
+from evals.collab_tasks import parse_prm, suite_prm
 
 
 def reference_match(points: list[dict[str, float]], acc: float) -> dict[str, float] | None:
@@ -50,5 +51,8 @@ def test_sweep_routes_override_the_artifact_threshold(tmp_path: Path) -> None:
     for r in routes[:2]:
         strat = default_strategy_registry().build_from_artifact("arbitrage", r["artifact"], **r["members"], **r["params"])
         assert strat.mode == "router" and strat.tau == r["params"]["tau"] and strat.delimiter == "\n"
-    rsd = default_strategy_registry().build_from_artifact("arbitrage", None, **routes[2]["members"], **routes[2]["params"])
-    assert rsd.mode == "rsd" and rsd.delta == 0.5 and rsd.prm == "suite:units"
+    # the route names its PRM; whoever builds the route resolves it (tandem serve passes evals.collab_tasks.parse_prm)
+    assert routes[2]["params"]["prm"] == "suite:units"
+    params = {**routes[2]["params"], "prm": parse_prm(routes[2]["params"]["prm"])}
+    rsd = default_strategy_registry().build_from_artifact("arbitrage", None, **routes[2]["members"], **params)
+    assert rsd.mode == "rsd" and rsd.delta == 0.5 and rsd.prm is suite_prm("units")

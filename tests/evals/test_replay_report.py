@@ -74,7 +74,7 @@ def test_curves_drawn_in_chromium(gsm8k_results, tmp_path) -> None:
     from PIL import Image
 
     from evals.replay_report import write_replay_report
-    from evals.report import colours
+    from evals.svg import colours
     from tests.evals.test_report import _chrome, _chromium
 
     binary = _chromium()

@@ -17,6 +17,7 @@ import pytest
 from evals import report
 from evals.cli import main as cli_main
 from evals.run_store import append_result, load_run, write_meta
+from evals.svg import PALETTE
 
 ROUTES = ["small", "large", "router", "collab"]
 
@@ -89,15 +90,6 @@ def test_summary_numbers(run_dir):
     assert list(s.samples) == ["collab"] and len(s.samples["collab"]) == report.MAX_SAMPLES
 
 
-def test_nice_ticks_and_axis():
-    assert report.nice_ticks(0, 1, 5) == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    t = report.nice_ticks(0.013, 0.97)
-    assert t[0] >= 0.013 and t[-1] <= 0.97 and len(t) >= 3
-    ax = report.Axis(1e-3, 10.0, 0, 400, log=True)
-    assert ax(1e-3) == pytest.approx(0) and ax(10) == pytest.approx(400) and ax(0.1) == pytest.approx(200)
-    assert all(1e-3 <= v <= 10 for v in ax.ticks())
-
-
 def test_html_is_self_contained(run_dir, tmp_path):
     html, md = report.write_report(load_run(run_dir), tmp_path / "out")
     text = html.read_text()
@@ -163,7 +155,7 @@ def test_plots_drawn_in_chromium(run_dir, tmp_path):
     assert 0.05 < non_white < 0.9 and not math.isnan(non_white)
     # inside the scatter's box: every route's point colour, and the dark frontier line
     img = page[y0:y0 + h, x0:x0 + w]
-    for hex_colour in report.PALETTE[: len(ROUTES)]:
+    for hex_colour in PALETTE[: len(ROUTES)]:
         rgb = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)])
         hits = (np.abs(img - rgb).sum(axis=2) < 12).sum()
         assert hits > 60, f"point colour {hex_colour} barely drawn in the scatter ({hits} pixels)"

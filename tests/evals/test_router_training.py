@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from routers.base import Router, TrainingTable
 from evals.router_training import expensive_share, main, parse_since, prompt_text, split_table
+from routers.base import Router, TrainingTable
 
 MATH = [f"What is {a} plus {b} times {a + b}? Compute the total." for a in range(3, 15) for b in (2, 7, 9)]
 CODE = [f"Write a python function that returns the {w} of a list of {t}." for w in

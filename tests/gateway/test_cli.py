@@ -1,4 +1,5 @@
-"""The ``tandem`` command: keys create/list/revoke against a real SQLite file, and delegation to other packages."""
+"""The gateway's subcommands (``python -m gateway.cli``): keys create/list/revoke against a real SQLite file; it
+knows serve and keys only (the whole ``tandem`` command is ``evals.command``, tested in tests/evals)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,19 @@ def test_keys_create_list_revoke(tmp_path):
     assert store.lookup(made["key"]) is None
 
 
-def test_delegated_subcommand_without_a_known_word_is_a_usage_error():
-    out = tandem("eval", "nonsense")
-    assert out.returncode == 2 and "replay" in out.stderr
+def test_gateway_cli_has_serve_and_keys_only():
+    out = tandem("eval", "replay", "--help")
+    assert out.returncode == 2 and "invalid choice: 'eval'" in out.stderr
+    assert tandem("serve", "--help").returncode == 0 and tandem("keys", "--help").returncode == 0
+
+
+def test_gateway_cli_passes_its_resolver_to_serve(monkeypatch):
+    from gateway import cli
+
+    got = {}
+    monkeypatch.setattr("gateway.serve.serve", lambda cfg, path, log_level, prm_resolver: got.update(
+        port=cfg.server.port, path=path, resolver=prm_resolver))
+    resolver = object()
+    assert cli.main(["serve", "--port", "0"], prm_resolver=resolver) == 0  # type: ignore[arg-type]
+    assert got == {"port": 0, "path": None, "resolver": resolver}
+    assert cli.main(["serve", "--port", "0"]) == 0 and got["resolver"] is None

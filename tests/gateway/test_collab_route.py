@@ -1,5 +1,5 @@
 """A route of kind ``collab``: member backends write one answer together; the stream says which member wrote each
-piece, and the usage prices every member with its own price."""
+piece, and the usage prices every member with its own price; the members' shared tokenizer."""
 
 from __future__ import annotations
 
@@ -61,3 +61,23 @@ def test_collab_route_streams_provenance_and_prices_each_member(gateway_factory,
 
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="r2r-all-large", messages=msg, max_tokens=4, n=2)
+
+
+class _Member:
+    """A stand-in member backend; ``tokenizer`` set only when given (a backend that names none lacks it)."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def test_shared_tokenizer_comes_from_the_first_member_that_names_one(tiny_model_dir):
+    from gateway.backends.collab_backend import HasTokenizer, shared_tokenizer
+
+    loaded = object()
+    assert isinstance(_Member(tokenizer=None), HasTokenizer) and not isinstance(_Member(), HasTokenizer)
+    assert shared_tokenizer({"a": _Member(), "b": _Member(tokenizer=None), "c": _Member(tokenizer=loaded)},
+                            None) is loaded
+    tok = shared_tokenizer({"a": _Member(tokenizer=str(tiny_model_dir)), "b": _Member(tokenizer=loaded)}, None)
+    assert tok is not loaded and tok.decode(tok("12*7", add_special_tokens=False)["input_ids"]) == "12*7"
+    with pytest.raises(ValueError, match="no member has a tokenizer"):
+        shared_tokenizer({"a": _Member(), "b": _Member(tokenizer=None)}, None)

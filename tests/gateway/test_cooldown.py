@@ -117,3 +117,15 @@ def test_redis_store_fails_open():
 
     asyncio.run(run())
 
+
+
+def test_cooldowns_share_the_limit_stores_redis_when_it_has_one():
+    from gateway.cooldown import make_cooldown_store
+    from gateway.limits import MemoryLimitStore, RedisLimitStore
+
+    assert MemoryLimitStore().shared_redis is None
+    assert isinstance(make_cooldown_store(MemoryLimitStore()), MemoryCooldownStore)
+    limits = RedisLimitStore("redis://127.0.0.1:1/0")  # never connected: building a store opens no connection
+    shared = make_cooldown_store(limits, POLICY)
+    assert isinstance(shared, RedisCooldownStore) and shared._redis is limits.shared_redis
+    asyncio.run(limits.aclose())

@@ -38,3 +38,13 @@ def test_chain_walks_fallbacks_then_router_fallbacks_once_each_skipping_routers(
     assert then == ["r", "b", "c", "c"]  # the innermost router's list first
     assert [r.name for r in table.chain(routes["a"], then)] == ["a", "b", "c"]
     assert [r.name for r in table.chain(routes["a"])] == ["a", "b"]
+
+
+def test_routes_describe_themselves_for_the_models_list_and_the_start_up_log() -> None:
+    from gateway.backends.openai_http import OpenAIHTTPBackend
+
+    b = BackendRoute("small", OpenAIHTTPBackend("m-small", "http://127.0.0.1:1/v1", kind="vllm"), description="s")
+    r = RouterRoute("auto", None, ["small", "large"], description="picks")  # type: ignore[arg-type]
+    assert b.describe() == {"kind": "backend", "backend": "m-small", "candidates": None, "description": "s"}
+    assert r.describe() == {"kind": "router", "backend": None, "candidates": ["small", "large"], "description": "picks"}
+    assert b.target == "vllm backend m-small" and r.target == "router over small, large"

@@ -237,7 +237,7 @@ def test_oos_answers_without_calling_agents(gateway, router_llm, globals_):
 
 
 def test_garbage_router_output_falls_back_to_description_embeddings(gateway, router_llm, globals_):
-    from routers.features import Embedder
+    from routers.embedder import Embedder
 
     client = openai.OpenAI(base_url=gateway.url, api_key=new_key(gateway, "garbage"), max_retries=0)
     router_llm.reply = "Hmm, I would probably ask the numbers person <ID>agent-7</ID>"

@@ -1,19 +1,33 @@
-"""The utility rule, λ calibration, Decision serialisation and record pivoting (routers/base.py)."""
+"""The utility rule, λ calibration, Decision serialisation, record pivoting, routing text and the artifact format
+(routers/base.py)."""
 
 from __future__ import annotations
 
+import json
 import math
+import pickle
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from routers.base import (
+    ARTIFACT_VERSION,
+    ArtifactVersionError,
     Decision,
     Record,
+    RouteQuery,
+    Router,
     lambda_for_share,
     lambda_grid,
     records_to_table,
+    routing_text,
+    to_table,
     utility_argmax,
 )
+
+DATA = Path(__file__).parent / "data"
+SHIPPED = Path(__file__).resolve().parents[2] / "routers" / "artifacts" / "zoo-knn.pkl"
 
 
 def _utility_reference(pred: np.ndarray, costs: np.ndarray, lam: float, mask: np.ndarray | None) -> list[int]:
@@ -95,7 +109,7 @@ def test_records_to_table_pivots_and_averages() -> None:
 
 def test_a_router_uses_the_embedder_it_is_given_and_never_pickles_it(tmp_path) -> None:
     from routers.baselines import KnnRouter
-    from routers.features import Embedder
+    from routers.embedder import Embedder
 
     table = records_to_table([
         Record(prompt=p, candidate=m, score=s, cost=c)
@@ -126,3 +140,81 @@ def test_utility_argmax_with_costs_per_query_matches_a_row_loop() -> None:
             assert got[i] == int(np.argmax(u))
     # the same cost on every row gives the rule with one cost vector
     assert (utility_argmax(pred, np.tile(costs[0], (50, 1)), 3.0) == utility_argmax(pred, costs[0], 3.0)).all()
+
+
+def test_routing_text_parses_turn_lists_and_cuts_few_shot_blocks() -> None:
+    shots = "\n\n".join(f"Question {i}: what is {i}?\nAnswer: {i}" for i in range(100))
+    prompt = repr([shots + "\n\nWhich gas do plants absorb?\nA) O2\nB) CO2\nAnswer:"])
+    assert routing_text(prompt) == "Which gas do plants absorb?\nA) O2\nB) CO2\nAnswer:"
+    assert routing_text("short question?") == "short question?"
+    assert routing_text("[not a list") == "[not a list"
+    q = RouteQuery(prompt=prompt)
+    assert q.text == routing_text(prompt) and q.features["text"] == q.text  # cached on the query
+
+
+def test_a_score_table_and_records_give_the_same_training_table() -> None:
+    from evals.replay_data import ScoreMatrix
+
+    sm = ScoreMatrix(["p1", "p2"], ["a", "b"], np.array([[1.0, 0.0], [0.5, 1.0]]), np.array([[0.1, 0.2], [0.1, 0.3]]),
+                     ["x", "y"], ["1", "2"])
+    t = to_table(sm)
+    assert t.prompts == ["p1", "p2"] and t.models == ["a", "b"] and t.categories == ["x", "y"]
+    recs = [Record(p, m, float(sm.scores[i, j]), float(sm.costs[i, j]), category=sm.categories[i])
+            for i, p in enumerate(sm.prompts) for j, m in enumerate(sm.models)]
+    r = to_table(recs)
+    assert np.array_equal(r.scores, t.scores) and np.array_equal(r.costs, t.costs) and r.categories == t.categories
+
+
+def _fitted_cheapest() -> Router:
+    from routers.baselines import CheapestRouter
+
+    return CheapestRouter().fit([Record("p", "a", 1.0, 0.1), Record("p", "b", 1.0, 0.2)])
+
+
+def test_an_artifact_carries_its_format_version(tmp_path) -> None:
+    path = tmp_path / "r.pkl"
+    _fitted_cheapest().save(path)
+    with open(path, "rb") as f:
+        assert pickle.load(f) == {"format": "tandem-router", "version": ARTIFACT_VERSION}
+    assert json.loads((tmp_path / "r.pkl.json").read_text())["artifact_version"] == ARTIFACT_VERSION
+    assert Router.load(path).decide("q").route == "a"
+
+
+@pytest.mark.parametrize("version", [ARTIFACT_VERSION + 1, 0, "1"])
+def test_an_unknown_format_version_fails_clearly_before_the_router_is_read(tmp_path, version) -> None:
+    path = tmp_path / "r.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"format": "tandem-router", "version": version}, f)
+        f.write(b"not a pickle at all")  # never read: the header alone decides
+    with pytest.raises(ArtifactVersionError, match=rf"router artifact .*r\.pkl has format version {version!r}; "
+                                                   rf"this tandem reads versions 1\.\.{ARTIFACT_VERSION}"):
+        Router.load(path)
+
+
+def test_an_unversioned_artifact_loads(tmp_path) -> None:
+    path = tmp_path / "old.pkl"
+    router = _fitted_cheapest()
+    state = {k: v for k, v in router.__dict__.items() if k != "embedder"}  # from before routers held an embedder
+    old = type(router).__new__(type(router))
+    old.__dict__.update(state)
+    path.write_bytes(pickle.dumps(old))  # a bare pickle, as `save` wrote before the header
+    back = Router.load(path)
+    assert back.embedder is None and back.decide("q").route == "a"
+    (tmp_path / "junk.pkl").write_bytes(pickle.dumps({"not": "a router"}))
+    with pytest.raises(TypeError, match="does not hold a Router"):
+        Router.load(tmp_path / "junk.pkl")
+
+
+def test_the_shipped_artifact_loads_and_decides_as_the_code_that_wrote_it() -> None:
+    from routers.embedder import Embedder
+
+    with open(SHIPPED, "rb") as f:
+        assert isinstance(pickle.load(f), Router)  # unversioned: written before the header
+    expected = json.loads((DATA / "unversioned.json").read_text())
+    router = Router.load(SHIPPED)
+    router.embedder = Embedder(precision="float32")
+    for q, route, scores in zip(expected["zoo_queries"], expected["zoo-knn"]["routes"], expected["zoo-knn"]["scores"],
+                                strict=True):
+        d = router.decide(q)
+        assert d.route == route
+        assert d.scores == pytest.approx(scores, abs=1e-6)

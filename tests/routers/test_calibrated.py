@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
+import json
+import pickle
+from pathlib import Path
+
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from routers.base import RouteQuery, utility_argmax
@@ -143,8 +149,12 @@ def test_hand_block_is_standardised_on_the_training_queries_and_optional() -> No
     assert f.transform(qs).shape == (len(qs), f.hand_block_size() + len(f.categories))
     plain = RichFeatures(use_tfidf=False, use_emb=False).fit(qs)  # off unless asked for
     assert plain.transform(qs).shape[1] == len(plain.categories)
-    del f.hand_mean  # an artifact saved before the block existed still transforms, without it
-    assert f.transform(qs).shape[1] == len(f.categories)
+    # an unversioned artifact saved before the block (and the predicted category) existed transforms without them
+    old = RichFeatures.__new__(RichFeatures)
+    old.__setstate__({k: v for k, v in f.__dict__.items()
+                      if k not in ("hand_mean", "hand_scale", "use_hand", "hand_weight", "cat_head", "_train_cat")})
+    assert old.hand_block_size() == 0 and old.cat_head is None
+    assert old.transform(qs).shape[1] == len(f.categories)
 
 
 def test_gain_targets_mark_which_of_each_pair_alone_passes() -> None:
@@ -189,11 +199,12 @@ def _reference_pass_probs(router, qs):
     """The stacked feature rows through `predict_heads` (sklearn's logits), the kNN blend, then the pairing."""
     from routers.calibrated import blend, with_gains
 
-    x = router.features.transform(qs, router.embed)
-    p = blend(predict_heads(router.heads, x), router.knn.predict(router.embed(qs)), router.knn_weight)
-    if router.gain_heads is None:
+    bh = router.blended_heads
+    x = bh.features.transform(qs, router.embed)
+    p = blend(predict_heads(bh.heads, x), bh.knn.predict(router.embed(qs)), bh.knn_weight)
+    if bh.gain_heads is None:
         return p
-    return with_gains(p, predict_heads(router.gain_heads, x), router.gain_ref, router.gain_weight)
+    return with_gains(p, predict_heads(bh.gain_heads, x), bh.gain_ref, bh.gain_weight)
 
 
 TWO_QUERIES = [RouteQuery(prompt=t) for t in ("What is 5 plus 2 times 7? Compute the total.",
@@ -205,10 +216,11 @@ def test_two_model_logreg_pairs_its_heads_with_gain_heads_and_the_fast_path_agre
 
     sm = _two_model_matrix()
     router = CalibratedRouter(seed=0).fit(sm)
-    assert router.gain_heads is not None and len(router.gain_heads) == 2 and router.gain_ref == 0  # cheap
+    bh = router.blended_heads
+    assert bh.gain_heads is not None and len(bh.gain_heads) == 2 and bh.gain_ref == 0  # cheap
     assert np.allclose(router.predict(TWO_QUERIES), _reference_pass_probs(router, TWO_QUERIES), atol=1e-9)
     off = CalibratedRouter(seed=0, gain_weight=0.0).fit(sm)
-    assert off.gain_heads is None
+    assert off.blended_heads.gain_heads is None
     assert np.allclose(off.predict(TWO_QUERIES), _reference_pass_probs(off, TWO_QUERIES), atol=1e-9)
     assert not np.allclose(off.predict(TWO_QUERIES), router.predict(TWO_QUERIES))
 
@@ -219,9 +231,75 @@ def test_gain_heads_pair_every_model_with_the_cheapest_in_logreg_and_glider() ->
     from tests.routers.test_roundtrip import small_matrix
 
     three = CalibratedRouter(seed=0).fit(small_matrix())
-    assert len(three.gain_heads) == 4 and three.gain_ref == 0
+    assert len(three.blended_heads.gain_heads) == 4 and three.blended_heads.gain_ref == 0
     assert np.allclose(three.predict(TWO_QUERIES), _reference_pass_probs(three, TWO_QUERIES), atol=1e-9)
     glider = GliderRouter(seed=0).fit(_two_model_matrix())
-    assert glider.gain_heads is not None
+    assert glider.blended_heads.gain_heads is not None
     local = 1 / (1 + np.exp(-glider.local_logits(TWO_QUERIES)))
     assert np.allclose(local, np.clip(_reference_pass_probs(glider, TWO_QUERIES), 1e-6, 1 - 1e-6), atol=1e-9)
+
+
+# ------------------------------------------------------------------------- artifacts from before `BlendedHeads`
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("name", ["glider", "logreg"])
+def test_an_unversioned_artifact_of_the_old_layout_loads_and_predicts_as_the_code_that_wrote_it(name, tmp_path) -> None:
+    from routers.base import Router
+    from routers.calibrated import BlendedHeads
+    from routers.embedder import Embedder
+
+    path = tmp_path / f"{name}.pkl"  # written by tests/routers/data/make_unversioned.py with the old code
+    path.write_bytes(gzip.decompress((DATA / f"unversioned-{name}.pkl.gz").read_bytes()))
+    expected = json.loads((DATA / "unversioned.json").read_text())
+    router = Router.load(path)
+    assert isinstance(router.blended_heads, BlendedHeads) and router.blended_heads.gain_heads
+    assert not {"heads", "features", "knn", "gain_heads", "gain_ref", "cat_costs", "knn_weight"} & set(vars(router))
+    router.embedder = Embedder(precision="float32")
+    qs = [RouteQuery(prompt=q) for q in expected["queries"]]
+    np.testing.assert_allclose(router.predict(qs), expected[name]["predict"], atol=1e-6)
+    assert [router.decide(q).route for q in expected["queries"]] == expected[name]["routes"]
+    router.save(tmp_path / "again.pkl")  # saved again: the current layout, versioned
+    np.testing.assert_allclose(Router.load(tmp_path / "again.pkl").predict(qs), router.predict(qs), atol=1e-12)
+
+
+def _as_unversioned(router, drop=()):
+    """The router's state in the layout before `BlendedHeads`: its parts and configuration on the router itself."""
+    state = dict(router.__getstate__())
+    bh = state.pop("blended_heads")
+    state.update({k: getattr(bh, k) for k in ("features", "heads", "cat_costs", "knn", "gain_heads", "gain_ref",
+                                               "knn_weight", "knn_k", "gain_weight", "inner_folds")})
+    if type(router).__name__ == "CalibratedRouter":
+        state.update(c_grid=bh.c_grid, use_tfidf=bh.use_tfidf)
+    for k in drop:
+        state.pop(k)
+    old = type(router).__new__(type(router))
+    old.__dict__.update(state)
+    return pickle.loads(pickle.dumps(old))
+
+
+def test_older_unversioned_layouts_upgrade_as_the_old_code_read_them() -> None:
+    from routers.base import ArtifactError
+    from routers.calibrated import CalibratedRouter, blend
+
+    router = CalibratedRouter(seed=0).fit(_two_model_matrix())
+    bh = router.blended_heads
+    same = _as_unversioned(router)
+    assert np.allclose(same.predict(TWO_QUERIES), router.predict(TWO_QUERIES), atol=1e-12)
+    assert same.blended_heads.c_grid == bh.c_grid and same.query_costs
+    # before gain heads and the kNN blend: the per-model heads alone
+    plain = _as_unversioned(router, drop=("gain_heads", "gain_ref", "gain_weight", "knn", "knn_weight", "knn_k"))
+    x = bh.features.transform(TWO_QUERIES, router.embed)
+    assert np.allclose(plain.predict(TWO_QUERIES), predict_heads(bh.heads, x), atol=1e-9)
+    assert plain.blended_heads.knn is None and plain.blended_heads.gain_heads is None
+    # before category costs: the mean cost per model
+    no_costs = _as_unversioned(router, drop=("cat_costs", "query_costs"))
+    assert no_costs.prepare(TWO_QUERIES).costs is None and router.prepare(TWO_QUERIES).costs is not None
+    # the kNN part without its weight: the old code read weight 0
+    no_weight = _as_unversioned(router, drop=("knn_weight", "gain_heads"))
+    assert np.allclose(no_weight.predict(TWO_QUERIES), blend(predict_heads(bh.heads, x), None, 0.0), atol=1e-9)
+    with pytest.raises(ArtifactError, match="gain heads without a reference model"):
+        _as_unversioned(router, drop=("gain_ref",))
+    with pytest.raises(ArtifactError, match="holds no heads"):
+        _as_unversioned(router, drop=("heads",))

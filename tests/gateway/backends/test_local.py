@@ -1,6 +1,6 @@
 """LocalBackend against real models: the tiny random zoo Llama (fast) and SmolLM2-135M from its PyPI package (slow).
 
-Also the pure helpers (top-p filter, stop-string scanning) against reference twins written as plain loops.
+The pure decoding helpers are tested in ``test_local_decode.py``, loading helpers in ``test_local_model.py``.
 """
 
 from __future__ import annotations
@@ -16,15 +16,8 @@ import torch
 
 from collab.protocol import LogitModel, TokenModel
 from gateway.backends.base import ChatRequest, CompletionRequest
-from gateway.backends.local import (
-    IncrementalDecoder,
-    LocalBackend,
-    find_stop,
-    held_back,
-    pick_token,
-    top_logprobs,
-    top_p_filter,
-)
+from gateway.backends.local import LocalBackend
+from gateway.backends.local_decode import IncrementalDecoder
 from gateway.config import LocalBackendConfig
 from gateway.errors import InvalidRequest, PromptTooLarge
 
@@ -62,68 +55,6 @@ def stream(b: LocalBackend, **kw):
 def full_logits(model, ids: list[int]) -> torch.Tensor:
     with torch.no_grad():
         return model(input_ids=torch.tensor([ids])).logits[0, -1].float()
-
-
-# ---- pure helpers against reference twins ---------------------------------------------------------------------
-
-
-def ref_top_p(probs: list[float], top_p: float) -> list[float]:
-    order = sorted(range(len(probs)), key=lambda i: -probs[i])
-    kept, mass = set(), 0.0
-    for i in order:
-        if mass >= top_p and kept:
-            break
-        kept.add(i)
-        mass += probs[i]
-    total = sum(probs[i] for i in kept)
-    return [probs[i] / total if i in kept else 0.0 for i in range(len(probs))]
-
-
-@pytest.mark.parametrize("top_p", [0.05, 0.3, 0.5, 0.9, 0.999])
-def test_top_p_filter_matches_reference(top_p: float) -> None:
-    g = torch.Generator().manual_seed(int(top_p * 1000))
-    probs = torch.softmax(torch.randn(50, generator=g, dtype=torch.float64) * 2, 0)
-    got = top_p_filter(probs, top_p)
-    want = ref_top_p(probs.tolist(), top_p)
-    assert torch.allclose(got, torch.tensor(want, dtype=torch.float64), atol=1e-12)
-    assert top_p_filter(probs, 1.0) is probs
-
-
-def test_pick_token_greedy_and_seeded() -> None:
-    logits = torch.tensor([0.1, 3.0, 2.9, -1.0])
-    assert pick_token(logits, 0.0, None, None) == 1
-    assert pick_token(logits, None, 0.5, None) == 1
-    draws = [pick_token(logits, 1.0, None, torch.Generator().manual_seed(s)) for s in range(200)]
-    assert set(draws) >= {1, 2} and draws == [pick_token(logits, 1.0, None, torch.Generator().manual_seed(s))
-                                              for s in range(200)]
-    assert {pick_token(logits, 1.0, 0.4, torch.Generator().manual_seed(s)) for s in range(50)} == {1}
-
-
-def ref_find_stop(text: str, stops: list[str], start: int) -> int | None:
-    for i in range(start, len(text)):
-        if any(s and text.startswith(s, i) for s in stops):
-            return i
-    return None
-
-
-def ref_held_back(text: str, stops: list[str]) -> int:
-    return max([n for s in stops for n in range(1, len(s)) if len(text) >= n and text[-n:] == s[:n]], default=0)
-
-
-@pytest.mark.parametrize("text", ["", "abc", "hello wor", "xx\n\nyy", "the end\n", "aaab", "ababa"])
-def test_stop_scanning_matches_reference(text: str) -> None:
-    for stops in (["\n\n"], ["world", "wor!"], ["ab", "bab", "aab"], ["end\n", "x"], ["zzz"]):
-        for start in range(len(text) + 1):
-            assert find_stop(text, stops, start) == ref_find_stop(text, stops, start)
-        assert held_back(text, stops) == ref_held_back(text, stops)
-
-
-def test_top_logprobs_sorted() -> None:
-    lp = torch.log_softmax(torch.tensor([0.5, 2.0, -1.0, 1.0]), 0)
-    got = top_logprobs(lp, 3)
-    assert [i for i, _ in got] == [1, 3, 0]
-    assert all(a[1] >= b[1] for a, b in zip(got, got[1:], strict=False))
-    assert top_logprobs(lp, 0) == []
 
 
 # ---- the tiny zoo model -----------------------------------------------------------------------------------------
@@ -203,7 +134,8 @@ def test_next_logits_cache_equals_full_forward(backend: LocalBackend, fresh_mode
         got = backend.next_logits(ids)
         assert got.shape == (backend.vocab_size,) and got.dtype == torch.float32
         assert torch.allclose(got, full_logits(fresh_model, ids), atol=1e-5, rtol=1e-4)
-        assert backend._kv_ids == ids and backend._kv.get_seq_length() == len(ids)
+        cache = backend.prefix_cache
+        assert cache is not None and cache.ids == ids and cache.kv.get_seq_length() == len(ids)
     assert torch.allclose(asyncio.run(backend.anext_logits(base)), full_logits(fresh_model, base), atol=1e-5)
 
 
@@ -276,7 +208,7 @@ def test_closing_the_stream_stops_the_worker(backend: LocalBackend) -> None:
                 break
         await agen.aclose()
         # runs after the cancelled job in the same worker: how far did the cancelled generation get?
-        return await backend._call(lambda: len(backend._kv_ids))
+        return await backend._call(lambda: len(backend.prefix_cache.ids))
 
     assert asyncio.run(go()) - len(ids) < 40
 

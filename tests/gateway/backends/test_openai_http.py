@@ -58,6 +58,23 @@ def test_upstream_message_shapes():
     assert upstream_message(b"plain text") == "plain text"
 
 
+def test_status_errors_declare_whether_a_retry_may_help():
+    from gateway.backends.openai_http import status_error, stream_error, transport_error
+
+    body = b'{"error": {"message": "m"}}'
+    for status, cls, retryable in [(500, BackendError, True), (503, BackendError, True),
+                                   (429, BackendUnavailable, True), (401, BackendError, False),
+                                   (404, BackendError, False), (400, InvalidRequest, False)]:
+        e = status_error("b", status, body)
+        assert type(e) is cls and e.retryable is retryable, status
+    ctx = status_error("b", 400, b'{"error": {"message": "maximum context length is 8"}}')
+    assert type(ctx) is PromptTooLarge and ctx.retryable is False
+    assert type(transport_error("b", TimeoutError())) is BackendTimeout
+    assert transport_error("b", ConnectionRefusedError()).retryable is True
+    assert stream_error("b", {"code": 401}, body).retryable is False
+    assert stream_error("b", "engine died", body).retryable is True
+
+
 def test_id_completion_parsing_keeps_k_best():
     choice = {
         "finish_reason": "stop",

@@ -1,0 +1,1 @@
+"""Config presets shipped in the package: ``NAME.yaml`` files read by :func:`gateway.config.read_preset`."""
