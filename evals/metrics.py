@@ -300,47 +300,35 @@ def hull_value(hull: Sequence[Point], cost: float, left: str = "zero") -> float:
     return float(np.interp(cost, xs, ys))
 
 
-def aiq(
-    points: Sequence[Point],
-    c_min: float | None = None,
-    c_max: float | None = None,
-    left: str = "zero",
-) -> float:
-    """AIQ (RouterBench's Average Improvement in Quality) of a set of (cost, accuracy) points.
+def aiq(points: Sequence[Point], c_max: float | None = None) -> float:
+    """AIQ (RouterBench's Average Improvement in Quality) of a set of (cost, accuracy) points, as RouterBench's
+    evaluation code computes it (withmartian/routerbench, ``evaluation/AIQ.py``).
 
-    ``AIQ = (1 / (c_max − c_min)) ∫_{c_min}^{c_max} R(c) dc`` where R is the non-decreasing upper convex hull of the
-    points (``upper_hull``): linear between hull vertices, flat at the last vertex's accuracy to the right of it
-    (more budget never lowers accuracy). To the left of the cheapest vertex c₀ (costs the points cannot reach),
-    ``left="zero"`` (default) sets R = 0 — no credit for budgets a router cannot meet; ``left="flat"`` sets
-    R = acc(c₀). ``c_min`` / ``c_max`` default to the cheapest / most expensive point, as RouterBench does with the
-    cheapest and most expensive single model; use the same bounds for every router you compare. With the defaults
-    the left rule never applies. If ``c_max == c_min`` the result is R(c_min). NaN when there is no valid point.
+    ``AIQ = (1 / c_max) ∫_{c₀}^{c_max} R(c) dc``: R is the non-decreasing upper convex hull of the points
+    (``upper_hull``; RouterBench's "non-decreasing convex hull"), linear between its vertices and flat at its last
+    vertex's accuracy out to ``c_max``; c₀ is the cheapest point's cost. The span from 0 to c₀ counts as zero (a
+    budget below c₀ cannot be met), and the area is divided by ``c_max``, not by ``c_max − c₀``. ``c_max`` is the
+    dearest cost of everything compared (RouterBench takes the largest cost over the routers of one evaluation; a
+    replay passes the dearest single model's, so every router shares it); unset, the dearest of these points. A
+    hull past ``c_max`` is cut there. A single point at cost c scores acc·(1 − c / c_max): 0 for the dearest model.
+    Where two points share a cost the better one counts. NaN when there is no valid point or ``c_max`` is 0.
     """
     hull = upper_hull(points)
     if not hull:
         return math.nan
-    valid = [(c, a) for c, a in points if not (math.isnan(c) or math.isnan(a))]
-    lo = min(c for c, _ in valid) if c_min is None else float(c_min)
-    hi = max(c for c, _ in valid) if c_max is None else float(c_max)
-    if hi < lo:
-        raise ValueError("c_max must be ≥ c_min")
-    if left not in ("zero", "flat"):
-        raise ValueError("left must be 'zero' or 'flat'")
-    if hi == lo:
-        return hull_value(hull, lo, left)
-    x0, y0 = hull[0]
-    area = 0.0
-    # part left of the hull's first vertex
-    if lo < x0:
-        seg = min(hi, x0) - lo
-        area += seg * (y0 if left == "flat" else 0.0)
-    # the hull itself (and its flat extension), clipped to [max(lo, x0), hi]
-    start = max(lo, x0)
-    if start < hi:
-        xs = [start] + [x for x, _ in hull if start < x < hi] + [hi]
-        ys = [hull_value(hull, x, left) for x in xs]
-        area += sum((xs[k + 1] - xs[k]) * (ys[k + 1] + ys[k]) / 2.0 for k in range(len(xs) - 1))
-    return area / (hi - lo)
+    if c_max is None:
+        hi = max(float(c) for c, a in points if not (math.isnan(c) or math.isnan(a)))
+    else:
+        hi = float(c_max)
+    if not hi > 0:
+        return math.nan
+    x0 = hull[0][0]
+    if x0 >= hi:
+        return 0.0
+    xs = [x0] + [x for x, _ in hull if x0 < x < hi] + [hi]
+    ys = [hull_value(hull, x) for x in xs]
+    area = sum((xs[k + 1] - xs[k]) * (ys[k + 1] + ys[k]) / 2.0 for k in range(len(xs) - 1))
+    return area / hi
 
 
 # ---------------------------------------------------------------- RouteLLM and EllieSQL

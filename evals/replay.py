@@ -10,9 +10,11 @@
    (`knob_grid()`, calibrated from the training rows) and record each knob value's (mean cost, accuracy) point and,
    for two-model data, its share of calls to the expensive model.
 4. Pool the folds: the router's curve is the row-weighted mean of the per-fold upper hulls (each fold's router can
-   mix its own knob settings), evaluated on a common cost grid; AIQ integrates it between the cheapest and the most
-   expensive single model's cost. APGR (two models) is the mean of the per-fold APGRs.
-Reported per router: AIQ (and the per-fold spread), accuracy / cost / cost-of-pass at the router's default knob,
+   mix its own knob settings), evaluated on a common cost grid; AIQ is RouterBench's (`evals.metrics.aiq`): the area
+   under it from its cheapest point to the dearest single model's cost, divided by that cost. APGR (two models) is
+   the mean of the per-fold APGRs.
+Reported per router: AIQ (and the per-fold spread), accuracy / cost / cost-of-pass at its default point (the
+knob `tandem train`'s accuracy-share rule picks, chosen per fold without that fold's labels: `cross_fitted_knobs`),
 the best accuracy on the curve, the curve's cost span, the cost of reaching 95% of the best single model's
 accuracy (as a share of that model's cost), and APGR. Also every single model, the oracle and the zero router
 (upper hull of the single models). Progress goes to stderr; a table to stdout; with --json the last line is one
@@ -26,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import shlex
 import sys
 import time
@@ -36,10 +37,12 @@ from typing import Any
 
 import numpy as np
 
+from evals.folds import folds_for, near_duplicate_groups
 from evals.metrics import aiq, apgr, cost_of_pass, hull_value, pgr_points, upper_hull
 from evals.replay_data import ScoreMatrix, load_any
+from evals.router_training import calibrate_accuracy_share
 from gateway.paths import cache_dir
-from routers.base import RouteQuery, Router
+from routers.base import RouteQuery, Router, TrainingTable, knob_for_accuracy_share
 from routers.embedder import Embedder
 from routers.registry import RouterRegistry, default_router_registry
 
@@ -96,64 +99,56 @@ class RouterResult:
     fold_pgr: list[np.ndarray] = field(default_factory=list)  # PGR at SHARE_GRID, per fold
     default_scores: list[np.ndarray] = field(default_factory=list)
     default_costs: list[np.ndarray] = field(default_factory=list)
+    default_knobs: list[float | None] = field(default_factory=list)
+    fitted: list[FittedFold] = field(default_factory=list)  # kept until the default points are chosen
     seconds: float = 0.0
 
 
-def near_duplicate_groups(texts: Sequence[str], categories: Sequence[str] | None = None,
-                          threshold: float = 0.6, common_df: float = 0.3) -> np.ndarray:
-    """Group id per text: identical texts (after lower-casing and collapsing whitespace) share a group, and so do
-    texts of one category whose word sets have Jaccard similarity ≥ `threshold` once the category's template words
-    (in more than `common_df` of its texts, e.g. Winogrande's answer instructions) are removed — Winogrande's twin
-    sentences differ by one word. Groups are the connected components of those links."""
-    import scipy.sparse as sp
-    from scipy.sparse.csgraph import connected_components
+@dataclass
+class FittedFold:
+    """One fold's fitted router, its prepared test rows and those rows' scores: enough to choose again at any knob."""
 
-    n = len(texts)
-    norm = [" ".join(t.lower().split()) for t in texts]
-    cats = list(categories) if categories is not None else [""] * n
-    rows: list[int] = []
-    cols: list[int] = []
-    first: dict[str, int] = {}
-    for i, t in enumerate(norm):
-        j = first.setdefault(t, i)
-        if j != i:
-            rows.append(i), cols.append(j)
-    for cat in dict.fromkeys(cats):
-        idx = [i for i, c in enumerate(cats) if c == cat]
-        words = [set(re.findall(r"\w+", norm[i])) for i in idx]
-        df: dict[str, int] = {}
-        for ws in words:
-            for w in ws:
-                df[w] = df.get(w, 0) + 1
-        kept = [w for w, d in df.items() if d <= max(2, common_df * len(idx))]  # a pair's words always count
-        vocab = {w: k for k, w in enumerate(kept)}
-        data = [(r, vocab[w]) for r, ws in enumerate(words) for w in ws if w in vocab]
-        if not data:
-            continue
-        r_, c_ = zip(*data, strict=True)
-        x = sp.csr_matrix((np.ones(len(data)), (r_, c_)), shape=(len(idx), len(vocab)))
-        size = np.asarray(x.sum(axis=1)).ravel()
-        inter = (x @ x.T).tocoo()
-        union = size[inter.row] + size[inter.col] - inter.data
-        hit = (inter.row < inter.col) & (inter.data >= threshold * np.maximum(union, 1))
-        rows += [idx[a] for a in inter.row[hit]]
-        cols += [idx[b] for b in inter.col[hit]]
-    graph = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
-    return connected_components(graph, directed=False)[1]
+    router: Router
+    prepared: Any
+    test: ScoreMatrix
+
+    def point(self, knob: float | None) -> tuple[float, float, int]:
+        """(score sum, cost sum, rows) of this fold's test rows decided at `knob`."""
+        s, c = outcome(self.test, self.router.choose(self.prepared, knob))
+        return float(np.sum(s)), float(np.sum(c)), self.test.n
 
 
-def folds_for(n: int, k: int, seed: int, groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Shuffled k folds (seeded); with `groups`, every group lies in one fold (groups dealt round-robin in a
-    seeded random order, so fold sizes stay within a group's size of each other)."""
-    from sklearn.model_selection import KFold
+def cross_fitted_knobs(folds: Sequence[FittedFold], share: float) -> list[float | None]:
+    """The knob each fold deploys with under the accuracy-share rule (`routers.base.knob_for_accuracy_share`), read
+    from the other folds' test rows only: fold f's candidates are its own router's knob grid, each scored by pooling
+    the other folds' routers at that knob against the best single model's accuracy on those rows. No fold's own
+    labels pick its knob. One fold alone keeps its router's default knob."""
+    if len(folds) < 2:
+        return [f.router.default_knob() for f in folds]
+    out: list[float | None] = []
+    for f, fold in enumerate(folds):
+        others = [g for k, g in enumerate(folds) if k != f]
+        knobs = list(fold.router.knob_grid())
+        costs, accs = [], []
+        for knob in knobs:
+            sums = np.array([g.point(knob) for g in others])
+            accs.append(sums[:, 0].sum() / sums[:, 2].sum())
+            costs.append(sums[:, 1].sum() / sums[:, 2].sum())
+        rows = np.concatenate([g.test.scores for g in others])
+        best = float(np.max(np.mean(rows, axis=0)))
+        out.append(knobs[knob_for_accuracy_share(knobs, costs, accs, best, share)])
+    return out
 
-    if groups is None:
-        return [(tr, te) for tr, te in KFold(k, shuffle=True, random_state=seed).split(np.arange(n))]
-    uniq, inv = np.unique(np.asarray(groups), return_inverse=True)
-    rank = np.empty(len(uniq), dtype=int)
-    rank[np.random.default_rng(seed).permutation(len(uniq))] = np.arange(len(uniq))
-    fold = rank[inv] % k
-    return [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(k)]
+
+def choose_default_points(res: RouterResult, knobs: Sequence[float | None]) -> None:
+    """Fill the default point of every fold (its knob's decisions on the fold's own rows) and let go of the fitted
+    routers."""
+    for fold, knob in zip(res.fitted, knobs, strict=True):
+        s, c = outcome(fold.test, fold.router.choose(fold.prepared, knob))
+        res.default_scores.append(s)
+        res.default_costs.append(c)
+        res.default_knobs.append(knob)
+    res.fitted.clear()
 
 
 def evaluate_router(
@@ -183,27 +178,25 @@ def evaluate_router(
         points.append((float(np.mean(c)), float(np.mean(s))))
         if two:
             shares.append((float(np.mean(chosen == strong)), float(np.mean(s))))
-    s, c = outcome(test, router.choose(prepared, router.default_knob()))
-    c_lo, c_hi = _cost_bounds(test)
+    res.fitted.append(FittedFold(router, prepared, test))
+    c_hi = dearest_cost(test)
     res.fold_points.append(points)
     res.fold_weights.append(test.n)
-    res.fold_aiq.append(aiq(points, c_lo, c_hi))
+    res.fold_aiq.append(aiq(points, c_hi))
     if two:
         res.fold_apgr.append(apgr(shares, weak_acc, strong_acc))
         if strong_acc != weak_acc:
             res.fold_pgr.append(np.interp(SHARE_GRID, *pgr_points(shares, weak_acc, strong_acc)))
-    res.default_scores.append(s)
-    res.default_costs.append(c)
     res.seconds += time.perf_counter() - t0
 
 
-def _cost_bounds(sm: ScoreMatrix) -> tuple[float, float]:
-    costs = [c for c, _ in sm.model_points()]
-    return min(costs), max(costs)
+def dearest_cost(sm: ScoreMatrix) -> float:
+    """The dearest single model's mean cost: the c_max every AIQ of one replay shares (RouterBench's convention)."""
+    return max(c for c, _ in sm.model_points())
 
 
-def summarize(res: RouterResult, data: ScoreMatrix) -> dict[str, Any]:
-    c_lo, c_hi = _cost_bounds(data)
+def summarize(res: RouterResult, data: ScoreMatrix, accuracy_share: float = TARGET_SHARE_OF_BEST) -> dict[str, Any]:
+    c_hi = dearest_cost(data)
     pts = data.model_points()
     best_j = int(np.argmax([a for _, a in pts]))
     best_cost, best_acc = pts[best_j]
@@ -212,10 +205,14 @@ def summarize(res: RouterResult, data: ScoreMatrix) -> dict[str, Any]:
     reach = cost_to_reach(curve, TARGET_SHARE_OF_BEST * best_acc)
     raw = [p for f in res.fold_points for p in f]
     return {
-        "aiq": aiq(curve, c_lo, c_hi),
-        "aiq_fold_std": float(np.std(res.fold_aiq)) if len(res.fold_aiq) > 1 else 0.0,
+        "aiq": aiq(curve, c_hi),
+        "aiq_fold_std": float(np.std(res.fold_aiq)) if len(res.fold_aiq) > 1 else None,
         "accuracy": float(np.mean(s)),
         "cost_per_1k": float(np.mean(c) * 1000),
+        "default_rule": {"accuracy_share": accuracy_share},
+        "default_knobs": list(res.default_knobs),
+        "default_accuracy_share": float(np.mean(s)) / best_acc if best_acc > 0 else math.nan,
+        "default_cost_share": float(np.mean(c)) / c_hi if c_hi > 0 else math.nan,
         "cost_of_pass": cost_of_pass(c, s),
         "max_accuracy": max(a for _, a in curve),
         "curve_cost_min_per_1k": min(p[0] for p in raw) * 1000,
@@ -231,7 +228,7 @@ def summarize(res: RouterResult, data: ScoreMatrix) -> dict[str, Any]:
 
 def reference_rows(data: ScoreMatrix) -> dict[str, dict[str, Any]]:
     """Single models, the oracle and the zero router, on the whole (pooled) data."""
-    c_lo, c_hi = _cost_bounds(data)
+    c_hi = dearest_cost(data)
     pts = data.model_points()
     best_acc = max(a for _, a in pts)
     best_cost = pts[int(np.argmax([a for _, a in pts]))][0]
@@ -242,17 +239,17 @@ def reference_rows(data: ScoreMatrix) -> dict[str, dict[str, Any]]:
             "accuracy": float(np.mean(s)),
             "cost_per_1k": float(np.mean(c) * 1000),
             "cost_of_pass": cost_of_pass(c, s),
-            "aiq": aiq([pts[j]], c_lo, c_hi),
+            "aiq": aiq([pts[j]], c_hi),
         }
     s, c = outcome(data, oracle_choice(data.scores, data.costs))
     oracle_point = (float(np.mean(c)), float(np.mean(s)))
     # the oracle can also send everything to one model, so its curve is the hull of its point and the single models'
     # (one point alone would score 0 for every budget below its cost)
     out["oracle"] = {"accuracy": oracle_point[1], "cost_per_1k": oracle_point[0] * 1000,
-                     "cost_of_pass": cost_of_pass(c, s), "aiq": aiq([*pts, oracle_point], c_lo, c_hi)}
+                     "cost_of_pass": cost_of_pass(c, s), "aiq": aiq([*pts, oracle_point], c_hi)}
     reach = cost_to_reach(pts, TARGET_SHARE_OF_BEST * best_acc)
     out["zero"] = {
-        "aiq": aiq(pts, c_lo, c_hi),
+        "aiq": aiq(pts, c_hi),
         "max_accuracy": best_acc,
         "cost_share_for_95pct_best": reach / best_cost if best_cost > 0 else math.nan,
         "apgr": 0.5 if data.m == 2 else None,
@@ -269,9 +266,13 @@ def run_replay(
     registry: RouterRegistry | None = None,
     progress: bool = True,
     options: dict[str, Any] | None = None,
+    accuracy_share: float = TARGET_SHARE_OF_BEST,
 ) -> dict[str, dict[str, Any]]:
     """All the numbers of a replay run, keyed by router (plus single models, oracle, zero). `options` are
-    constructor arguments given to every router whose class names them (`router_options`)."""
+    constructor arguments given to every router whose class names them (`router_options`). Each router's default
+    point is where it deploys under `tandem train`'s rule, the cheapest knob reaching `accuracy_share` of the best
+    single model's accuracy, chosen per fold without that fold's labels (`cross_fitted_knobs`; with `test`, an
+    out-of-fold curve of the training data)."""
     from tqdm import tqdm
 
     reg = registry or default_router_registry()
@@ -304,7 +305,17 @@ def run_replay(
             evaluate_router(factory, name, tr, trq, te, teq, results[name])
             bar.update(1)
     bar.close()
-    out = {name: summarize(res, evaluated) for name, res in results.items()}
+    for name, res in results.items():
+        if test is None:
+            knobs = cross_fitted_knobs(res.fitted, accuracy_share)
+        else:  # one split: the rule reads an out-of-fold curve of the training file, as `tandem train` does
+            table = TrainingTable(list(data.prompts), list(data.models), data.scores, data.costs,
+                                  list(data.categories))
+            cal = calibrate_accuracy_share(factory(name), lambda name=name: factory(name), table, accuracy_share,
+                                           folds, seed, progress=False)
+            knobs = [cal["knob"]]
+        choose_default_points(res, knobs)
+    out = {name: summarize(res, evaluated, accuracy_share) for name, res in results.items()}
     out.update(reference_rows(evaluated))
     return out
 
@@ -340,7 +351,7 @@ def _load(paths: Sequence[str]) -> ScoreMatrix:
     before = sm.n
     sm = sm.dropna("any")
     if sm.n < before:
-        print(f"dropped {before - sm.n} rows with a missing score", file=sys.stderr)
+        print(f"{', '.join(paths)}: dropped {before - sm.n} of {before} rows with a missing score", file=sys.stderr)
     return sm
 
 
@@ -353,19 +364,35 @@ def _fmt(v: Any, spec: str) -> str:
 
 
 def render_table(results: dict[str, dict[str, Any]]) -> str:
-    head = f"{'router':<44} {'AIQ':>7} {'±':>6} {'acc':>6} {'$/1k':>9} {'$/pass':>9} {'maxacc':>6} " \
-           f"{'span $/1k':>17} {'95%best':>8} {'APGR':>6}"
+    """The results as a text table, with the notes a reader needs to read its columns."""
+    head = f"{'router':<44} {'AIQ':>7} {'±':>6} {'acc':>6} {'acc/best':>8} {'$/1k':>9} {'cost/dear':>9} " \
+           f"{'$/pass':>9} {'maxacc':>6} {'span $/1k':>17} {'95%best':>8} {'APGR':>6}"
     lines = [head, "-" * len(head)]
+    rule = next((r["default_rule"] for r in results.values() if "default_rule" in r), None)
     for name, r in results.items():
         span = "-"
         if "curve_cost_min_per_1k" in r:
             span = f"{r['curve_cost_min_per_1k']:.4f}–{r['curve_cost_max_per_1k']:.4f}"
         lines.append(
             f"{name[:44]:<44} {_fmt(r.get('aiq'), '.4f'):>7} {_fmt(r.get('aiq_fold_std'), '.4f'):>6} "
-            f"{_fmt(r.get('accuracy'), '.4f'):>6} {_fmt(r.get('cost_per_1k'), '.4f'):>9} "
+            f"{_fmt(r.get('accuracy'), '.4f'):>6} {_fmt(r.get('default_accuracy_share'), '.3f'):>8} "
+            f"{_fmt(r.get('cost_per_1k'), '.4f'):>9} {_fmt(r.get('default_cost_share'), '.3f'):>9} "
             f"{_fmt(r.get('cost_of_pass'), '.6f'):>9} {_fmt(r.get('max_accuracy'), '.4f'):>6} {span:>17} "
             f"{_fmt(r.get('cost_share_for_95pct_best'), '.3f'):>8} {_fmt(r.get('apgr'), '.3f'):>6}"
         )
+    lines += [
+        "",
+        "AIQ: RouterBench's — the area under the cost/accuracy hull from its cheapest point to the dearest model's cost, "
+        "divided by that cost;",
+        "  a single model at cost c scores acc·(1 − c/dearest), so the dearest model's AIQ is 0. ±: spread over folds "
+        "(- with one split).",
+    ]
+    if rule:
+        lines.append(f"acc, $/1k, $/pass: each router at its default point — the cheapest knob reaching "
+                     f"{rule['accuracy_share']:g} of the best single model's accuracy, chosen without the scored "
+                     f"fold's labels;")
+        lines.append("  acc/best and cost/dear: that point as shares of the best model's accuracy and the dearest "
+                     "model's cost. 95%best: the curve's cost to reach 95 % of the best, as a share of its cost.")
     return "\n".join(lines)
 
 
@@ -380,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object (keyed by router) as the last line")
     p.add_argument("--no-curve", action="store_true", help="leave the curves out of the JSON")
     p.add_argument("--report", default=None, metavar="DIR", help="also write DIR/replay.html: curves, AIQ bars, table")
+    p.add_argument("--accuracy-share", type=float, default=TARGET_SHARE_OF_BEST, metavar="S",
+                   help="the rule of each router's default point, as tandem train's: the cheapest knob reaching S of "
+                        "the best single model's accuracy (default %(default)s)")
     p.add_argument("--router-option", action="append", default=None, metavar="KEY=VALUE",
                    help="constructor argument for every router that takes it, e.g. query_costs=false (repeatable)")
     return p
@@ -409,7 +439,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     test = _load(args.test) if args.test else None
     print(f"data: {data.source} ({data.n} rows, {data.m} models)" + (f"; test: {test.n} rows" if test else
           f"; {args.folds}-fold cross-validation"), file=sys.stderr)
-    results = run_replay(data, names, folds=args.folds, seed=args.seed, test=test, registry=reg, options=options)
+    if not 0.0 <= args.accuracy_share <= 1.0:
+        print("--accuracy-share must be in [0, 1]", file=sys.stderr)
+        return 2
+    results = run_replay(data, names, folds=args.folds, seed=args.seed, test=test, registry=reg, options=options,
+                         accuracy_share=args.accuracy_share)
     print(render_table(results))
     if args.report:
         from evals.replay_report import write_replay_report

@@ -6,7 +6,7 @@
 - for two-model data (RouteLLM strong/weak), the performance gap recovered against the strong-call share, whose
   area is APGR (the diagonal is random routing, APGR 0.5);
 - AIQ per router as bars, with the zero router and the kNN baseline marked;
-- the table of every number (AIQ ± fold spread, accuracy and cost at the default knob, cost-of-pass, best accuracy,
+- the table of every number (AIQ ± fold spread, accuracy and cost at the default point, cost-of-pass, best accuracy,
   cost for 95 % of the best single model, APGR).
 
 Every number on the page is read from ``results``; nothing is computed here but pixel positions.
@@ -102,6 +102,15 @@ def curves_svg(results: dict[str, dict[str, Any]], colour: dict[str, str]) -> st
         out.append(f'<polyline points="{points_attr(shown, x, y)}" fill="none" '
                    f'stroke="{colour[k]}" stroke-width="2.2"><title>{esc(k)}: AIQ {results[k]["aiq"]:.4f}</title>'
                    f"</polyline>")
+    for k in curves:  # where each router deploys: its default point (the accuracy-share rule)
+        c, a = results[k]["cost_per_1k"], results[k]["accuracy"]
+        if not (math.isfinite(c) and math.isfinite(a)):
+            continue
+        rule = results[k].get("default_rule") or {}
+        why = f"the cheapest knob reaching {rule['accuracy_share']:g} of the best model" if rule else "default knob"
+        out.append(f'<rect class="default-point" x="{x(c) - 5:.1f}" y="{y(a) - 5:.1f}" width="10" height="10" '
+                   f'fill="#fff" stroke="{colour[k]}" stroke-width="2.4"><title>{esc(k)} deploys here ({esc(why)}): '
+                   f"{fmt_pct(a)} at {esc(fmt_money(c))} / 1k</title></rect>")
     for name, c, a in singles:
         right = x(c) > W - MR - 7.0 * len(_short(name)) - 12  # near the right edge: label on the left
         out.append(f'<circle cx="{x(c):.1f}" cy="{y(a):.1f}" r="5" fill="#6b7280" class="pt"><title>{esc(name)}: '
@@ -176,6 +185,14 @@ def aiq_bars_svg(results: dict[str, dict[str, Any]], colour: dict[str, str]) -> 
     return "".join(out) + "</svg>"
 
 
+def _rule_text(results: dict[str, dict[str, Any]]) -> str:
+    rule = next((r["default_rule"] for r in results.values() if r.get("default_rule")), None)
+    if not rule:
+        return "the router's default knob"
+    return (f"the cheapest knob reaching {rule['accuracy_share']:g} of the best single model's accuracy, chosen "
+            f"without the scored fold's labels")
+
+
 def _cell(v: Any, kind: str) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
@@ -242,18 +259,21 @@ def render_replay_html(results: dict[str, dict[str, Any]], meta: dict[str, Any])
     if single:
         legend += f'<span style="color:#6b7280">one point each, in the table: {esc(", ".join(single))}</span>'
     parts.append(f'<section><h2>Cost vs accuracy, across each router\'s knob</h2><div class="legend">{legend}'
-                 f'<span style="color:#6b7280">- - zero router · ● single models · ▲ oracle</span></div>'
+                 f'<span style="color:#6b7280">- - zero router · ● single models · ▲ oracle · □ where each router '
+                 f'deploys</span></div>'
                  f"{curves_svg(results, colour)}</section>")
     pgr = pgr_svg(results, colour)
     if pgr:
         parts.append(f'<section><h2>Performance gap recovered vs strong-call share (area = APGR)</h2>'
                      f'<div class="legend">{legend}<span style="color:#6b7280">- - random routing</span></div>'
                      f"{pgr}</section>")
-    parts.append(f"<section><h2>AIQ (area under the cost/accuracy hull, cheapest to dearest model)</h2>"
+    parts.append(f"<section><h2>AIQ (RouterBench's: area under the cost/accuracy hull up to the dearest model's "
+                 f"cost, divided by that cost)</h2>"
                  f"{aiq_bars_svg(results, colour)}</section>")
     parts.append(f"<section><h2>Numbers</h2>{table_html(results, colour)}<p class=\"muted\">Accuracy and cost are at "
-                 f"each router's default knob; AIQ, best accuracy and cost for 95 % come from its whole curve."
-                 f"</p></section></main></body></html>")
+                 f"each router's default point ({esc(_rule_text(results))}); AIQ, best accuracy and cost for 95 % come from its "
+                 f"whole curve. A single model's AIQ is its accuracy × (1 − its cost / the dearest model's), 0 for the "
+                 f"dearest.</p></section></main></body></html>")
     return "".join(parts)
 
 

@@ -1,7 +1,8 @@
 """`tandem train ROUTER`: train a router from the request log, replay files or an eval run, calibrate, save.
 
     tandem train ROUTER (--from-db URL [--since T] [--route NAME] | --from-replay FILE... | --from-eval RUN...)
-                 --out FILE [--willingness-to-pay λ | --expensive-share s] [--holdout 0.2] [--seed 0]
+                 --out FILE [--accuracy-share S | --willingness-to-pay λ | --expensive-share s]
+                 [--calibration-folds 5] [--holdout 0.2] [--seed 0]
 
 Sources, each turned into `Record`s (prompt, candidate, score, cost, category):
 - `--from-db`: the gateway's SQL request log, read with SQLAlchemy Core by table and column names only (`requests`
@@ -10,10 +11,13 @@ Sources, each turned into `Record`s (prompt, candidate, score, cost, category):
 - `--from-replay`: RouterBench / RouteLLM CSVs and the project's JSONL (`evals.replay_data.load_any`).
 - `--from-eval`: run folders of `evals.run_store` (`results.jsonl`: route = candidate, item id, category, score,
   cost); the prompt is the row's `prompt` when present, else the item id (runs do not store the text).
-Then: a held-out share of prompts (seeded) is set aside; the router is fitted on the rest and its threshold is
-calibrated on the training rows for the stated target (`--willingness-to-pay` sets λ for score routers, otherwise
-picks the knob maximising mean(score − λ·cost); `--expensive-share` picks λ / the knob whose share of calls to the
-most expensive candidate on training rows is ≤ s). Held-out metrics (accuracy and cost where the chosen model has a
+Then: a held-out share of prompts (seeded) is set aside; the router is fitted on the rest and its knob is set by the
+stated rule. `--accuracy-share S` (the default, S = 0.95, when no rule is given): the cheapest knob whose accuracy
+reaches S of the best candidate's, read from an out-of-fold curve of the training rows (K more fits, each row
+decided by a router fitted without it; `routers.base.knob_for_accuracy_share`); the artifact keeps the rule and the
+accuracy and cost that curve expects there. `--willingness-to-pay` sets λ for score routers, otherwise picks the knob
+maximising mean(score − λ·cost); `--expensive-share` picks λ / the knob whose share of calls to the most expensive
+candidate on training rows is ≤ s. Held-out metrics (accuracy and cost where the chosen model has a
 recorded score, coverage, share of expensive calls, log-loss of predicted scores for score routers) and the data
 window go into the artifact's metadata (`FILE` + `.json`).
 
@@ -27,17 +31,31 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from evals.folds import folds_for, near_duplicate_groups
 from gateway.paths import cache_dir
-from routers.base import Record, RouteQuery, Router, ScoreRouter, TrainingTable, queries_from_table, records_to_table
+from routers.base import (
+    Record,
+    RouteQuery,
+    Router,
+    ScoreRouter,
+    TrainingTable,
+    knob_for_accuracy_share,
+    lambda_for_share,
+    queries_from_table,
+    records_to_table,
+)
 from routers.embedder import Embedder
 from routers.registry import default_router_registry
+
+DEFAULT_ACCURACY_SHARE = 0.95
+"""The knob rule `tandem train` deploys with when no target is given: 95 % of the best candidate's accuracy."""
 
 # ----------------------------------------------------------------------------------------------------- sources
 
@@ -168,7 +186,8 @@ def covered_outcome(table: TrainingTable, chosen: np.ndarray) -> tuple[np.ndarra
 
 
 def calibrate(router: Router, table: TrainingTable, wtp: float | None, share: float | None) -> dict[str, Any]:
-    """Set `router.knob` for the target on the training rows; returns what was done."""
+    """Set `router.knob` for a willingness-to-pay or expensive-share target on the training rows; returns what was
+    done (the accuracy-share rule is `calibrate_accuracy_share`)."""
     if wtp is None and share is None:
         return {"target": None, "knob": router.knob}
     qs = queries_from_table(table)
@@ -177,8 +196,6 @@ def calibrate(router: Router, table: TrainingTable, wtp: float | None, share: fl
         if wtp is not None:
             router.knob = float(wtp)
         else:
-            from routers.base import lambda_for_share
-
             router.knob = lambda_for_share(router.predict(qs), router.model_costs, float(share))  # type: ignore[arg-type]
         chosen = router.choose(prepared, router.knob)
     else:
@@ -201,6 +218,78 @@ def calibrate(router: Router, table: TrainingTable, wtp: float | None, share: fl
             "train_expensive_share": expensive_share(chosen, router.model_costs)}
 
 
+def sub_table(table: TrainingTable, idx: np.ndarray) -> TrainingTable:
+    """The rows `idx` of a table (same candidates)."""
+    return TrainingTable([table.prompts[i] for i in idx], list(table.models), table.scores[idx], table.costs[idx],
+                         [table.categories[i] for i in idx])
+
+
+def chosen_outcome(router: Router, table: TrainingTable, chosen_r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of `table`: the recorded (score, cost) of the router's choice (NaN where the table has no record of
+    that candidate, or no such candidate)."""
+    lookup = {j: table.models.index(m) for j, m in enumerate(router.models) if m in table.models}
+    chosen = np.array([lookup.get(int(j), -1) for j in chosen_r], dtype=int)
+    s = np.full(len(chosen), np.nan)
+    c = np.full(len(chosen), np.nan)
+    rows = np.flatnonzero(chosen >= 0)
+    s[rows], c[rows] = table.scores[rows, chosen[rows]], table.costs[rows, chosen[rows]]
+    return s, c
+
+
+def out_of_fold_curve(new_router: Callable[[], Router], table: TrainingTable, knobs: Sequence[float], folds: int,
+                      seed: int, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(mean cost, accuracy) at each knob over the training rows, each row decided by a router fitted without it:
+    `folds`-fold, near-duplicate prompts kept in one fold (`evals.folds.folds_for`), the evaluated queries bare (no
+    category label, as a live request). Rows whose chosen candidate has no record are left out of both means."""
+    groups = near_duplicate_groups(table.prompts, [c or "" for c in table.categories])
+    k = max(2, min(folds, len(set(groups.tolist()))))
+    score_sum = np.zeros(len(knobs))
+    cost_sum = np.zeros(len(knobs))
+    count = np.zeros(len(knobs))
+    for f, (tr, te) in enumerate(folds_for(len(table.prompts), k, seed, groups)):
+        if progress:
+            print(f"calibrating: fold {f + 1}/{k}", file=sys.stderr, flush=True)
+        router = new_router()
+        router.fit(sub_table(table, tr))
+        held = sub_table(table, te)
+        prepared = router.prepare([RouteQuery(prompt=p) for p in held.prompts])
+        for i, knob in enumerate(knobs):
+            s, c = chosen_outcome(router, held, router.choose(prepared, knob))
+            ok = np.isfinite(s)
+            score_sum[i] += float(np.sum(s[ok]))
+            cost_sum[i] += float(np.sum(np.nan_to_num(c[ok], nan=0.0)))
+            count[i] += int(ok.sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return cost_sum / count, score_sum / count
+
+
+def best_candidate_accuracy(table: TrainingTable) -> tuple[str, float]:
+    """The candidate with the highest mean score over the rows where it has one."""
+    with np.errstate(invalid="ignore"):
+        means = np.nanmean(table.scores, axis=0)
+    j = int(np.nanargmax(means))
+    return table.models[j], float(means[j])
+
+
+def calibrate_accuracy_share(router: Router, new_router: Callable[[], Router], table: TrainingTable, share: float,
+                             folds: int, seed: int, progress: bool = True) -> dict[str, Any]:
+    """Set `router.knob` (fitted on `table`) by the rule "the cheapest point reaching `share` of the best candidate's
+    accuracy" (`routers.base.knob_for_accuracy_share`) on the out-of-fold curve of `table`; returns the rule, the
+    knob, and the accuracy and mean cost the curve expects there."""
+    knobs = list(router.knob_grid())
+    costs, accs = out_of_fold_curve(new_router, table, knobs, folds, seed, progress)
+    best_model, best_acc = best_candidate_accuracy(table)
+    i = knob_for_accuracy_share(knobs, np.nan_to_num(costs, nan=np.inf), np.nan_to_num(accs, nan=-np.inf), best_acc,
+                                share)
+    router.knob = knobs[i]
+    dear = float(np.max(table.model_costs))
+    return {"target": {"accuracy_share": share}, "knob": router.knob, "folds": folds,
+            "best_candidate": {"model": best_model, "accuracy": best_acc},
+            "expected": {"accuracy": float(accs[i]), "mean_cost": float(costs[i]),
+                         "accuracy_share_of_best": float(accs[i]) / best_acc if best_acc > 0 else None,
+                         "cost_share_of_dearest": float(costs[i]) / dear if dear > 0 else None}}
+
+
 def heldout_metrics(router: Router, table: TrainingTable) -> dict[str, Any]:
     """Decisions at the calibrated knob on held-out prompts, scored where the chosen model has a record."""
     if not table.prompts:
@@ -209,14 +298,7 @@ def heldout_metrics(router: Router, table: TrainingTable) -> dict[str, Any]:
     prepared = router.prepare(qs)
     cols = [router.models.index(m) if m in router.models else -1 for m in table.models]
     chosen_r = router.choose(prepared, router.knob)
-    # router's model index → the held-out table's column (−1: the table has no such model)
-    lookup = {j: table.models.index(m) for j, m in enumerate(router.models) if m in table.models}
-    chosen = np.array([lookup.get(int(j), -1) for j in chosen_r])
-    ok = chosen >= 0
-    rows = np.flatnonzero(ok)
-    s = np.full(len(chosen), np.nan)
-    c = np.full(len(chosen), np.nan)
-    s[rows], c[rows] = table.scores[rows, chosen[rows]], table.costs[rows, chosen[rows]]
+    s, c = chosen_outcome(router, table, chosen_r)
     have = np.isfinite(s)
     out: dict[str, Any] = {
         "n_prompts": len(table.prompts),
@@ -250,11 +332,25 @@ def split_table(table: TrainingTable, holdout: float, seed: int) -> tuple[Traini
     perm = np.random.default_rng(seed).permutation(n)
     te, tr = np.sort(perm[:n_test]), np.sort(perm[n_test:])
 
-    def sub(idx: np.ndarray) -> TrainingTable:
-        return TrainingTable([table.prompts[i] for i in idx], list(table.models), table.scores[idx],
-                             table.costs[idx], [table.categories[i] for i in idx])
+    return sub_table(table, tr), sub_table(table, te)
 
-    return sub(tr), sub(te)
+
+def describe_calibration(cal: dict[str, Any], heldout: dict[str, Any]) -> str:
+    """One line a person reads: the rule, the knob, and the accuracy and cost expected and measured there."""
+    target = cal.get("target") or {}
+    rule = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in target.items()) or "the router's own default"
+    line = f"knob {cal.get('knob')!r} by {rule}"
+    exp = cal.get("expected")
+    if exp:
+        best = cal["best_candidate"]
+        line += (f"; expected (out-of-fold on training rows): accuracy {exp['accuracy']:.4f} "
+                 f"({(exp['accuracy_share_of_best'] or 0) * 100:.1f} % of {best['model']}'s {best['accuracy']:.4f}) at "
+                 f"mean cost {exp['mean_cost']:.6g} ({(exp['cost_share_of_dearest'] or 0) * 100:.1f} % of the dearest "
+                 f"candidate's)")
+    if heldout.get("accuracy") is not None:
+        line += (f"; held out ({heldout['n_prompts']} prompts): accuracy {heldout['accuracy']:.4f} at mean cost "
+                 f"{heldout['mean_cost']:.6g}")
+    return line
 
 
 # --------------------------------------------------------------------------------------------------------- CLI
@@ -276,7 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="score units per dollar: maximise score − λ·cost")
     tgt.add_argument("--expensive-share", type=float, default=None, metavar="S",
                      help="target share of calls to the most expensive candidate")
-    p.add_argument("--holdout", type=float, default=0.2)
+    tgt.add_argument("--accuracy-share", type=float, default=None, metavar="S",
+                     help=f"the cheapest knob reaching S of the best candidate's accuracy on out-of-fold training "
+                          f"rows (the default, at {DEFAULT_ACCURACY_SHARE}, when no target is given)")
+    p.add_argument("--calibration-folds", type=int, default=5, metavar="K",
+                   help="folds of the out-of-fold curve the accuracy-share rule reads (K extra fits)")
+    p.add_argument("--holdout", type=float, default=0.2, help="share of prompts held out for the reported metrics")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -287,9 +388,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.router not in reg:
         print(f"unknown router {args.router!r}; known: {', '.join(reg.names())}", file=sys.stderr)
         return 2
-    if args.expensive_share is not None and not 0.0 <= args.expensive_share <= 1.0:
-        print("--expensive-share must be in [0, 1]", file=sys.stderr)
+    for flag, value in (("--expensive-share", args.expensive_share), ("--accuracy-share", args.accuracy_share)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            print(f"{flag} must be in [0, 1]", file=sys.stderr)
+            return 2
+    if args.calibration_folds < 2:
+        print("--calibration-folds must be at least 2", file=sys.stderr)
         return 2
+    accuracy_share = args.accuracy_share
+    if accuracy_share is None and args.willingness_to_pay is None and args.expensive_share is None:
+        accuracy_share = DEFAULT_ACCURACY_SHARE
     if args.from_db:
         records, window = records_from_db(args.from_db, parse_since(args.since), args.route, args.candidate)
     elif args.from_replay:
@@ -303,10 +411,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     train, test = split_table(table, args.holdout, args.seed)
     t0 = time.perf_counter()
-    router = reg.create(args.router, seed=args.seed)
-    router.embedder = Embedder(cache_dir=cache_dir())  # the disk cache serves retraining on the same prompts
+    embedder = Embedder(cache_dir=cache_dir())  # the disk cache serves retraining on the same prompts
+
+    def new_router() -> Router:
+        r = reg.create(args.router, seed=args.seed)
+        r.embedder = embedder
+        return r
+
+    router = new_router()
     router.fit(train)
-    cal = calibrate(router, train, args.willingness_to_pay, args.expensive_share)
+    if accuracy_share is not None:
+        cal = calibrate_accuracy_share(router, new_router, train, accuracy_share, args.calibration_folds, args.seed)
+    else:
+        cal = calibrate(router, train, args.willingness_to_pay, args.expensive_share)
     metrics = heldout_metrics(router, test)
     router.metadata.update({
         "trained_at": time.time(), "fit_seconds": time.perf_counter() - t0, "data_window": window,
@@ -316,6 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     })
     out = Path(args.out)
     router.save(out)
+    print(describe_calibration(cal, metrics), file=sys.stderr)
     print(json.dumps({"out": str(out), "router": args.router, "n_records": len(records), "calibration": cal,
                       "heldout": metrics}, default=float))
     return 0

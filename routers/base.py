@@ -272,6 +272,27 @@ def lambda_for_share(
     return hi
 
 
+def knob_for_accuracy_share(knobs: Sequence[float], costs: Sequence[float], accuracies: Sequence[float],
+                            best_accuracy: float, share: float) -> int:
+    """Index of the knob a router deploys with under the rule "the cheapest point reaching ``share`` of the best
+    candidate's accuracy": among the knobs whose (held-out) accuracy is ≥ share · best_accuracy, the one of least
+    mean cost (ties: higher accuracy, then the earlier knob). When no knob reaches it, the most accurate one (ties:
+    cheaper). ``costs`` and ``accuracies`` are the curve measured at each knob on data the router was not fitted on.
+    """
+    if not len(knobs) or len(knobs) != len(costs) or len(knobs) != len(accuracies):
+        raise ValueError("knobs, costs and accuracies must be non-empty and of one length")
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"accuracy share must be in [0, 1], got {share}")
+    c = np.asarray(costs, dtype=float)
+    a = np.asarray(accuracies, dtype=float)
+    order = np.lexsort((np.arange(len(c)), -a, c))  # by cost, then accuracy (descending), then position
+    target = share * float(best_accuracy)
+    reach = [int(i) for i in order if a[i] >= target - 1e-12]
+    if reach:
+        return reach[0]
+    return int(np.lexsort((np.arange(len(c)), c, -a))[0])
+
+
 # ------------------------------------------------------------------------------------------------------ the ABC
 
 

@@ -177,29 +177,66 @@ def test_hull_value_matches_brute_force_zero_router() -> None:
             assert hull_value(hull, float(cost)) == pytest.approx(ref_zero_router(pts, float(cost)), abs=1e-12)
 
 
-def test_aiq_two_points_and_flat_extension() -> None:
-    # trapezoid (1,.5)–(3,.9) over [1,3]: area 1.4, width 2 → 0.7
-    assert aiq([(1.0, 0.5), (3.0, 0.9)]) == pytest.approx(0.7)
-    # over [1,5]: 1.4 + flat 0.9·2 = 3.2, width 4 → 0.8
-    assert aiq([(1.0, 0.5), (3.0, 0.9)], c_min=1.0, c_max=5.0) == pytest.approx(0.8)
-    # left of the first point: zero by default, flat on request; [0,3]
-    assert aiq([(1.0, 0.5), (3.0, 0.9)], c_min=0.0, c_max=3.0) == pytest.approx(1.4 / 3)
-    assert aiq([(1.0, 0.5), (3.0, 0.9)], c_min=0.0, c_max=3.0, left="flat") == pytest.approx(1.9 / 3)
-    # a dominated point changes nothing
-    assert aiq([(1.0, 0.5), (2.0, 0.6), (3.0, 0.9)]) == pytest.approx(0.7)
-    # a single point with c_min == c_max is its accuracy
-    assert aiq([(2.0, 0.42)]) == pytest.approx(0.42)
+def routerbench_aiq(points: list[tuple[float, float]], max_x: float) -> float:
+    """Reference twin of RouterBench's AIQ, step by step as its evaluation code does it (evaluation/AIQ.py,
+    get_non_descreasing_convex_hull_of + calc_AIQ), for points with distinct costs (it needs at least three):
+    1. sort by cost; at every point strictly between two others take the best of its own accuracy and every chord
+       spanning it; 2. put the cheapest point first, and the dearest last if it is not below the last value;
+    3. drop each value below its predecessor in that list; 4. append (max_x, last accuracy) and integrate with the
+    trapezoid rule; 5. divide by max_x."""
+    pts = sorted(points)
+    env = []
+    for x, y in pts:
+        chords = [np.interp(x, [pts[i][0], pts[j][0]], [pts[i][1], pts[j][1]])
+                  for i in range(len(pts)) for j in range(i, len(pts)) if pts[i][0] < x < pts[j][0]]
+        if chords:
+            env.append((x, max([y, *chords])))
+    if pts[-1][1] >= env[-1][1]:
+        env.append(pts[-1])
+    env = [pts[0], *env]
+    kept = [env[0]] + [env[i] for i in range(1, len(env)) if env[i][1] >= env[i - 1][1]]
+    kept.append((max_x, kept[-1][1]))
+    xs, ys = np.array([p[0] for p in kept]), np.array([p[1] for p in kept])
+    return float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2) / max_x)
 
 
-def test_aiq_matches_dense_integration_of_brute_force() -> None:
+def test_aiq_hand_checked_hulls() -> None:
+    # trapezoid (1,.5)–(3,.9): area 1.4 over [1,3]; the span [0,1] counts as zero; ÷ the dearest cost 3
+    assert aiq([(1.0, 0.5), (3.0, 0.9)]) == pytest.approx(1.4 / 3)
+    # a dearer c_max extends the last vertex flat: 1.4 + 0.9·2 = 3.2, ÷ 5
+    assert aiq([(1.0, 0.5), (3.0, 0.9)], c_max=5.0) == pytest.approx(0.64)
+    # a dominated point changes nothing; a point below the chord neither
+    assert aiq([(1.0, 0.5), (2.0, 0.6), (3.0, 0.9)]) == pytest.approx(1.4 / 3)
+    # a dearer but worse point ends the hull at the best one and sets c_max: 1.4 + 0.9·1, ÷ 4
+    assert aiq([(1.0, 0.5), (3.0, 0.9), (4.0, 0.7)]) == pytest.approx(2.3 / 4)
+    # a single point: acc·(1 − c/c_max); the dearest model scores 0
+    assert aiq([(2.0, 0.42)], c_max=4.0) == pytest.approx(0.21)
+    assert aiq([(2.0, 0.42)]) == 0.0
+    # a hull past c_max is cut there: [1,2] under the chord from (1,.5) to (3,.9) is 0.5 + 0.1 = 0.6, ÷ 2
+    assert aiq([(1.0, 0.5), (3.0, 0.9)], c_max=2.0) == pytest.approx(0.3)
+    assert math.isnan(aiq([]))
+    assert math.isnan(aiq([(0.0, 0.5)]))
+
+
+def test_aiq_matches_routerbench_reference_on_random_points() -> None:
     rng = np.random.default_rng(5)
+    for trial in range(300):
+        n = int(rng.integers(3, 12))
+        costs = rng.choice(np.arange(1, 1000), size=n, replace=False) / 100.0  # distinct costs, as the reference needs
+        pts = [(float(c), float(a)) for c, a in zip(costs, rng.uniform(0, 1, n), strict=True)]
+        max_x = max(costs) * (1.0 if trial % 2 else float(rng.uniform(1.0, 2.0)))  # alone, or beside a dearer router
+        assert aiq(pts, c_max=max_x) == pytest.approx(routerbench_aiq(pts, max_x), abs=1e-12)
+
+
+def test_aiq_equals_dense_integration_from_zero() -> None:
+    rng = np.random.default_rng(7)
     for _ in range(10):
         pts = [(float(c), float(a)) for c, a in zip(rng.uniform(1, 10, 5), rng.uniform(0, 1, 5), strict=True)]
-        c_min, c_max = 0.5, 11.0
-        grid = np.linspace(c_min, c_max, 20001)
-        vals = np.array([ref_zero_router(pts, float(c)) for c in grid])
-        ref = float(np.sum((grid[1:] - grid[:-1]) * (vals[1:] + vals[:-1]) / 2) / (c_max - c_min))
-        assert aiq(pts, c_min, c_max) == pytest.approx(ref, abs=2e-3)
+        c_max = 11.0
+        grid = np.linspace(0.0, c_max, 40001)
+        vals = np.array([ref_zero_router(pts, float(c)) for c in grid])  # 0 below the cheapest point
+        ref = float(np.sum((grid[1:] - grid[:-1]) * (vals[1:] + vals[:-1]) / 2) / c_max)
+        assert aiq(pts, c_max) == pytest.approx(ref, abs=2e-3)
 
 
 # ---------------------------------------------------------------- PGR, APGR, TEP

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def test_main_json_last_line(tmp_path, capsys) -> None:
 
 
 def test_near_duplicates_share_a_group_and_a_fold() -> None:
-    from evals.replay import folds_for, near_duplicate_groups
+    from evals.folds import folds_for, near_duplicate_groups
 
     tail = "\nA) {a}\nB) {b}\nPrint only a single choice from A or B. Answer:"
     texts = [
@@ -129,3 +130,41 @@ def test_router_options_reach_only_routers_that_take_them(capsys) -> None:
     rc = main(["--data", str(DATA / "routellm" / "gsm8k_responses.csv"), "--routers", "knn",
                "--router-option", "query_costs=false"])
     assert rc == 2 and "query_costs" in capsys.readouterr().err
+
+
+def test_default_point_knob_is_chosen_without_the_scored_folds_labels(routerbench_sample) -> None:
+    from evals.folds import folds_for
+    from evals.replay import FittedFold, cross_fitted_knobs
+    from routers.base import RouteQuery
+    from routers.registry import default_router_registry
+
+    sm = routerbench_sample
+    reg = default_router_registry()
+    fitted = []
+    for tr, te in folds_for(sm.n, 3, seed=0):
+        train, test = sm.subset(tr), sm.subset(te)
+        router = reg.create("logreg", seed=0)
+        router.fit(train, queries=[RouteQuery(prompt=p, category=c) for p, c in zip(train.prompts,
+                                                                                      train.categories, strict=True)])
+        fitted.append(FittedFold(router, router.prepare([RouteQuery(prompt=p) for p in test.prompts]), test))
+    knobs = cross_fitted_knobs(fitted, 0.95)
+    assert len(knobs) == 3 and all(k in f.router.knob_grid() for k, f in zip(knobs, fitted, strict=True))
+    # scramble fold 0's labels: its own knob stays (the other folds' knobs may move: they read fold 0's rows)
+    f0 = fitted[0]
+    flat = np.random.default_rng(1).permutation(f0.test.scores.ravel())
+    scrambled = dataclasses.replace(f0.test, scores=flat.reshape(f0.test.scores.shape))
+    again = cross_fitted_knobs([FittedFold(f0.router, f0.prepared, scrambled), *fitted[1:]], 0.95)
+    assert again[0] == knobs[0]
+
+
+def test_cli_default_point_and_notes(capsys) -> None:
+    rc = main(["--data", str(DATA / "routellm" / "gsm8k_responses.csv"), "--routers", "knn",
+               "--folds", "3", "--max-rows", "300", "--json", "--no-curve", "--accuracy-share", "0.9"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    res = json.loads(out.strip().splitlines()[-1])
+    knn = res["knn"]
+    assert knn["default_rule"] == {"accuracy_share": 0.9} and len(knn["default_knobs"]) == 3
+    best = max(r["accuracy"] for k, r in res.items() if k.startswith("single:"))
+    assert knn["default_accuracy_share"] == pytest.approx(knn["accuracy"] / best)
+    assert "the dearest model's AIQ is 0" in out and "chosen without the scored" in out

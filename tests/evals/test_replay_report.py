@@ -53,6 +53,9 @@ def test_page_draws_every_router_and_reports_its_numbers(gsm8k_results) -> None:
         assert (f"<title>{name}: AIQ {gsm8k_results[name]['aiq']:.4f}</title>" in bars) == drawn
     assert f"zero router {gsm8k_results['zero']['aiq']:.4f}" in bars
     assert curves.count('class="pt"') == 2  # one dot per single model
+    assert curves.count('class="default-point"') == 2  # where each swept router deploys
+    for name in ("ellie-heuristic", "knn"):
+        assert f"<title>{name} deploys here (the cheapest knob reaching 0.95 of the best model)" in curves
     table = page[page.index("<table>"):]
     order = [table.index(f"{n}</td>") for n in names]
     assert order == sorted(order)

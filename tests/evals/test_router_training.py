@@ -8,8 +8,17 @@ import time
 import numpy as np
 import pytest
 
-from evals.router_training import expensive_share, main, parse_since, prompt_text, split_table
-from routers.base import Router, TrainingTable
+from evals.router_training import (
+    chosen_outcome,
+    expensive_share,
+    main,
+    out_of_fold_curve,
+    parse_since,
+    prompt_text,
+    split_table,
+)
+from routers.base import Record, Router, TrainingTable, queries_from_table, records_to_table
+from routers.baselines import KnnRouter
 
 MATH = [f"What is {a} plus {b} times {a + b}? Compute the total." for a in range(3, 15) for b in (2, 7, 9)]
 CODE = [f"Write a python function that returns the {w} of a list of {t}." for w in
@@ -138,3 +147,38 @@ def test_helpers() -> None:
     t = TrainingTable([str(i) for i in range(20)], ["a"], np.zeros((20, 1)), np.zeros((20, 1)), [None] * 20)
     tr, te = split_table(t, 0.25, 0)
     assert len(te.prompts) == 5 and sorted(tr.prompts + te.prompts) == sorted(t.prompts)
+
+
+def test_default_rule_is_accuracy_share_from_an_out_of_fold_curve(log_url, tmp_path, capsys) -> None:
+    url, _, _ = log_url
+    out = tmp_path / "g.pkl"
+    assert main(["logreg", "--from-db", url, "--out", str(out), "--calibration-folds", "3"]) == 0
+    captured = capsys.readouterr()
+    rep = json.loads(captured.out.strip().splitlines()[-1])
+    cal = rep["calibration"]
+    assert cal["target"] == {"accuracy_share": 0.95} and cal["folds"] == 3
+    # dear solves everything, cheap only code: 95 % of dear's accuracy needs dear on (nearly) every math prompt and
+    # nothing more, so the expected point is far cheaper than always-dear and still reaches the target
+    assert cal["best_candidate"]["model"] == "dear" and cal["best_candidate"]["accuracy"] == 1.0
+    exp = cal["expected"]
+    assert exp["accuracy"] >= 0.95 and exp["cost_share_of_dearest"] < 0.8
+    r = Router.load(out)
+    assert r.knob == cal["knob"]  # the gateway deploys the artifact's knob
+    meta = json.loads((tmp_path / "g.pkl.json").read_text())
+    assert meta["calibration"]["expected"] == exp and meta["heldout"]["accuracy"] >= 0.8
+    assert "by accuracy share 0.95" in captured.err and "expected (out-of-fold" in captured.err
+
+
+def test_out_of_fold_curve_decides_each_row_with_a_router_not_fitted_on_it() -> None:
+    # labels alternate with the index, so nothing generalises: a 1-NN router fitted on every row is right on every
+    # row (it finds the row itself), while out of fold it can only be right by chance
+    prompts = [f"item number {i} in the catalogue of things" for i in range(40)]
+    records = [Record(prompt=p, candidate=m, score=float((i + j) % 2), cost=0.001 * (j + 1))
+               for i, p in enumerate(prompts) for j, m in enumerate(("a", "b"))]
+    table = records_to_table(records)
+    in_sample = KnnRouter(k=1)
+    in_sample.fit(table)
+    s_in, _ = chosen_outcome(in_sample, table, in_sample.choose(in_sample.prepare(queries_from_table(table)), 0.0))
+    costs, accs = out_of_fold_curve(lambda: KnnRouter(k=1), table, [0.0], folds=4, seed=0, progress=False)
+    assert float(np.mean(s_in)) == 1.0
+    assert accs[0] < 0.8 and 0.001 <= costs[0] <= 0.002

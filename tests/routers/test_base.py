@@ -218,3 +218,33 @@ def test_the_shipped_artifact_loads_and_decides_as_the_code_that_wrote_it() -> N
         d = router.decide(q)
         assert d.route == route
         assert d.scores == pytest.approx(scores, abs=1e-6)
+
+
+def _rule_reference(knobs, costs, accs, best, share):
+    """Brute force: every knob reaching the target, cheapest first (then more accurate, then earlier); else the most
+    accurate (then cheaper, then earlier)."""
+    idx = range(len(knobs))
+    ok = [i for i in idx if accs[i] >= share * best - 1e-12]
+    if ok:
+        return min(ok, key=lambda i: (costs[i], -accs[i], i))
+    return min(idx, key=lambda i: (-accs[i], costs[i], i))
+
+
+def test_knob_for_accuracy_share_matches_brute_force() -> None:
+    from routers.base import knob_for_accuracy_share
+
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        n = int(rng.integers(1, 12))
+        knobs = list(rng.uniform(0, 5, n))
+        costs = list(np.round(rng.uniform(0, 1, n), 1))  # rounded: ties happen
+        accs = list(np.round(rng.uniform(0, 1, n), 1))
+        best, share = float(rng.uniform(0.3, 1.0)), float(rng.choice([0.0, 0.5, 0.9, 0.95, 1.0]))
+        assert knob_for_accuracy_share(knobs, costs, accs, best, share) == _rule_reference(knobs, costs, accs, best,
+                                                                                           share)
+    # hand-checked: 95 % of 0.8 is 0.76; knob 1 (cost 0.3) is the cheapest reaching it
+    assert knob_for_accuracy_share([0, 1, 2], [0.9, 0.3, 0.1], [0.8, 0.77, 0.6], 0.8, 0.95) == 1
+    with pytest.raises(ValueError):
+        knob_for_accuracy_share([], [], [], 1.0, 0.9)
+    with pytest.raises(ValueError):
+        knob_for_accuracy_share([0], [0], [0], 1.0, 1.5)
