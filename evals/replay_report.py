@@ -245,6 +245,12 @@ def render_replay_html(results: dict[str, dict[str, Any]], meta: dict[str, Any])
     if cheap:
         cards.append(("cost for 95 % of the best model", fmt_pct(results[cheap]["cost_share_for_95pct_best"]),
                       f"{cheap}; zero router {fmt_pct(zero.get('cost_share_for_95pct_best', math.nan))}"))
+    if best and math.isfinite(_num(results[best].get("default_cost_share"))):
+        r = results[best]
+        share = (r.get("default_rule") or {}).get("accuracy_share")
+        cards.append((f"where {best} deploys", f"{fmt_pct(r['default_cost_share'])} of the cost",
+                      f"of the dearest model, at {fmt_pct(r['default_accuracy_share'])} of the best model's accuracy"
+                      + (f" (rule: {share:g} of it)" if share is not None else "")))
     apgrs = [k for k in names if results[k].get("apgr") is not None]
     if apgrs:
         k = max(apgrs, key=lambda n: results[n]["apgr"])

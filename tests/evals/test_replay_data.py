@@ -234,3 +234,19 @@ def test_prompt_helpers() -> None:
     # short shared prefixes stay
     assert strip_shared_prefix(["Write a\n\nfoo", "Write a\n\nbar"]) == ["Write a\n\nfoo", "Write a\n\nbar"]
     assert estimate_tokens("abcdefgh") == 2 and estimate_tokens("") == 1
+
+
+def test_readme_jsonl_example_loads(tmp_path) -> None:
+    """The README's three-line example of the replay JSONL format is what `load_jsonl` reads."""
+    import re
+
+    from evals.replay_data import load_jsonl
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"```json\n(.*?)```", readme, re.S)
+    assert block, "no ```json block in the README"
+    path = tmp_path / "example.jsonl"
+    path.write_text(block.group(1))
+    sm = load_jsonl(path)
+    assert sm.n == 3 and sm.models == ["small", "large"]
+    assert sm.scores[0].tolist() == [0.0, 1.0] and sm.categories[0] == "math"
