@@ -53,14 +53,16 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def summarize(values_ms: Sequence[float]) -> dict[str, float]:
-    """p50, p90, p99, mean, min and max of latencies in milliseconds (NaN for all when there are none)."""
+    """p50, p90, p99, p99.9 (``p999``), mean, min and max of latencies in milliseconds (NaN for all when there are
+    none)."""
     if not values_ms:
         nan = float("nan")
-        return {"p50": nan, "p90": nan, "p99": nan, "mean": nan, "min": nan, "max": nan}
+        return {"p50": nan, "p90": nan, "p99": nan, "p999": nan, "mean": nan, "min": nan, "max": nan}
     return {
         "p50": percentile(values_ms, 50),
         "p90": percentile(values_ms, 90),
         "p99": percentile(values_ms, 99),
+        "p999": percentile(values_ms, 99.9),
         "mean": sum(values_ms) / len(values_ms),
         "min": min(values_ms),
         "max": max(values_ms),

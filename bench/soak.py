@@ -14,6 +14,10 @@ interval's RSS minus the first's) and the least-squares RSS slope in MiB per min
 The statistics (:func:`bucketize`, :func:`slope_per_minute`, :func:`error_rate`) are pure functions tested against
 reference twins. :func:`start_stub` and :func:`start_gateway_process` are reused by tests that need a fast upstream.
 
+``--replicas N`` (N ≥ 2) starts N stubs behind one ``deployments`` route (``--strategy``, default ``weighted``),
+so the soak goes through the balancer; the report then counts the requests each replica answered
+(``x-tandem-replica``).
+
 What it leaves out: non-streamed requests, several gateway replicas, CPU usage, and pass/fail thresholds (the caller
 judges the numbers).
 """
@@ -71,6 +75,7 @@ class Sample:
     ok: bool
     latency_ms: float
     ttft_ms: float | None = None
+    replica: str | None = None
 
 
 def error_rate(samples: Sequence[Sample]) -> float:
@@ -125,6 +130,7 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict[str, Any], t0: fl
     start = time.perf_counter()
     ttft: float | None = None
     ok = False
+    replica: str | None = None
     try:
         async with asyncio.timeout(timeout_s):
             async with client.stream("POST", url, json=body) as r:
@@ -134,9 +140,10 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict[str, Any], t0: fl
                         ttft = (time.perf_counter() - start) * 1000.0
                     tail = (tail + chunk)[-64:]
                 ok = r.status_code == 200 and tail.rstrip().endswith(b"data: [DONE]")
+                replica = r.headers.get("x-tandem-replica")
     except (httpx.HTTPError, TimeoutError):
         ok = False
-    return Sample(start - t0, ok, (time.perf_counter() - start) * 1000.0, ttft)
+    return Sample(start - t0, ok, (time.perf_counter() - start) * 1000.0, ttft, replica)
 
 
 async def run_soak(base: str, pid: int | None, duration_s: float, rate: float, interval_s: float,
@@ -179,8 +186,17 @@ async def run_soak(base: str, pid: int | None, duration_s: float, rate: float, i
         "interval_s": interval_s, "overall": summarize_samples(samples), "intervals": buckets,
         "rss_start_mib": mems[0] if mems else None, "rss_end_mib": mems[-1] if mems else None,
         "rss_growth_mib": (mems[-1] - mems[0]) if len(mems) >= 2 else None,
-        "rss_slope_mib_per_min": slope_per_minute(rss),
+        "rss_slope_mib_per_min": slope_per_minute(rss), "per_replica": per_replica(samples),
     }
+
+
+def per_replica(samples: Sequence[Sample]) -> dict[str, int]:
+    """Requests answered per replica (``x-tandem-replica``); empty for a route without deployments."""
+    out: dict[str, int] = {}
+    for s in samples:
+        if s.replica is not None:
+            out[s.replica] = out.get(s.replica, 0) + 1
+    return dict(sorted(out.items()))
 
 
 def _fmt(x: float | None, spec: str = ".1f") -> str:
@@ -199,7 +215,26 @@ def render(report: dict[str, Any]) -> str:
                  f" ms, p99 {_fmt(o['p99_ms'])} ms; gateway RSS {_fmt(report['rss_start_mib'])} -> "
                  f"{_fmt(report['rss_end_mib'])} MiB (growth {_fmt(report['rss_growth_mib'])} MiB, slope "
                  f"{_fmt(report['rss_slope_mib_per_min'], '.2f')} MiB/min)")
+    if report.get("per_replica"):
+        lines.append("per replica: " + ", ".join(f"{k} {v}" for k, v in report["per_replica"].items()))
     return "\n".join(lines)
+
+
+def _started(procs: list[subprocess.Popen], tokens: int, chunk_delay_ms: float) -> str:
+    stub, url = start_stub(tokens, chunk_delay_ms)
+    procs.append(stub)
+    return url
+
+
+def soak_config(urls: Sequence[str], strategy: str = "weighted") -> dict[str, Any]:
+    """The gateway config: one backend ``stub`` for one URL; for several, backends ``stub-0``… behind one
+    deployments route ``stub`` with ``strategy``."""
+    price = {"input_per_mtok": 1, "output_per_mtok": 2}
+    if len(urls) == 1:
+        return {"backends": [{"name": "stub", "kind": "openai", "base_url": urls[0], "price": price}]}
+    names = [f"stub-{i}" for i in range(len(urls))]
+    return {"backends": [{"name": n, "kind": "openai", "base_url": u, "price": price} for n, u in zip(names, urls)],
+            "routes": [{"name": "stub", "deployments": [{"backend": n} for n in names], "strategy": strategy}]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gateway-url", help="soak a running gateway (root URL) instead of starting one")
     p.add_argument("--gateway-pid", type=int, help="its process id, for memory samples")
     p.add_argument("--model", default="stub", help="model to request (with --gateway-url)")
+    p.add_argument("--replicas", type=int, default=1, help="stubs behind one deployments route (1: a plain route)")
+    p.add_argument("--strategy", default="weighted", help="the deployments route's strategy (with --replicas ≥ 2)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     a = p.parse_args(argv)
     procs: list[subprocess.Popen] = []
@@ -220,11 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         if a.gateway_url:
             base, pid = a.gateway_url.rstrip("/"), a.gateway_pid
         else:
-            stub, up = start_stub(a.tokens, a.chunk_delay_ms)
-            procs.append(stub)
             work = Path(tempfile.mkdtemp(prefix="tandem-soak-"))
-            cfg = {"backends": [{"name": "stub", "kind": "openai", "base_url": up,
-                                 "price": {"input_per_mtok": 1, "output_per_mtok": 2}}]}
+            cfg = soak_config([_started(procs, a.tokens, a.chunk_delay_ms) for _ in range(max(1, a.replicas))],
+                              a.strategy)
             gw, base = start_gateway_process(cfg, work)
             procs.append(gw)
             pid = gw.pid
@@ -236,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["Sample", "bucketize", "error_rate", "rss_mib", "slope_per_minute", "start_gateway_process", "start_stub",
-           "stop_process", "summarize_samples"]
+__all__ = ["Sample", "bucketize", "error_rate", "per_replica", "rss_mib", "slope_per_minute", "soak_config",
+           "start_gateway_process", "start_stub", "stop_process", "summarize_samples"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,7 +1,9 @@
 """The HTTP surface: an OpenAI-compatible FastAPI app over one :class:`~gateway.state.Gateway`.
 
 Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``, ``POST /v1/feedback``,
-``GET /health/live``, ``GET /health/ready``, ``GET /metrics``, ``POST /admin/reload``. Bodies are read with a size
+``GET /health/live``, ``GET /health/ready``, ``GET /metrics``, ``POST /admin/reload``; the agents API
+(``gateway.agents_api``), keys for the admin (``gateway.admin_keys``) and the operator's page at ``/ui``
+(``gateway.ui_api``) are added by their modules. Bodies are read with a size
 cap (``gateway.http_io``) and parsed with orjson (the pydantic request models document them in the OpenAPI schema).
 Every :class:`~gateway.errors.TandemError` becomes OpenAI error JSON with its status; anything unexpected becomes a
 500 that names the request id, and its log row is still written.
@@ -21,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.admin_keys import register as register_admin_keys
 from gateway.agents_api import register as register_agents
 from gateway.auth import bearer_token, require_admin
 from gateway.errors import ConfigError, InvalidRequest, NotFound, TandemError
@@ -28,6 +31,7 @@ from gateway.http_io import JSON, json_response, read_body
 from gateway.pipeline import Flow, RequestFlow, new_flow
 from gateway.schemas import ChatCompletionRequest, CompletionRequestBody, FeedbackBody, parse_json, validate
 from gateway.state import Gateway
+from gateway.ui_api import register as register_ui
 
 log = logging.getLogger("tandem")
 
@@ -191,5 +195,7 @@ def create_app(gw: Gateway, *, start: bool = True, progress=print, on_started=No
         return json_response({"ok": True, "routes": names})
 
     register_agents(app, gw, flows)  # POST/GET /v1/agents, DELETE /v1/agents/{id} (TCAR)
+    register_admin_keys(app, gw)  # POST/GET /admin/keys, PATCH/DELETE /admin/keys/{id}
+    register_ui(app, gw)  # GET /ui (the operator's page) and /ui/api/*
     _openapi_with_defs(app, (ChatCompletionRequest, CompletionRequestBody, FeedbackBody))
     return app

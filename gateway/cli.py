@@ -39,6 +39,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--log-level", default="warning")
+    p.add_argument("--workers", type=int, default=1,
+                   help="gateway processes sharing the port (more than 1 needs storage.redis_url)")
+    p.add_argument("--runtime", choices=["tuned", "default"], default="tuned",
+                   help="garbage collector after start-up: tuned (freeze the start-up heap out of the collector, "
+                        "fewer young collections) or CPython's default")
 
 
 def add_keys_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,8 +68,8 @@ def cmd_serve(args: argparse.Namespace, prm_resolver: PrmResolver | None = None)
         cfg.server.host = args.host
     if args.port is not None:
         cfg.server.port = args.port
-    serve(cfg, args.config, log_level=args.log_level, prm_resolver=prm_resolver)
-    return 0
+    return serve(cfg, args.config, log_level=args.log_level, prm_resolver=prm_resolver, workers=args.workers,
+                 runtime=args.runtime)
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -76,21 +81,26 @@ def cmd_keys(args: argparse.Namespace) -> int:
     engine = make_engine(args.db or cfg.storage.database_url)
     migrate(engine)
     store = KeyStore(engine)
+    # The same store methods and the same rendering (ApiKey.to_json) as POST/GET/DELETE /admin/keys.
     if args.action == "create":
-        plaintext, key = store.create(name=args.name, budget_usd=args.budget, rpm=args.rpm, tpm=args.tpm,
-                                      log_prompts=not args.no_log_prompts)
-        print(json.dumps({"key": plaintext, "id": key.id, "name": key.name, "budget_usd": key.budget_usd,
-                          "rpm": key.rpm, "tpm": key.tpm, "log_prompts": key.log_prompts}))
+        try:
+            plaintext, key = store.create(name=args.name, budget_usd=args.budget, rpm=args.rpm, tpm=args.tpm,
+                                          log_prompts=not args.no_log_prompts)
+        except ValueError as e:
+            print(f"tandem keys create: {e}", file=sys.stderr)
+            return 2
+        print(json.dumps({"key": plaintext, **key.to_json()}))
         print("store this key now: only its hash is kept", file=sys.stderr)
     elif args.action == "list":
         for k in store.list():
-            print(json.dumps({"id": k.id, "name": k.name, "budget_usd": k.budget_usd, "rpm": k.rpm, "tpm": k.tpm,
-                              "revoked": k.revoked}))
+            print(json.dumps(k.to_json()))
     elif args.action == "revoke":
         if not args.id:
             print("tandem keys revoke needs --id", file=sys.stderr)
             return 2
-        store.revoke(args.id)
+        if not store.revoke(args.id):
+            print(f"tandem keys revoke: no key '{args.id}'", file=sys.stderr)
+            return 1
         print(json.dumps({"revoked": args.id}))
     return 0
 

@@ -18,8 +18,21 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
+from gateway.balancer import DEFAULT_LOAD_FACTOR, DEFAULT_PREFIX_CHARS
 from gateway.errors import ConfigError
 from gateway.usage import Price
 
@@ -124,6 +137,20 @@ BackendConfig = Annotated[
 ]
 
 
+class RouteCacheConfig(_Model):
+    """A route's response cache (``gateway.response_cache``): repeated requests answered from a stored answer."""
+
+    ttl_s: float = Field(gt=0)
+    """How long a stored answer is served, in seconds."""
+    shared: bool = False
+    """One cache for every key of this route; false: each API key sees only the answers to its own requests."""
+    semantic_threshold: float | None = Field(None, gt=0, le=1)
+    """Also answer a request whose last user message is this close (cosine of MiniLM embeddings) to a stored one
+    with the same other fields; unset: exact matches only. ``python -m bench.semantic_cache`` measures false hits."""
+    max_entries: int = Field(10_000, ge=1)
+    """Most answers kept in process (least recently used dropped first) when no Redis is configured."""
+
+
 class _RouteBase(_Model):
     """What every route has, whatever its kind."""
 
@@ -136,6 +163,9 @@ class _RouteBase(_Model):
     """Routes tried in order when this one fails before anything was streamed (for a router: after its candidates)."""
     description: str = ""
     """What this route is good at (shown in /v1/models; used by description-based routers)."""
+    cache: RouteCacheConfig | None = None
+    """Response cache of this route (unset: every request goes to the route). Requests sampled without a ``seed``
+    (``temperature`` unset or above 0) are never cached."""
 
     def backend_refs(self) -> list[tuple[str, str]]:
         """``(field, backend name)`` for every backend this route names (checked against ``backends``)."""
@@ -146,18 +176,73 @@ class _RouteBase(_Model):
         return [("fallbacks", f) for f in self.fallbacks]
 
 
+class DeploymentConfig(_Model):
+    """One deployment (replica) of a route's model."""
+
+    backend: str
+    """Backend serving this deployment; every deployment of a route serves the same model."""
+    weight: float = Field(1.0, gt=0)
+    """Share of the traffic relative to the other deployments (``weighted``; ties of ``least-inflight`` and
+    ``latency``; a deployment's share of the load bound of ``prefix``)."""
+
+
 class BackendRouteConfig(_RouteBase):
-    """A route that calls one backend (the kind of a route that names no ``kind``)."""
+    """A route that calls one backend, or one of several ``deployments`` of a model (the kind of a route that names
+    no ``kind``)."""
 
     kind: Literal["backend"] = "backend"
     """``backend``: one model."""
-    backend: str
-    """Backend this route calls."""
+    # `deployments` comes before `backend` so that `backend`'s validator sees it (fields validate in this order).
+    deployments: list[DeploymentConfig] | None = Field(None, min_length=1)
+    """Several backends of the same model, one chosen per request by ``strategy`` (instead of ``backend``); a failed
+    call moves to another deployment before ``fallbacks``."""
+    backend: str | None = Field(None, validate_default=True)
+    """Backend this route calls (or ``deployments``)."""
     retries: int = Field(1, ge=0, le=10)
-    """Extra attempts on the same backend for a retryable failure (connection error, 5xx, timeout)."""
+    """Extra attempts for a retryable failure (connection error, 5xx, timeout): on the same backend, or with
+    ``deployments`` on the next deployment (each deployment is tried once even when this is lower)."""
+    strategy: Literal["weighted", "least-inflight", "latency", "prefix"] = "weighted"
+    """How ``deployments`` share requests: ``weighted`` random; ``least-inflight`` (fewest requests in flight in this
+    process); ``latency`` (lowest recent latency in this process, unmeasured deployments first); ``prefix``
+    (requests sharing a prompt prefix go to the same deployment, for its KV cache, within a load bound)."""
+    prefix_chars: int = Field(DEFAULT_PREFIX_CHARS, ge=1, le=100_000)
+    """``prefix``: characters of the prompt (roles and texts of the messages in order) that choose the deployment."""
+    load_factor: float = Field(DEFAULT_LOAD_FACTOR, ge=1.0, le=100.0)
+    """``prefix``: a deployment with this many times its share of the requests in flight is passed over for the next
+    one on the hash ring."""
+
+    @field_validator("deployments")
+    @classmethod
+    def _distinct(cls, v: list[DeploymentConfig] | None) -> list[DeploymentConfig] | None:
+        names = [d.backend for d in v or []]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"backends listed more than once: {dup}")
+        return v
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_or_deployments(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if "deployments" not in info.data:  # deployments failed validation: that error says enough
+            return v
+        if v is None and info.data["deployments"] is None:
+            raise PydanticCustomError("missing", "Field required (name a 'backend', or list 'deployments')")
+        if v is not None and info.data["deployments"] is not None:
+            raise ValueError("set either 'backend' or 'deployments', not both")
+        return v
+
+    @field_validator("strategy", "prefix_chars", "load_factor")
+    @classmethod
+    def _needs_deployments(cls, v: Any, info: ValidationInfo) -> Any:
+        # The default is accepted anyway: a dumped config (every field written out) parses back.
+        if info.data.get("deployments", ()) is None and v != cls.model_fields[info.field_name or ""].default:
+            raise ValueError(f"'{info.field_name}' applies to 'deployments' only (this route names one 'backend')")
+        return v
 
     def backend_refs(self) -> list[tuple[str, str]]:
-        return [("backend", self.backend)]
+        if self.deployments is not None:
+            return [(f"deployments.{i}.backend", d.backend) for i, d in enumerate(self.deployments)]
+        return [("backend", self.backend or "")]
 
 
 class RouterRouteConfig(_RouteBase):

@@ -9,6 +9,13 @@ anything still falls back; after that a failure reaches the client as an SSE err
 With a :class:`~gateway.cooldown.CooldownStore`, a backend that keeps failing is skipped (to its fallbacks) while
 it cools down, and every retryable failure and success is reported to the store.
 
+A route with deployments (:func:`deployments_route`) has a :class:`~gateway.balancer.Balancer` and one view per
+replica (a :class:`BackendRoute` of the same name on that replica's backend, so pricing, the log's ``model_chosen``
+and the response's ``model`` are the replica's). Its attempts go to the replicas in the balancer's order: after a
+retryable failure the next attempt goes to the strategy's next choice among the replicas not yet failed (and not
+cooling), each replica once, up to ``max(retries + 1, replicas)`` attempts (more than that starts the round again,
+after a short backoff); then the route's fallbacks. A plain route never touches a balancer.
+
 Both route types describe themselves (:meth:`BackendRoute.describe` for ``GET /v1/models``, ``target`` in words for
 the start-up log), so callers never probe which kind they hold.
 
@@ -40,8 +47,10 @@ from gateway.backends.base import (
     CompletionRequest,
     StreamEvent,
 )
+from gateway.balancer import Balancer, HeldStream, ReplicaState
 from gateway.cooldown import CooldownStore
 from gateway.errors import BackendError, InvalidRequest, ModelNotFound, TandemError
+from gateway.tracing import Span
 from routers.base import RouteQuery, Router
 
 ALIASES = ("auto", "default")
@@ -58,15 +67,37 @@ class BackendRoute:
     retries: int = 1
     description: str = ""
     kind: str = "backend"
+    balancer: Balancer | None = None  # deployments: picks one of ``replicas`` per request (None: ``backend`` alone)
+    replicas: tuple[BackendRoute, ...] = ()  # deployments: one view per replica, in the balancer's order
+    replica: ReplicaState | None = None  # on a replica's view: that replica's state
 
     @property
     def target(self) -> str:
         """What answers for the route, in words."""
+        if self.balancer is not None:
+            names = ", ".join(r.backend.name for r in self.replicas)
+            return f"{len(self.replicas)} deployments ({self.balancer.strategy}): {names}"
         return f"{self.backend.kind} backend {self.backend.name}"
 
     def describe(self) -> dict[str, Any]:
-        """The route's fields in ``GET /v1/models``: kind, backend, candidates (None here), description."""
-        return {"kind": self.kind, "backend": self.backend.name, "candidates": None, "description": self.description}
+        """The route's fields in ``GET /v1/models``: kind, backend, candidates (None here), description; with
+        deployments also ``deployments`` (their backends) and ``strategy``."""
+        d = {"kind": self.kind, "backend": self.backend.name, "candidates": None, "description": self.description}
+        if self.balancer is not None:
+            d["deployments"] = [r.backend.name for r in self.replicas]
+            d["strategy"] = self.balancer.strategy
+        return d
+
+
+def deployments_route(name: str, backends: Sequence[Backend], balancer: Balancer, fallbacks: Sequence[str] = (),
+                      retries: int = 1, description: str = "") -> BackendRoute:
+    """A route over several deployments of one model (``backends[i]`` is ``balancer.replicas[i]``); its own
+    ``backend`` is the first one's (capabilities, prompt-token estimates)."""
+    if [b.name for b in backends] != [r.name for r in balancer.replicas]:
+        raise ValueError(f"route '{name}': the balancer's replicas are not the deployments' backends")
+    views = tuple(BackendRoute(name, b, list(fallbacks), retries, description, replica=st)
+                  for b, st in zip(backends, balancer.replicas, strict=True))
+    return BackendRoute(name, backends[0], list(fallbacks), retries, description, balancer=balancer, replicas=views)
 
 
 @dataclass
@@ -135,11 +166,14 @@ class Attempted:
     reason: str
     failures: list[str] = field(default_factory=list)
     routed: list[dict[str, Any]] = field(default_factory=list)
+    replica: dict[str, str] | None = None  # deployments: {"replica", "strategy", "replica_reason"}
 
     def decision(self, requested: str) -> dict[str, Any]:
         d = {"route": requested, "chosen": self.route.name, "backend": self.route.backend.name,
              "kind": self.routed[0]["kind"] if self.routed else self.route.kind, "reason": self.reason,
              "failures": self.failures}
+        if self.replica is not None:
+            d.update(self.replica)
         if self.routed:
             d["reason"] = "; ".join([r["reason"] for r in self.routed] + [self.reason])
             d["routers"] = self.routed
@@ -244,20 +278,38 @@ def is_retryable(e: BaseException) -> bool:
     return isinstance(e, TandemError) and e.retryable
 
 
+def _backend_names(chain: Sequence[BackendRoute]) -> list[str]:
+    """Every backend the chain may call: each route's, or each of its replicas'."""
+    return [v.backend.name for r in chain for v in (r.replicas or (r,))]
+
+
 async def _with_fallbacks(table: RouteTable, route: BackendRoute, req: ChatRequest | CompletionRequest,
                           call: Callable[[BackendRoute], Awaitable[T]],
-                          cooldowns: CooldownStore | None = None, then: Sequence[str] = ()) -> tuple[T, Attempted]:
+                          cooldowns: CooldownStore | None = None, then: Sequence[str] = (),
+                          hold: Callable[[T, ReplicaState], T] | None = None) -> tuple[T, Attempted]:
     check_capabilities(route, req)
     failures: list[str] = []
     last: TandemError | None = None
     chain = table.chain(route, then)
     cooling: set[str] = set()
     if cooldowns is not None:
-        cooling = await cooldowns.cooling([r.backend.name for r in chain])
-        usable = {r.backend.name for i, r in enumerate(chain) if i == 0 or _capable(r, req)}
-        if usable <= cooling:
-            cooling = set()  # every usable candidate cools: try them anyway rather than fail for cooldowns alone
+        names = [r.backend.name for r in chain]
+        for r in chain:
+            if r.replicas:  # deployments: their replicas' backends
+                names = _backend_names(chain)
+                break
+        cooling = await cooldowns.cooling(names)
+        if cooling:
+            usable = set(_backend_names([r for i, r in enumerate(chain) if i == 0 or _capable(r, req)]))
+            if usable <= cooling:
+                cooling = set()  # every usable candidate cools: try them anyway rather than fail for cooldowns alone
     for i, r in enumerate(chain):
+        if r.balancer is not None:
+            got, err = await _try_replicas(r, i == 0, req, call, cooldowns, cooling, failures, hold)
+            if got is not None:
+                return got
+            last = err or last
+            continue
         if r.backend.name in cooling:
             failures.append(f"{r.name}: cooling down after repeated failures")
             continue
@@ -289,25 +341,100 @@ async def _with_fallbacks(table: RouteTable, route: BackendRoute, req: ChatReque
     raise last
 
 
+async def _try_replicas(route: BackendRoute, first: bool, req: ChatRequest | CompletionRequest,
+                        call: Callable[[BackendRoute], Awaitable[T]], cooldowns: CooldownStore | None,
+                        cooling: set[str], failures: list[str], hold: Callable[[T, ReplicaState], T] | None
+                        ) -> tuple[tuple[T, Attempted] | None, TandemError | None]:
+    """A deployments route's attempts (the module docstring's rule): the answer and how it was reached, or None and
+    the last error. ``hold`` takes over a successful attempt's in-flight count (a stream keeps it until it ends)."""
+    bal = route.balancer
+    assert bal is not None
+    views = route.replicas
+    out_of_play: set[int] = set()  # cooling, lacking a capability, or cooling since it failed here
+    for j, v in enumerate(views):
+        if v.backend.name in cooling:
+            out_of_play.add(j)
+            failures.append(f"{route.name}: replica {v.backend.name}: cooling down after repeated failures")
+        elif (j > 0 or not first) and not _capable(v, req):
+            out_of_play.add(j)
+            failures.append(f"{route.name}: replica {v.backend.name}: lacks a needed capability")
+    if isinstance(req, ChatRequest):
+        key = bal.request_key(req.messages, None)
+    else:
+        key = bal.request_key(None, req.prompt)
+    attempts = max(route.retries + 1, len(views) - len(out_of_play))
+    exclude = set(out_of_play)
+    failed: list[str] = []
+    last: TandemError | None = None
+    rounds = 0
+    while len(failed) < attempts:
+        pick = bal.choose(key, exclude)
+        if pick is None:  # every replica in play failed once: start the round again
+            if len(out_of_play) == len(views):
+                break
+            await asyncio.sleep(0.05 * (2**rounds))
+            rounds += 1
+            exclude = set(out_of_play)
+            continue
+        j, why = pick
+        v = views[j]
+        st = bal.replicas[j]
+        st.inflight += 1
+        held = False
+        t0 = time.perf_counter()
+        try:
+            out = await call(v)
+            st.observe(time.perf_counter() - t0)
+            if hold is not None:
+                out, held = hold(out, st), True
+        except BackendError as e:
+            last = e
+            failures.append(f"{route.name}: replica {v.backend.name}: {e.message}")
+            if not is_retryable(e):
+                return None, e
+            failed.append(v.backend.name)
+            exclude.add(j)
+            if cooldowns is not None and await cooldowns.failure(v.backend.name):
+                out_of_play.add(j)  # it just started cooling: not tried again for this request
+            continue
+        finally:
+            if not held:
+                st.inflight -= 1
+        if cooldowns is not None:
+            await cooldowns.success(v.backend.name)
+        if not first:
+            reason = f"fallback to {route.name}"
+        elif failed:
+            reason = f"retry on replica {v.backend.name} after {', '.join(failed)} failed"
+        else:
+            reason = "direct route"
+        return (out, Attempted(v, reason, failures, replica={"replica": v.backend.name, "strategy": bal.strategy,
+                                                                "replica_reason": why})), None
+    return None, last
+
+
 async def call_whole(table: RouteTable, route: BackendRoute, req: ChatRequest | CompletionRequest,
-                     cooldowns: CooldownStore | None = None, then: Sequence[str] = ()):
-    """A non-streaming chat or completion through the route's chain (then the routes in ``then``).
-    Returns (ChatResult or CompletionResult, Attempted, backend seconds)."""
+                     cooldowns: CooldownStore | None = None, then: Sequence[str] = (), span: Span | None = None):
+    """A non-streaming chat or completion through the route's chain (then the routes in ``then``); each backend
+    call is a child span of ``span`` (``gateway.tracing``). Returns (ChatResult or CompletionResult, Attempted,
+    backend seconds)."""
 
     async def call(r: BackendRoute):
         t0 = time.perf_counter()
         res = await (r.backend.chat(req) if isinstance(req, ChatRequest) else r.backend.complete(req))
         return res, time.perf_counter() - t0
 
+    if span is not None:
+        call = span.wrap_call(call)
     (res, secs), att = await _with_fallbacks(table, route, req, call, cooldowns, then)
     return res, att, secs
 
 
 async def open_stream(table: RouteTable, route: BackendRoute, req: ChatRequest | CompletionRequest,
-                      cooldowns: CooldownStore | None = None, then: Sequence[str] = ()
+                      cooldowns: CooldownStore | None = None, then: Sequence[str] = (), span: Span | None = None
                       ) -> tuple[StreamEvent | None, AsyncGenerator[StreamEvent, None], Attempted, float]:
     """Start streaming through the chain (then the routes in ``then``); returns once the first event arrived (or the
-    stream ended empty).
+    stream ended empty). Each backend call is a child span of ``span`` until its first event.
     Returns (first event, the rest, which route, seconds waited for the first event)."""
 
     async def call(r: BackendRoute):
@@ -322,8 +449,17 @@ async def open_stream(table: RouteTable, route: BackendRoute, req: ChatRequest |
             raise
         return first, it, time.perf_counter() - t0
 
-    (first, it, secs), att = await _with_fallbacks(table, route, req, call, cooldowns, then)
+    if span is not None:
+        call = span.wrap_call(call)
+    (first, it, secs), att = await _with_fallbacks(table, route, req, call, cooldowns, then, _hold_stream)
     return first, it, att, secs
+
+
+def _hold_stream(opened: tuple[StreamEvent | None, AsyncGenerator[StreamEvent, None], float], state: ReplicaState
+                 ) -> tuple[StreamEvent | None, AsyncGenerator[StreamEvent, None], float]:
+    """An opened stream on a replica keeps the replica's in-flight count until it ends."""
+    first, it, secs = opened
+    return first, HeldStream(it, state), secs
 
 
 async def _aclose(it: AsyncGenerator[StreamEvent, None]) -> None:

@@ -25,14 +25,17 @@ import orjson
 from gateway.auth import bearer_token
 from gateway.backends.base import ChatRequest, CompletionRequest, StreamEvent
 from gateway.cooldown import make_cooldown_store
-from gateway.dispatch import Attempted, BackendRoute, RouteTable, call_whole, open_stream
+from gateway.dispatch import Attempted, BackendRoute, RouterRoute, RouteTable, call_whole, open_stream
 from gateway.errors import AuthenticationError, InvalidRequest, PromptTooLarge, TandemError
 from gateway.limits import KeyLimits, Reservation
+from gateway.provenance import runs_for, runs_from_pieces
+from gateway.response_cache import HIT, CachedAnswer, Probe, StreamRecorder, replay_events
 from gateway.schemas import ChatCompletionRequest, CompletionRequestBody
 from gateway.state import Gateway
 from gateway.storage.keys import KEY_PREFIX, ApiKey
 from gateway.storage.request_log import LogRow
-from gateway.usage import Usage, price_usage
+from gateway.tracing import Span, end_request_span, end_router_span
+from gateway.usage import Price, Usage, price_usage
 from routers.base import RouteQuery
 
 
@@ -55,9 +58,13 @@ class Flow:
     error: str | None = None
     prompt: Any = None
     response: str | None = None
+    provenance: list[dict[str, str]] | None = None  # which model wrote which part of response (gateway.provenance)
     stream: bool = False
     eval_run: str | None = None  # from the x-tandem-eval-run header: evals are training data too
     routed: list[dict[str, Any]] = field(default_factory=list)  # decisions of the routers on the way
+    span: Span | None = None  # the request's trace span (gateway.tracing), from prepare() on
+    cache: str | None = None  # response cache: hit | miss | bypass (None: the route does not cache)
+    probe: Probe | None = None  # response cache: this request's keys, while it may be stored
 
     def overhead_ms(self) -> float:
         return max((time.perf_counter() - self.started - self.backend_s) * 1000.0, 0.0)
@@ -70,17 +77,30 @@ class Flow:
         return {
             "request_id": self.request_id,
             "route": self.route,
-            "decision": self.attempted.decision(self.route) if self.attempted else None,
+            "decision": self.decision(),
             "usage": self.usage.to_list(),
             "cost_usd": self.usage.cost_usd,
             "overhead_ms": round(self.overhead_ms(), 3),
         }
+
+    def decision(self) -> dict[str, Any] | None:
+        """The decision as returned and logged; with a caching route, ``cache`` says hit, miss or bypass."""
+        if self.attempted is None:
+            return None
+        d = self.attempted.decision(self.route)
+        if self.cache is not None:
+            d["cache"] = self.cache
+        return d
 
     def headers(self, with_cost: bool = True) -> dict[str, str]:
         h = {"x-request-id": self.request_id, "x-tandem-route": self.attempted.route.name if self.attempted
              else self.route, "x-tandem-overhead-ms": f"{self.overhead_ms():.3f}"}
         if with_cost:
             h["x-tandem-cost-usd"] = f"{self.usage.cost_usd:.10f}"
+        if self.cache is not None:
+            h["x-tandem-cache"] = self.cache
+        if self.attempted is not None and self.attempted.replica is not None:
+            h["x-tandem-replica"] = self.attempted.replica["replica"]  # deployments: the backend that answered
         return h
 
 
@@ -123,7 +143,7 @@ class RequestFlow:
             return
         # Bound the cost by the dearest backend the route may fall back to.
         chain = self.gw.table.chain(route, flow.router_fallbacks()) if self.gw.table else [route]
-        est = max(price_usage(r.backend.price, prompt_tokens, max_tokens) for r in chain)
+        est = max(price_usage(v.backend.price, prompt_tokens, max_tokens) for r in chain for v in (r.replicas or (r,)))
         flow.reservation = await self.gw.limits.reserve(flow.key.id, limits, est, prompt_tokens + max_tokens)
 
     # ---- common ----------------------------------------------------------------------------------------------
@@ -152,7 +172,8 @@ class RequestFlow:
         req = body.to_backend(self.gw.cfg.limits.default_max_tokens)
         if isinstance(req, ChatRequest) and flow.key is not None:
             req.caller_key_id = flow.key.id  # composite routes (TCAR) see whose agents to use
-        route, flow.routed = await table.select(requested, _route_query(req))
+        flow.span = self.gw.tracer.request_span(flow.endpoint, body.model, req, flow.started)
+        route = await self._select(flow, requested, req)
         self._check_size(req)
         flow.stream = body.stream
         if self._log_prompts(flow):
@@ -162,7 +183,48 @@ class RequestFlow:
         else:
             est_prompt = len(req.prompt) if isinstance(req.prompt, list) else len(req.prompt) // 3 + 1
         await self.reserve(flow, route, est_prompt, req.max_tokens or self.gw.cfg.limits.default_max_tokens)
+        # The response cache comes after keys, limits and the budget reservation (gateway.response_cache).
+        flow.cache, flow.probe = self.gw.response_cache.probe(flow.endpoint, requested.name,
+                                                              flow.key.id if flow.key else None, req)
         return route, req
+
+    async def _select(self, flow: Flow, requested: Any, req: ChatRequest | CompletionRequest) -> BackendRoute:
+        """Follow the routers to a generating route (a ``route …`` span around their decisions when traced)."""
+        if not isinstance(requested, RouterRoute):
+            route, flow.routed = await self.gw.table.select(requested, _route_query(req))
+            return route
+        rspan = flow.span.child(f"route {requested.name}") if flow.span is not None else None
+        try:
+            route, flow.routed = await self.gw.table.select(requested, _route_query(req))
+        finally:
+            if rspan is not None:
+                end_router_span(rspan, flow.routed)
+        return route
+
+    # ---- response cache --------------------------------------------------------------------------------------
+
+    async def cached(self, flow: Flow, route: BackendRoute) -> CachedAnswer | None:
+        """The stored answer to this request, if its route caches and has one; priced at $0 (the token counts of
+        the models that wrote it, no cost), decided as ``cache hit``."""
+        if flow.probe is None:
+            return None
+        answer = await self.gw.response_cache.lookup(flow.probe)
+        if answer is None:
+            return None
+        flow.cache, flow.probe = HIT, None
+        answered = self.gw.table.routes.get(answer.chosen)
+        flow.attempted = Attempted(answered if isinstance(answered, BackendRoute) else route,
+                                   f"cache hit: the answer of request {answer.request_id}")
+        flow.attempted.routed = flow.routed
+        free = Price()
+        for u in answer.usage:
+            flow.usage.add(u["model"], free, u["prompt_tokens"], u["completion_tokens"], u.get("cached_tokens", 0))
+        return answer
+
+    async def remember(self, flow: Flow, answer: CachedAnswer | None) -> None:
+        """Store a complete answer of a cacheable miss."""
+        if flow.probe is not None and answer is not None:
+            await self.gw.response_cache.store(flow.probe, answer)
 
     async def finish(self, flow: Flow, exc: BaseException | None = None) -> None:
         """Settle limits, write the log row, update metrics. Never raises."""
@@ -180,15 +242,24 @@ class RequestFlow:
                 flow.error = (flow.error or "") + f" (settle failed: {e})"
         elapsed = time.perf_counter() - flow.started
         att = flow.attempted
+        decision = flow.decision()
+        span = flow.span or self.gw.tracer.request_span(flow.endpoint, flow.route or "?", None, flow.started)
+        if span.recording:
+            end_request_span(span, route=flow.route or "?", request_id=flow.request_id, status=flow.status,
+                             http_status=flow.http_status, error=flow.error, usage=flow.usage, decision=decision,
+                             response_model=att.route.backend.name if att else None, cache=flow.cache,
+                             backend_s=flow.backend_s, overhead_ms=flow.overhead_ms(), stream=flow.stream,
+                             key_id=flow.key.id if flow.key else None)
         self.gw.request_log.submit(LogRow(
             id=flow.request_id, created_at=time.time() - elapsed, key_id=flow.key.id if flow.key else None,
             route=flow.route or "?", model_chosen=att.route.backend.name if att else None,
-            decision=att.decision(flow.route) if att else None, usage=flow.usage.to_list(),
+            decision=decision, usage=flow.usage.to_list(),
             prompt_tokens=flow.usage.prompt_tokens, completion_tokens=flow.usage.completion_tokens,
             cost_usd=flow.usage.cost_usd, latency_ms=elapsed * 1000.0,
             ttft_ms=None if flow.ttft_s is None else flow.ttft_s * 1000.0, status=flow.status,
             http_status=flow.http_status, error=flow.error, stream=flow.stream, prompt=flow.prompt,
             response=flow.response if self._log_prompts(flow) else None, eval_run=flow.eval_run,
+            provenance=flow.provenance if flow.provenance is not None and self._log_prompts(flow) else None,
         ))
         self.gw.metrics.observe(flow.route or "?", flow.status, elapsed, elapsed - flow.backend_s, flow.usage)
 
@@ -209,35 +280,64 @@ class RequestFlow:
 
     async def chat(self, flow: Flow, body: ChatCompletionRequest) -> dict[str, Any]:
         route, req = await self.prepare(flow, body)
+        hit = await self.cached(flow, route)
+        if hit is not None:
+            return self._whole(flow, hit)
         res, flow.attempted, flow.backend_s = await call_whole(self.gw.table, route, req, self.cooldowns,
-                                                                 flow.router_fallbacks())
+                                                                 flow.router_fallbacks(), flow.span)
         flow.attempted.routed = flow.routed
         if res.decision:
             flow.routed.append(res.decision)
         self.account(flow, flow.attempted.route, res.counts, res.counts_by_model)
         flow.response = res.message.get("content")
+        flow.provenance = runs_for(flow.response, res.provenance)
         choices = [{"index": i, "message": r.message, "logprobs": r.logprobs, "finish_reason": r.finish_reason}
                    for i, r in enumerate(res.all_choices())]  # n > 1: one ChatResult per choice
+        model = res.model or flow.attempted.route.backend.name
+        if flow.probe is not None:
+            await self.remember(flow, CachedAnswer("chat", model, flow.attempted.route.name, choices,
+                                                   flow.usage.to_list(), res.provenance, flow.request_id))
         return {
             "id": "chatcmpl-" + flow.request_id, "object": "chat.completion", "created": int(time.time()),
-            "model": res.model or flow.attempted.route.backend.name, "choices": choices,
+            "model": model, "choices": choices,
             "usage": flow.usage.openai_usage(),
             "tandem": {**flow.tandem_object(), **({"provenance": res.provenance} if res.provenance else {})},
         }
 
     async def complete(self, flow: Flow, body: CompletionRequestBody) -> dict[str, Any]:
         route, req = await self.prepare(flow, body)
+        hit = await self.cached(flow, route)
+        if hit is not None:
+            return self._whole(flow, hit)
         res, flow.attempted, flow.backend_s = await call_whole(self.gw.table, route, req, self.cooldowns,
-                                                                 flow.router_fallbacks())
+                                                                 flow.router_fallbacks(), flow.span)
         flow.attempted.routed = flow.routed
         self.account(flow, flow.attempted.route, res.counts)
         flow.response = res.text
+        model = res.model or flow.attempted.route.backend.name
+        choices = [{"index": 0, "text": res.text, "logprobs": res.logprobs, "finish_reason": res.finish_reason}]
+        if flow.probe is not None:
+            await self.remember(flow, CachedAnswer("completions", model, flow.attempted.route.name, choices,
+                                                   flow.usage.to_list(), None, flow.request_id))
         return {
             "id": "cmpl-" + flow.request_id, "object": "text_completion", "created": int(time.time()),
-            "model": res.model or flow.attempted.route.backend.name,
-            "choices": [{"index": 0, "text": res.text, "logprobs": res.logprobs, "finish_reason": res.finish_reason}],
+            "model": model, "choices": choices,
             "usage": flow.usage.openai_usage(), "tandem": flow.tandem_object(),
         }
+
+    def _whole(self, flow: Flow, hit: CachedAnswer) -> dict[str, Any]:
+        """A non-streamed response from a cached answer: the live response's shape, the hit's usage and decision."""
+        chat = hit.endpoint == "chat"
+        choices = [{"index": i, **{k: v for k, v in c.items() if k != "index"}} for i, c in enumerate(hit.choices)]
+        first = hit.choices[0] if hit.choices else {}
+        flow.response = (first.get("message") or {}).get("content") if chat else first.get("text")
+        flow.provenance = runs_for(flow.response, hit.provenance)
+        tandem = flow.tandem_object()
+        if hit.provenance:
+            tandem["provenance"] = hit.provenance
+        return {"id": ("chatcmpl-" if chat else "cmpl-") + flow.request_id,
+                "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
+                "model": hit.model, "choices": choices, "usage": flow.usage.openai_usage(), "tandem": tandem}
 
     # ---- streaming -------------------------------------------------------------------------------------------
 
@@ -245,8 +345,12 @@ class RequestFlow:
                    ) -> tuple[StreamEvent | None, AsyncGenerator[StreamEvent, None], bool]:
         """Start the stream (falls back while nothing has been sent). Returns (first event, rest, include_usage)."""
         route, req = await self.prepare(flow, body)
+        hit = await self.cached(flow, route)
+        if hit is not None:  # streamed as a live answer is
+            flow.ttft_s = time.perf_counter() - flow.started
+            return *replay_events(hit), body.include_usage
         first, rest, flow.attempted, flow.backend_s = await open_stream(self.gw.table, route, req, self.cooldowns,
-                                                                         flow.router_fallbacks())
+                                                                         flow.router_fallbacks(), flow.span)
         flow.attempted.routed = flow.routed
         flow.ttft_s = time.perf_counter() - flow.started
         return first, rest, body.include_usage
@@ -262,12 +366,16 @@ class RequestFlow:
                 "object": "chat.completion.chunk" if chat else "text_completion", "created": int(time.time()),
                 "model": model}
         text: list[str] = []
+        writers: list[tuple[int, str]] = []  # (piece, model) for pieces that name their writer (collaborations)
         pieces = 0
         exc: BaseException | None = None
+        rec = StreamRecorder(flow.endpoint) if flow.probe is not None else None  # a cacheable miss is stored
         t_wait = time.perf_counter()
         try:
             ev = first
             while ev is not None:
+                if rec is not None:
+                    rec.add(ev)
                 if ev.counts is not None or ev.counts_by_model:
                     self.account(flow, att.route, ev.counts, ev.counts_by_model)
                 if ev.decision:
@@ -275,6 +383,8 @@ class RequestFlow:
                 if ev.delta is not None or ev.finish_reason is not None or ev.text is not None or ev.logprobs:
                     piece = ev.delta.get("content") if ev.delta else ev.text
                     if piece:
+                        if ev.model is not None:
+                            writers.append((pieces, ev.model))
                         text.append(piece)
                         pieces += 1
                     if chat:
@@ -294,6 +404,8 @@ class RequestFlow:
                     ev = None
                 flow.backend_s += time.perf_counter() - t_wait
             flow.response = "".join(text)
+            if rec is not None:
+                await self.remember(flow, rec.answer(model, att.route.name, flow.usage.to_list(), flow.request_id))
             final: dict[str, Any] = {**base, "choices": []}
             if include_usage:
                 final["usage"] = flow.usage.openai_usage()
@@ -318,6 +430,7 @@ class RequestFlow:
                 await rest.aclose()
             except Exception:  # noqa: BLE001 - closing the backend's stream must not lose the log row
                 pass
+            flow.provenance = runs_from_pieces(text, writers, model)
             await self.finish(flow, exc)
 
 

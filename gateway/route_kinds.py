@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.backends.base import Backend
 from gateway.backends.collab_backend import CollabBackend
+from gateway.balancer import Balancer
 from gateway.config import (
     BackendRouteConfig,
     CollabRouteConfig,
@@ -31,7 +32,7 @@ from gateway.config import (
     TandemConfig,
     TcarRouteConfig,
 )
-from gateway.dispatch import BackendRoute, Route, RouterRoute, RouteTable
+from gateway.dispatch import BackendRoute, Route, RouterRoute, RouteTable, deployments_route
 from gateway.errors import ConfigError
 from gateway.paths import cache_dir
 from gateway.tcar_route import TcarBackend
@@ -144,6 +145,12 @@ def collab_params(route: CollabRouteConfig, prm_resolver: PrmResolver | None) ->
 
 
 def build_backend_route(route: BackendRouteConfig, ctx: RouteBuildContext) -> Route:
+    if route.deployments is not None:  # several replicas of one model: a balancer picks one per request
+        balancer = Balancer([(d.backend, d.weight) for d in route.deployments], route.strategy,
+                            load_factor=route.load_factor, prefix_chars=route.prefix_chars)
+        return deployments_route(route.name, [ctx.backends[d.backend] for d in route.deployments], balancer,
+                                 route.fallbacks, route.retries, route.description)
+    assert route.backend is not None  # the config's validator: one of backend or deployments
     return BackendRoute(route.name, ctx.backends[route.backend], list(route.fallbacks), route.retries,
                         route.description)
 

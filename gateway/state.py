@@ -23,11 +23,15 @@ from gateway.config import TandemConfig, load_config
 from gateway.dispatch import RouterRoute, RouteTable
 from gateway.limits import LimitStore, make_limit_store
 from gateway.metrics import GatewayMetrics
+from gateway.paths import cache_dir
+from gateway.response_cache import ResponseCache, make_response_cache
 from gateway.route_kinds import PrmResolver, RouteKindRegistry, build_routes, default_route_kind_registry
 from gateway.storage.agents import AgentStore
 from gateway.storage.db import make_engine, migrate, ping
 from gateway.storage.keys import ApiKey, KeyStore
 from gateway.storage.request_log import RequestLog
+from gateway.tracing import Tracer, make_tracer
+from routers.embedder import Embedder
 
 log = logging.getLogger("tandem")
 
@@ -39,7 +43,7 @@ class Gateway:
 
     def __init__(self, cfg: TandemConfig, config_path: str | Path | None = None,
                  registry: BackendRegistry | None = None, *, prm_resolver: PrmResolver | None = None,
-                 route_kinds: RouteKindRegistry | None = None):
+                 route_kinds: RouteKindRegistry | None = None, tracer: Tracer | None = None):
         self.cfg = cfg
         self.config_path = Path(config_path) if config_path else None
         self.registry = registry or default_backend_registry()
@@ -54,6 +58,8 @@ class Gateway:
         self.keys = KeyStore(self.engine)
         self.agents = AgentStore(self.engine)
         self.limits: LimitStore = make_limit_store(cfg.storage.redis_url)
+        self.tracer = tracer or make_tracer()  # OpenTelemetry when the OTEL_* variables ask for it (gateway.tracing)
+        self.response_cache: ResponseCache = make_response_cache(self.limits.shared_redis, _embed_one)
         self._key_cache: dict[str, tuple[float, ApiKey | None]] = {}
         self._reload_lock = asyncio.Lock()
         self.started_at = time.time()
@@ -63,7 +69,10 @@ class Gateway:
         await asyncio.to_thread(migrate, self.engine)
         await self.request_log.start()
         progress(f"limits: {self.limits.description}")
+        progress(f"tracing: {self.tracer.description}")
         await self._apply(self.cfg, progress)
+        if self.response_cache.policies:
+            progress(f"response cache: {self.response_cache.description}")
 
     async def _build(self, cfg: TandemConfig, progress) -> dict[str, Backend]:
         out: dict[str, Backend] = {}
@@ -89,6 +98,7 @@ class Gateway:
                 progress(f"router route {route.name}: warm in {await asyncio.to_thread(route.warm):.1f}s")
         removed = [b for name, b in self.backends.items() if new.get(name) is not b]
         self.backends, self.table, self.cfg = new, table, cfg
+        self.response_cache.configure(cfg)
         self._backend_cfgs = {b.name: b for b in cfg.backends}
         if removed:
             asyncio.get_running_loop().call_later(30, lambda: asyncio.ensure_future(_close_all(removed)))
@@ -114,6 +124,13 @@ class Gateway:
         self._key_cache[plaintext] = (now + KEY_CACHE_S, key)
         return key
 
+    def forget_key(self, key_id: str) -> None:
+        """Drop this process's cached lookups of ``key_id`` (after the admin API revoked or changed it); other
+        replicas see the change within ``KEY_CACHE_S``."""
+        for token, (_, key) in list(self._key_cache.items()):
+            if key is not None and key.id == key_id:
+                self._key_cache.pop(token, None)
+
     async def readiness(self) -> dict[str, object]:
         """DB, Redis and each backend, checked concurrently."""
         db = asyncio.to_thread(ping, self.engine)
@@ -133,7 +150,13 @@ class Gateway:
         await self.request_log.close()
         await _close_all(list(self.backends.values()))
         await self.limits.aclose()
+        await asyncio.to_thread(self.tracer.shutdown)  # exports the spans still queued
         self.engine.dispose()
+
+
+def _embed_one():
+    """The response cache's sentence embedder (made when a route first matches semantically; MiniLM loads then)."""
+    return Embedder(cache_dir=cache_dir()).embed_one
 
 
 async def _close_all(backends: list[Backend]) -> None:

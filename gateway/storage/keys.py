@@ -1,8 +1,11 @@
-"""API keys, hashed at rest: create (the plaintext is shown once), look up, revoke, list.
+"""API keys, hashed at rest: create (the plaintext is shown once), look up, change, revoke, list.
 
 A key is ``tdm-`` followed by 32 random bytes in URL-safe base64; only ``hash_key(key)`` (SHA-256 hex) is stored,
 so a stolen database holds no usable key. Each key may carry a dollar budget, requests-per-minute and
 tokens-per-minute limits, and whether its prompts are logged.
+
+``tandem keys`` (``gateway.cli``) and the admin endpoints (``gateway.admin_keys``, which the page at ``/ui`` uses)
+call the same methods here and render a key with the same :meth:`ApiKey.to_json`, so the two cannot disagree.
 
 What it leaves out: enforcing limits and budgets (Redis, ``gateway.limits``), the admin key (config), HTTP auth
 headers, and caching lookups. The methods are synchronous: call them from a worker thread inside the event loop.
@@ -14,13 +17,17 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import Engine, insert, select, update
 
 from gateway.storage.tables import api_keys
 
 KEY_PREFIX = "tdm-"
+UNCHANGED: Final = object()
+"""Default of :meth:`KeyStore.update`'s fields: leave the stored value as it is (None clears a limit)."""
+EDITABLE = ("name", "budget_usd", "rpm", "tpm", "log_prompts")
+"""The fields :meth:`KeyStore.update` may change."""
 
 
 def hash_key(plaintext: str) -> str:
@@ -53,6 +60,12 @@ class ApiKey:
             id=m["id"], name=m["name"], created_at=m["created_at"], budget_usd=m["budget_usd"], rpm=m["rpm"],
             tpm=m["tpm"], log_prompts=bool(m["log_prompts"]), revoked=bool(m["revoked"]),
         )
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as the CLI prints it and the admin API returns it (never the plaintext or its hash)."""
+        return {"id": self.id, "object": "api_key", "name": self.name, "created_at": self.created_at,
+                "budget_usd": self.budget_usd, "rpm": self.rpm, "tpm": self.tpm, "log_prompts": self.log_prompts,
+                "revoked": self.revoked}
 
 
 def _check_limits(budget_usd: float | None, rpm: int | None, tpm: int | None) -> None:
@@ -104,6 +117,21 @@ class KeyStore:
         with self.engine.begin() as conn:
             n = conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(revoked=True)).rowcount
         return n > 0
+
+    def update(self, key_id: str, *, name: Any = UNCHANGED, budget_usd: Any = UNCHANGED, rpm: Any = UNCHANGED,
+               tpm: Any = UNCHANGED, log_prompts: Any = UNCHANGED) -> ApiKey | None:
+        """Change the given fields of a key (revoked or not) and return the new record; None when no such key.
+        A field left at :data:`UNCHANGED` keeps its value; ``None`` clears a limit (no budget, no rpm/tpm cap)."""
+        given = {k: v for k, v in (("name", name), ("budget_usd", budget_usd), ("rpm", rpm), ("tpm", tpm),
+                                   ("log_prompts", log_prompts)) if v is not UNCHANGED}
+        _check_limits(given.get("budget_usd"), given.get("rpm"), given.get("tpm"))
+        if given.get("log_prompts", False) is None:
+            raise ValueError("log_prompts must be true or false, got None")
+        with self.engine.begin() as conn:
+            if given:
+                conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(**given))
+            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
+        return None if row is None else ApiKey.from_row(row)
 
     def list(self, include_revoked: bool = True) -> list[ApiKey]:
         """All keys, oldest first."""

@@ -34,7 +34,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select
+import orjson
+from sqlalchemy import JSON, Engine, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -74,7 +75,9 @@ def _finite(x: float | None) -> float | None:
 
 @dataclass
 class LogRow:
-    """One request as logged. ``usage`` is ``gateway.usage.Usage.to_list()``; ``decision`` the router's decision."""
+    """One request as logged. ``usage`` is ``gateway.usage.Usage.to_list()``; ``decision`` the router's decision;
+    ``provenance`` which model wrote which part of ``response`` (None: ``model_chosen`` wrote it all), kept and dropped
+    with the prompt and response text."""
 
     id: str
     route: str | None = None
@@ -95,6 +98,7 @@ class LogRow:
     prompt: Any = None
     response: str | None = None
     eval_run: str | None = None
+    provenance: list[dict[str, str]] | None = None  # the response's [{"model", "text"}] runs (gateway.provenance)
 
     def to_params(self) -> dict[str, Any]:
         """Column values ready to insert (JSON made safe, NULs dropped, non-finite numbers nulled)."""
@@ -118,6 +122,7 @@ class LogRow:
             "prompt": json_safe(self.prompt),
             "response": clean_text(self.response),
             "eval_run": self.eval_run,
+            "provenance": json_safe(self.provenance),
         }
 
     @classmethod
@@ -143,11 +148,38 @@ def insert_ignoring_duplicates(dialect_name: str) -> Any:
     return None
 
 
+_COLUMNS = tuple(c.name for c in requests.c)
+_JSON_COLUMNS = frozenset(c.name for c in requests.c if isinstance(c.type, JSON))
+# One statement for a whole SQLite batch, run by the driver itself: SQLAlchemy's per-row parameter processing
+# and json.dumps held the GIL twice as long per row, stalling the event loop while the writer thread ran
+# (measured by `python -m bench.gateway_overhead`, levels at 1 and 16 connections).
+_SQLITE_INSERT = (f"INSERT INTO requests ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)}) "
+                  "ON CONFLICT (id) DO NOTHING")
+
+
+def _sqlite_tuples(params: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Rows as the driver's positional parameters, JSON columns serialised with orjson (None stays NULL)."""
+    out = []
+    for p in params:
+        out.append(tuple(
+            (None if p.get(c) is None else orjson.dumps(p[c]).decode()) if c in _JSON_COLUMNS else p.get(c)
+            for c in _COLUMNS))
+    return out
+
+
 def write_rows(engine: Engine, params: Sequence[dict[str, Any]]) -> None:
     """Insert ``params`` in one transaction, skipping ids already present."""
     if not params:
         return
     with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            try:
+                rows = _sqlite_tuples(params)
+            except (TypeError, orjson.JSONEncodeError):  # e.g. an integer beyond 64 bits: the general path below
+                rows = None
+            if rows is not None:
+                conn.exec_driver_sql(_SQLITE_INSERT, rows)
+                return
         stmt = insert_ignoring_duplicates(conn.dialect.name)
         if stmt is None:  # other databases: look up which ids exist, insert the rest
             ids = [p["id"] for p in params]
@@ -255,7 +287,7 @@ class RequestLog:
         """Queue ``row`` for writing. Never blocks on the database and never raises."""
         try:
             if not self.log_prompts:
-                row = replace(row, prompt=None, response=None)
+                row = replace(row, prompt=None, response=None, provenance=None)
             params = row.to_params()  # fail here, on this row only, rather than inside a batch
         except Exception as e:
             log.exception("request log: unusable row %r", getattr(row, "id", row))

@@ -2,7 +2,8 @@
 ``agents`` (TCAR agents: a route with a description, owned by a key or global).
 
 Times are Unix seconds (float) so SQLite and Postgres compare them alike. JSON columns hold the router's decision,
-the per-model usage list (``gateway.usage.Usage.to_list()``) and the prompt messages. The migration scripts in
+the per-model usage list (``gateway.usage.Usage.to_list()``), the prompt messages and the response's provenance runs
+(``[{"model", "text"}]``, ``gateway.provenance``). The migration scripts in
 ``migrations/versions`` create exactly this; a test compares them.
 
 What it leaves out: reading and writing (``request_log``, ``keys``) and migrations (``db``).
@@ -57,9 +58,19 @@ requests = Table(
     Column("prompt", JSON(none_as_null=True), nullable=True),
     Column("response", Text, nullable=True),
     Column("eval_run", String(64), nullable=True),
+    # 0004: which model wrote which part of ``response`` (gateway.provenance); NULL for one plain backend's answer
+    Column("provenance", JSON(none_as_null=True), nullable=True),
     Index(None, "created_at"),
     Index(None, "eval_run"),
     Index(None, "key_id", "created_at"),
+    # 0003, for the page at /ui (gateway.storage.log_stats): a covering index of what window aggregates read, so
+    # they scan the index and not the wide rows; latency in order per route (percentiles without a sort); per
+    # chosen model over time; each key's spend (covering).
+    Index("ix_requests_window", "created_at", "route", "key_id", "status", "cost_usd", "latency_ms", "prompt_tokens",
+          "completion_tokens"),
+    Index(None, "route", "latency_ms", "created_at"),
+    Index(None, "model_chosen", "created_at"),
+    Index(None, "key_id", "created_at", "cost_usd"),
 )
 
 feedback = Table(

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.gateway_overhead import compare, start_stub
-from bench.loadgen import parse_target, percentile, summarize
+from bench.gateway_overhead import compare, level_targets, start_stub
+from bench.levels import level_row
+from bench.loadgen import JobResult, parse_target, percentile, summarize
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,13 +58,39 @@ def test_compare_computes_added_and_ratios() -> None:
     assert r["ratio_rps"] == 2.0 and r["gateway_rps"] == 14.0 and r["direct_rps"] == 7.0
 
 
+def test_level_row_is_the_gateway_against_direct_at_the_same_level() -> None:
+    rng = random.Random(7)
+    d = [rng.expovariate(10.0) for _ in range(5000)]
+    g = [x + 0.5 + rng.expovariate(2.0) for x in d]
+    row = level_row("nonstream", 16, JobResult(d, d, ok=5000, elapsed_s=2.0), JobResult(g, g, ok=4000, errors=3,
+                                                                                       elapsed_s=2.0))
+    assert (row["mode"], row["concurrency"], row["rps"], row["direct"]["rps"]) == ("nonstream", 16, 2000.0, 2500.0)
+    for k, q in (("p50_ms", 50), ("p99_ms", 99), ("p999_ms", 99.9)):
+        assert row[k] == pytest.approx(float(np.percentile(g, q)))
+        assert row["direct"][k] == pytest.approx(float(np.percentile(d, q)))
+    assert row["added_p50_ms"] == pytest.approx(row["p50_ms"] - row["direct"]["p50_ms"])
+    assert row["added_p99_ms"] == pytest.approx(row["p99_ms"] - row["direct"]["p99_ms"])
+    assert row["errors"] == 3 and row["samples"] == 5000
+
+
+def test_level_targets() -> None:
+    ok = {"mode": "nonstream", "concurrency": 16, "p50_ms": 5.0, "p99_ms": 15.0, "p999_ms": 25.0, "rps": 2000.0}
+    c1 = {"mode": "nonstream", "concurrency": 1, "added_p99_ms": 2.5}
+    assert level_targets([ok, c1]) == {"c16_p99_le_3x_p50": True, "c16_p999_le_5x_p50": True,
+                                       "c16_rps_ge_2000": True, "c1_added_p99_le_2ms": False}
+    assert level_targets([{**ok, "p99_ms": 15.1, "p999_ms": 25.1, "rps": 1999.0}]) == {
+        "c16_p99_le_3x_p50": False, "c16_p999_le_5x_p50": False, "c16_rps_ge_2000": False}
+    assert level_targets([]) == {}
+
+
 @pytest.mark.slow
 def test_benchmark_json_against_a_second_stub() -> None:
     proc, gw_url = start_stub(tokens=8, chunk_delay_ms=0.0)
     try:
         out = subprocess.run(
             [sys.executable, "-m", "bench.gateway_overhead", "--gateway-url", gw_url, "--requests", "200",
-             "--warmup", "20", "--duration", "0.4", "--concurrency", "8", "--max-tokens", "8", "--json"],
+             "--warmup", "20", "--duration", "0.4", "--concurrency", "8", "--max-tokens", "8", "--levels", "1,4",
+             "--level-duration", "0.3", "--json"],
             cwd=ROOT, capture_output=True, text=True, timeout=120,
         )
     finally:
@@ -80,3 +107,10 @@ def test_benchmark_json_against_a_second_stub() -> None:
     assert report["gateway_p99_ms"] >= report["gateway_p50_ms"]
     assert report["errors"] == 0
     assert report["added_p50_ms"] == pytest.approx(report["gateway_p50_ms"] - report["direct_p50_ms"])
+    levels = report["levels"]
+    assert [(r["mode"], r["concurrency"]) for r in levels] == [("nonstream", 1), ("nonstream", 4), ("stream", 1),
+                                                               ("stream", 4)]
+    for r in levels:
+        assert r["rps"] > 0 and r["direct"]["rps"] > 0 and r["errors"] == 0
+        assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["p999_ms"]
+        assert r["added_p99_ms"] == pytest.approx(r["p99_ms"] - r["direct"]["p99_ms"])

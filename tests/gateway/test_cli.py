@@ -39,9 +39,14 @@ def test_gateway_cli_passes_its_resolver_to_serve(monkeypatch):
     from gateway import cli
 
     got = {}
-    monkeypatch.setattr("gateway.serve.serve", lambda cfg, path, log_level, prm_resolver: got.update(
-        port=cfg.server.port, path=path, resolver=prm_resolver))
+    def fake_serve(cfg, path, log_level, prm_resolver, workers, runtime):
+        got.update(port=cfg.server.port, path=path, resolver=prm_resolver, workers=workers, runtime=runtime)
+        return 0
+
+    monkeypatch.setattr("gateway.serve.serve", fake_serve)
     resolver = object()
     assert cli.main(["serve", "--port", "0"], prm_resolver=resolver) == 0  # type: ignore[arg-type]
-    assert got == {"port": 0, "path": None, "resolver": resolver}
+    assert got == {"port": 0, "path": None, "resolver": resolver, "workers": 1, "runtime": "tuned"}
+    assert cli.main(["serve", "--port", "0", "--workers", "3", "--runtime", "default"]) == 0
+    assert (got["workers"], got["runtime"]) == (3, "default")
     assert cli.main(["serve", "--port", "0"]) == 0 and got["resolver"] is None

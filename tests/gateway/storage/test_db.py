@@ -52,7 +52,7 @@ def test_migrations_are_shipped_in_the_package_with_one_head() -> None:
     assert (MIGRATIONS_DIR / "env.py").exists()
     assert not (MIGRATIONS_DIR / "alembic.ini").exists()
     heads = ScriptDirectory.from_config(alembic_config()).get_heads()
-    assert heads == ["0002"]
+    assert heads == ["0004"]
 
 
 def test_migrate_creates_the_schema_of_tables_py(db: Db) -> None:  # noqa: F811
@@ -60,7 +60,7 @@ def test_migrate_creates_the_schema_of_tables_py(db: Db) -> None:  # noqa: F811
     assert current_revision(e) is None
     migrate(e)
     migrate(e)  # idempotent
-    assert current_revision(e) == "0002"
+    assert current_revision(e) == "0004"
     names = set(inspect(e).get_table_names())
     assert {"requests", "feedback", "api_keys", "alembic_version"} <= names
     cols = {c["name"] for c in inspect(e).get_columns("requests")}
@@ -78,7 +78,7 @@ def test_migrate_from_a_url(tmp_path: Path) -> None:
     migrate(url)
     e = make_engine(url)
     try:
-        assert current_revision(e) == "0002"
+        assert current_revision(e) == "0004"
     finally:
         e.dispose()
 
@@ -98,7 +98,7 @@ def test_concurrent_migrations_do_not_collide(db: Db) -> None:  # noqa: F811
     for t in threads:
         t.join()
     assert errors == []
-    assert current_revision(db.engine()) == "0002"
+    assert current_revision(db.engine()) == "0004"
 
 
 def test_ping(db: Db) -> None:  # noqa: F811

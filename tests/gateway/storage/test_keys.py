@@ -79,3 +79,31 @@ def test_create_rejects_bad_limits(migrated: Engine) -> None:  # noqa: F811
     with pytest.raises(ValueError):
         store.create(budget_usd=float("nan"))
     assert store.list() == []
+
+
+def test_update_changes_given_fields_only(migrated: Engine) -> None:  # noqa: F811
+    from gateway.storage.keys import UNCHANGED
+
+    store = KeyStore(migrated)
+    plain, key = store.create(name="a", budget_usd=5.0, rpm=10)
+    got = store.update(key.id, budget_usd=0.5, name="b")
+    assert (got.name, got.budget_usd, got.rpm, got.tpm, got.log_prompts) == ("b", 0.5, 10, None, True)
+    got = store.update(key.id, rpm=None, log_prompts=False)  # None clears a limit
+    assert (got.budget_usd, got.rpm, got.log_prompts) == (0.5, None, False)
+    assert store.update(key.id) == got and store.update(key.id, tpm=UNCHANGED) == got
+    assert store.lookup(plain) == got
+    assert store.update("key_missing", rpm=3) is None
+    for bad in ({"rpm": 0}, {"budget_usd": -1.0}, {"budget_usd": float("inf") * 0}, {"log_prompts": None}):
+        with pytest.raises(ValueError):
+            store.update(key.id, **bad)
+    assert store.get(key.id) == got
+    store.revoke(key.id)
+    assert store.update(key.id, name="c").revoked is True  # a revoked key stays revoked
+
+
+def test_to_json_holds_no_secret(migrated: Engine) -> None:  # noqa: F811
+    store = KeyStore(migrated)
+    plain, key = store.create(name="n", tpm=5)
+    j = key.to_json()
+    assert set(j) == {"id", "object", "name", "created_at", "budget_usd", "rpm", "tpm", "log_prompts", "revoked"}
+    assert plain not in str(j) and hash_key(plain) not in str(j)

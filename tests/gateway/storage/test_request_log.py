@@ -248,3 +248,37 @@ def test_prompt_logging_off_and_eval_run(migrated: Engine, tmp_path: Path) -> No
     assert all(r["prompt"] is None and r["response"] is None for r in recs.values())
     assert recs["req-2"]["status"] == "error" and recs["req-2"]["http_status"] == 502 and recs["req-2"]["stream"]
     assert [r["id"] for r in log.records(eval_run="run-1")] == ["req-1"]
+
+
+def test_sqlite_batch_insert_reads_back_like_sqlalchemys_insert(tmp_path: Path) -> None:
+    """The SQLite fast path (driver-level executemany, orjson) against SQLAlchemy's own insert as the reference."""
+    from sqlalchemy import insert
+
+    from gateway.storage.db import make_engine, migrate
+    from gateway.storage.request_log import write_rows
+
+    rows = [row(1), row(2, decision=None, usage=None, prompt=None, response=None, stream=True, ttft_ms=None),
+            row(3, prompt=[{"role": "user", "content": "héllo \u2603 \"q\" \\ \n"}], decision={"n": [1, 2.5, None]},
+                key_id=None, error="boom", http_status=502, status="error", eval_run="run-1")]
+    params = [r.to_params() for r in rows]
+    fast, ref = make_engine(f"sqlite:///{tmp_path / 'fast.db'}"), make_engine(f"sqlite:///{tmp_path / 'ref.db'}")
+    for e in (fast, ref):
+        migrate(e)
+    write_rows(fast, params)
+    write_rows(fast, params[:1])  # an id already there is skipped, not an error
+    with ref.begin() as c:
+        c.execute(insert(requests), params)
+
+    def read(e: Engine) -> list[dict[str, object]]:
+        with e.connect() as c:
+            return [dict(r._mapping) for r in c.execute(select(requests).order_by(requests.c.id))]
+
+    def nulls(e: Engine) -> tuple[int, int]:
+        with e.connect() as c:  # SQL NULL, not the JSON text 'null'
+            return c.exec_driver_sql("select count(*) from requests where decision is null").one()[0], \
+                c.exec_driver_sql("select count(*) from requests where prompt is null").one()[0]
+
+    assert read(fast) == read(ref) and len(read(fast)) == 3
+    assert nulls(fast) == nulls(ref) == (1, 1)
+    fast.dispose()
+    ref.dispose()
