@@ -1,4 +1,4 @@
-"""Benchmark of ``kernels.combine``: fused CPU path vs the reference, and bandwidth against a memory copy.
+"""Benchmark of ``logit_kernels.combine``: fused CPU path vs the reference, and bandwidth against a memory copy.
 
 CPU (2 threads): reference and fused path on V=151,936, M=3, B=32 (by default), greedy and greedy+logprobs; the
 fused path's bytes read per second as a fraction of a same-size ``copy_`` (whose rate counts bytes read + written).
@@ -24,8 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kernels import combine  # noqa: E402
-from kernels.reference import combine_reference  # noqa: E402
+from logit_kernels import combine  # noqa: E402
+from logit_kernels.reference import combine_reference  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -78,7 +78,7 @@ def bench_cpu(v: int, m: int, b: int, dtype: torch.dtype, repeats: int) -> dict[
 def bench_gpu(v: int, m: int, dtype: torch.dtype) -> dict[str, float]:
     import triton.testing
 
-    from kernels.triton_combine import available
+    from logit_kernels.triton_combine import available
 
     if not available():
         return {}
@@ -123,7 +123,7 @@ def sweep_gpu(v: int, m: int) -> list[dict[str, object]]:
     """Triton kernel time (CUDA-graph replay) and fraction of copy per launch shape and mode, B ∈ {32, 64}, bf16/fp32."""
     import triton.testing
 
-    from kernels.triton_combine import LaunchConfig, combine_triton
+    from logit_kernels.triton_combine import LaunchConfig, combine_triton
 
     shapes = [(1024, 4, 8), (2048, 8, 4), (1024, 8, 8), (2048, 4, 8), (4096, 8, 4)]
     rows: list[dict[str, object]] = []

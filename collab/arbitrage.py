@@ -17,7 +17,7 @@ needs the session's ``decode``. A name such as ``"suite:units"`` is refused: who
 Built from a training file (:meth:`ArbitrageStrategy.from_loaded`), the strategy runs the file's router with its
 calibrated τ and step delimiter unless the route gives them.
 
-In process, step tokens come from each model's logits through ``kernels.combine``; a remote model writes chunks that
+In process, step tokens come from each model's logits through ``logit_kernels.combine``; a remote model writes chunks that
 are cut at the delimiter (the cut tokens still count in its usage). What it leaves out: labels and training
 (``collab.labels.arbitrage_labels``, ``evals.collab_train``) and any concrete process reward.
 """

@@ -3,10 +3,10 @@
 Each step the router model (in process, it must give its last hidden state: ``next_state``) yields logits ``z_R`` and
 hidden ``h``; the routing head picks ``I = argmax head(h)``; the next token comes from
 
-    log π_final = log π_router + log π_I        (weights [1, 1] in ``kernels.combine``)
+    log π_final = log π_router + log π_I        (weights [1, 1] in ``logit_kernels.combine``)
 
 greedy or sampled. A remote expert gives only its top-k: the fusion then runs over the union of the router's and the
-expert's top-k (``kernels.combine`` sparse path). Provenance names the chosen expert.
+expert's top-k (``logit_kernels.combine`` sparse path). Provenance names the chosen expert.
 
 A training file (:func:`save_fusionroute`) holds the head, the expert names in the head's order and the tuned router
 model; :meth:`FusionRouteStrategy.from_loaded` builds the strategy from it and a route's roles (``router`` plus one

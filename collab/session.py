@@ -11,7 +11,7 @@ one :class:`Member` per model with its usage. Two transports, picked per model:
 - **remote** (only ``complete_ids``, e.g. vLLM over HTTP): chunked drafting with top-k logprobs and one-token
   continuations, both on token-id prompts that the server's prefix cache mostly holds already.
 
-Every token choice from logits goes through ``kernels.combine`` (:meth:`Session.pick`); a remote model's own sampled
+Every token choice from logits goes through ``logit_kernels.combine`` (:meth:`Session.pick`); a remote model's own sampled
 token is taken as it is. ``state_sync`` lets a strategy run several in-process positions in one worker thread.
 Usage per model follows the OpenAI convention per call: ``prompt_tokens`` is the whole
 context sent (cached included), ``cached_tokens`` the part reused from the model's cache (in process: the session's
@@ -31,7 +31,7 @@ from typing import Any, NamedTuple, cast
 
 import torch
 
-import kernels
+import logit_kernels
 from collab.protocol import (
     AsyncLogitModel,
     AsyncStatefulModel,
@@ -142,7 +142,7 @@ class Member:
 
 
 def position_seed(seed: int, position: int) -> int:
-    """The ``kernels.combine`` sampling seed for one answer position (same seed and position → same draw)."""
+    """The ``logit_kernels.combine`` sampling seed for one answer position (same seed and position → same draw)."""
     return (seed * 1_000_003 + position) & 0xFFFFFFFF
 
 
@@ -227,9 +227,9 @@ class Session:
                                                 temperature=self.temperature,
                                                 seed=position_seed(self.seed, len(ids)) if self.temperature else None)
 
-    def pick(self, logits: Sequence[torch.Tensor] | Sequence[kernels.TopK], weights: Sequence[float] | None = None,
+    def pick(self, logits: Sequence[torch.Tensor] | Sequence[logit_kernels.TopK], weights: Sequence[float] | None = None,
              *, position: int | None = None) -> int:
-        """Choose one token from one or more models' scores through ``kernels.combine`` (greedy at temperature 0,
+        """Choose one token from one or more models' scores through ``logit_kernels.combine`` (greedy at temperature 0,
         else a seeded draw; the seed depends on the answer position)."""
         w = [1.0] * len(logits) if weights is None else list(weights)
         pos = len(self.output) if position is None else position
@@ -237,9 +237,9 @@ class Session:
         temp = self.temperature if self.temperature > 0 else 1.0
         if isinstance(logits[0], torch.Tensor):
             x = torch.stack([t.float().reshape(1, -1) for t in logits])  # type: ignore[union-attr]
-            res = kernels.combine(x, w, temperature=temp, mode=mode, seed=position_seed(self.seed, pos))
+            res = logit_kernels.combine(x, w, temperature=temp, mode=mode, seed=position_seed(self.seed, pos))
         else:
-            res = kernels.combine(list(logits), w, temperature=temp, mode=mode,  # type: ignore[arg-type]
+            res = logit_kernels.combine(list(logits), w, temperature=temp, mode=mode,  # type: ignore[arg-type]
                                   seed=position_seed(self.seed, pos))
         tok = int(res.token_ids[0])
         if tok < 0:
@@ -259,14 +259,14 @@ class Session:
         return out.steps[0].token_id, None
 
 
-def topk_of(logprobs_or_top: torch.Tensor | Sequence[tuple[int, float]], k: int | None = None) -> kernels.TopK:
-    """A one-row ``kernels.TopK`` from full logits (its top ``k`` log-softmax values) or from (id, logprob) pairs."""
+def topk_of(logprobs_or_top: torch.Tensor | Sequence[tuple[int, float]], k: int | None = None) -> logit_kernels.TopK:
+    """A one-row ``logit_kernels.TopK`` from full logits (its top ``k`` log-softmax values) or from (id, logprob) pairs."""
     if isinstance(logprobs_or_top, torch.Tensor):
         lps = torch.log_softmax(logprobs_or_top.float(), -1)
         v, i = torch.topk(lps, min(k or lps.numel(), lps.numel()))
-        return kernels.TopK(ids=i.reshape(1, -1).long(), logprobs=v.reshape(1, -1))
+        return logit_kernels.TopK(ids=i.reshape(1, -1).long(), logprobs=v.reshape(1, -1))
     pairs = list(logprobs_or_top)[: k or None]
-    return kernels.TopK(ids=torch.tensor([[i for i, _ in pairs]], dtype=torch.long),
+    return logit_kernels.TopK(ids=torch.tensor([[i for i, _ in pairs]], dtype=torch.long),
                         logprobs=torch.tensor([[v for _, v in pairs]], dtype=torch.float32))
 
 

@@ -1,6 +1,6 @@
 """The one-model baseline as a strategy: a single model writes the whole answer (draft-only / target-only / SLM-only).
 
-In process it picks each token from the model's logits through ``kernels.combine``; a remote model writes chunks of
+In process it picks each token from the model's logits through ``logit_kernels.combine``; a remote model writes chunks of
 ``chunk`` tokens per ``complete_ids`` call. It takes no router file (``build_from_artifact`` with one is an error).
 What it leaves out: any collaboration (that is the point of a baseline).
 """

@@ -15,23 +15,23 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("gateway", "routers", "collab", "kernels", "evals", "bench")
+PACKAGES = ("gateway", "routers", "collab", "logit_kernels", "evals", "bench")
 LINT = Path(sys.executable).with_name("lint-imports")
 
 # contract names, as in pyproject.toml
-KERNELS = "kernels imports no other package of the project"
+KERNELS = "logit_kernels imports no other package of the project"
 LIBRARIES = "routers and collab import neither gateway nor evals nor bench"
 GATEWAY = "gateway imports neither evals nor bench"
 BENCH = "nothing imports bench"
-LAYERS = "layers: bench > evals > gateway > routers | collab (independent) > kernels"
+LAYERS = "layers: bench > evals > gateway > routers | collab > logit_kernels"
 CYCLES = "no import cycles between the modules (or subpackages) of any package"
 
 # a tree that keeps every contract: each package imports only what its layer may
 CLEAN = {
-    "kernels/fused.py": "",
+    "logit_kernels/fused.py": "",
     "routers/base.py": "",
     "routers/features.py": "from routers import base\n",
-    "collab/strategy.py": "import kernels.fused\n",
+    "collab/strategy.py": "import logit_kernels.fused\n",
     "collab/registry.py": "from collab import strategy\n",
     "gateway/http_io.py": "",
     "gateway/agents_api.py": "from gateway import http_io\n",
@@ -41,8 +41,8 @@ CLEAN = {
 }
 
 PLANTED = {
-    # collab imports kernels, so collab now reaches gateway too
-    "kernels-function-level": ({"kernels/fused.py": "def f():\n    import gateway.app\n"},
+    # collab imports logit_kernels, so collab now reaches gateway too
+    "logit_kernels-function-level": ({"logit_kernels/fused.py": "def f():\n    import gateway.app\n"},
                                {KERNELS, LIBRARIES, LAYERS}),
     "routers-type-checking": ({"routers/base.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
                                                   "    from gateway import app\n"}, {LIBRARIES, LAYERS}),
@@ -52,7 +52,7 @@ PLANTED = {
                                          {LIBRARIES, GATEWAY, LAYERS}),
     "evals-to-bench": ({"evals/report.py": "import gateway.app\ndef f():\n    import bench.loadgen\n"},
                        {BENCH, LAYERS}),
-    "collab-to-routers": ({"collab/strategy.py": "import kernels.fused\nimport routers.base\n"}, {LAYERS}),
+    "collab-to-routers": ({"collab/strategy.py": "import logit_kernels.fused\nimport routers.base\n"}, {LAYERS}),
     "circle-inside-a-package": ({"routers/base.py": "def f():\n    from routers import features\n"}, {CYCLES}),
     "circle-through-a-third": ({"gateway/http_io.py": "from gateway.app import main\n"}, {CYCLES}),
 }

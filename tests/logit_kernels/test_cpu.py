@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-import kernels.cpu as cpu_mod
-from kernels.common import (
+import logit_kernels.cpu as cpu_mod
+from logit_kernels.common import (
     GUMBEL_MAX_FINITE,
     INV_2_23,
     NOISE_SHIFT,
@@ -18,9 +18,9 @@ from kernels.common import (
     neg_gumbel_block,
     row_keys,
 )
-from kernels.cpu import combine_cpu
-from kernels.reference import combine_reference
-from tests.kernels.test_reference import TOL, assert_close_logprobs, assert_same_choice, scores_for
+from logit_kernels.cpu import combine_cpu
+from logit_kernels.reference import combine_reference
+from tests.logit_kernels.test_reference import TOL, assert_close_logprobs, assert_same_choice, scores_for
 
 # (V, M, B): every vocabulary size, every M and B, kept to a few seconds in all
 SHAPES = [(1271, 1, 1), (1271, 4, 64), (49152, 2, 7), (49152, 4, 1), (49152, 1, 64), (151936, 4, 7),
@@ -105,7 +105,7 @@ def test_cpu_seeded_sampling_is_deterministic() -> None:
     assert not torch.equal(a, c)
 
 
-# --- the fast noise and the exact sampling pruning (kernels.common / kernels.cpu) ---
+# --- the fast noise and the exact sampling pruning (logit_kernels.common / logit_kernels.cpu) ---
 
 
 def test_gumbel_noise_is_finite_and_bounded_for_every_hash_value() -> None:

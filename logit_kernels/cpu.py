@@ -11,7 +11,7 @@ the calling thread (no OpenMP barrier per op, which costs whole scheduler slices
 coarse instead: the vocabulary is cut into ``min(2, torch.get_num_threads())`` contiguous spans scanned by worker
 threads (torch and numpy release the GIL), whose partials are merged (ties → the smaller index, as in the reference).
 
-Sampling (``kernels.common.neg_gumbel_block`` computes the noise in uint32 arithmetic) prunes exactly: a token whose
+Sampling (``logit_kernels.common.neg_gumbel_block`` computes the noise in uint32 arithmetic) prunes exactly: a token whose
 ``y`` is below ``best − G_BOUND`` (``best`` = a score already seen in that row) cannot win or tie, because every
 finite noise value is ≤ ``GUMBEL_MAX_FINITE`` (``prune_threshold``); when under a quarter of a tile's tokens pass,
 noise is computed only for those.
@@ -19,7 +19,7 @@ noise is computed only for those.
 One model, greedy, no bias (a collaboration's per-token pick from one model) is just that model's argmax: a short
 path with no tiling (a tiny vocabulary's call then costs microseconds, not the scan's set-up).
 
-Same answer as ``kernels.reference`` (up to float rounding; see ``kernels.common`` for the definition). What it leaves
+Same answer as ``logit_kernels.reference`` (up to float rounding; see ``logit_kernels.common`` for the definition). What it leaves
 out: sparse inputs; thread count beyond 2.
 """
 
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from kernels.common import (
+from logit_kernels.common import (
     GUMBEL_MAX_FINITE,
     CombineResult,
     check_dense,
@@ -218,7 +218,7 @@ def combine_cpu(
     targets: torch.Tensor | None = None,
     return_logprobs: bool = False,
 ) -> CombineResult:
-    """Fused ``combine`` on dense CPU logits ``[M, B, V]``; see ``kernels.combine`` for the arguments."""
+    """Fused ``combine`` on dense CPU logits ``[M, B, V]``; see ``logit_kernels.combine`` for the arguments."""
     check_mode(mode, temperature, targets)
     m, b, v = check_dense(logits, bias, targets)
     if m == 1 and mode == "greedy" and not return_logprobs and bias is None and _one_positive(weights):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import combine, pick_backend
-from kernels.triton_combine import available, combine_triton, num_splits
-from tests.kernels.test_cpu import DTYPES, check, make_inputs
+from logit_kernels import combine, pick_backend
+from logit_kernels.triton_combine import available, combine_triton, num_splits
+from tests.logit_kernels.test_cpu import DTYPES, check, make_inputs
 
 needs_gpu = pytest.mark.skipif(not available(), reason="needs a CUDA device and Triton")
 
@@ -60,7 +60,7 @@ def test_triton_dispatch_and_seeded_determinism() -> None:
 
 @needs_gpu
 def test_triton_draws_a_near_certain_token_in_every_row() -> None:
-    """No forced draws: a token 40 nats above the rest wins in all 64 rows × 20 seeds (see kernels.common)."""
+    """No forced draws: a token 40 nats above the rest wins in all 64 rows × 20 seeds (see logit_kernels.common)."""
     v, b = 151936, 64
     x = torch.randn(1, b, v, device="cuda")
     top = torch.randint(0, v, (b,), device="cuda")

@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 
-from kernels import TopK, combine
-from kernels.common import gumbel_noise
-from kernels.sparse import combine_sparse
+from logit_kernels import TopK, combine
+from logit_kernels.common import gumbel_noise
+from logit_kernels.sparse import combine_sparse
 
 
 def twin(topk, w, floor, temperature, mode, seed, targets):
-    """Row by row with dicts: the definition in kernels.sparse, written the slow obvious way."""
+    """Row by row with dicts: the definition in logit_kernels.sparse, written the slow obvious way."""
     b = topk[0].ids.shape[0]
     ids_out, lps = [], []
     for r in range(b):

@@ -2,11 +2,11 @@
 
 Pass 1 (grid ``B × S``): each program streams one row's vocabulary slice in ``BLOCK``-wide chunks, accumulating
 ``Σ_m w·x (+ bias)`` in registers, optionally ``/ T`` and + Gumbel noise (the same integer hash as
-``kernels.common``), and keeps per-lane running (max, argmax) and an online log-sum-exp. It writes one partial per
+``logit_kernels.common``), and keeps per-lane running (max, argmax) and an online log-sum-exp. It writes one partial per
 (row, split). ``S`` is chosen so that ``B × S`` fills the GPU even at B = 1. Pass 2 (grid ``B``): merges the ``S``
 partials (ties → the smallest index), recomputes ``y`` at the chosen (or target) token and writes token and logprob.
 
-Same answer as ``kernels.reference`` up to float rounding (Triton's ``log``/division may differ from torch's by an
+Same answer as ``logit_kernels.reference`` up to float rounding (Triton's ``log``/division may differ from torch's by an
 ulp, so near-ties can break differently). What it leaves out: non-CUDA devices and sparse inputs. Importing this
 module without Triton is fine; ``available()`` says whether the kernel can run.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.common import CombineResult, check_dense, check_mode, lowbias32_int
+from logit_kernels.common import CombineResult, check_dense, check_mode, lowbias32_int
 
 try:  # Triton is optional (CPU-only installs have none)
     import triton
@@ -111,7 +111,7 @@ if HAVE_TRITON:
             acc = tl.where(mask, acc, float("-inf"))
             if SAMPLE:
                 h = _hash(key ^ cols.to(tl.uint32))
-                u = ((h >> 9).to(tl.float32) + 0.5) * (1.0 / 8388608.0)  # kernels.common: 23 bits
+                u = ((h >> 9).to(tl.float32) + 0.5) * (1.0 / 8388608.0)  # logit_kernels.common: 23 bits
                 sc = acc - tl.log(-tl.log(u))
             else:
                 sc = acc
@@ -243,7 +243,7 @@ def combine_triton(
     return_logprobs: bool = False,
     launch: LaunchConfig | None = None,
 ) -> CombineResult:
-    """``combine`` on dense CUDA logits ``[M, B, V]`` with the Triton kernels; see ``kernels.combine``.
+    """``combine`` on dense CUDA logits ``[M, B, V]`` with the Triton kernels; see ``logit_kernels.combine``.
     ``launch`` overrides the launch shape (``bench/kernel_combine.py --sweep`` compares shapes)."""
     if not HAVE_TRITON:
         raise RuntimeError("Triton is not installed")

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from kernels.common import CombineResult, gumbel_noise, lowbias32, lowbias32_int
-from kernels.reference import combine_reference, combined_scores
+from logit_kernels.common import CombineResult, gumbel_noise, lowbias32, lowbias32_int
+from logit_kernels.reference import combine_reference, combined_scores
 
 # Inputs are upcast exactly to float32, so a dtype changes only how far apart near-equal scores may be: the
 # tolerance (relative to the row's largest |score|) covers float32 accumulation order and the per-model LSE shift.

@@ -1,15 +1,15 @@
 """Pure-torch reference of the dense logit combination: the definition every fast path is tested against.
 
-It follows the definition in ``kernels.common`` literally, in float32, with full-size temporaries (per-model
+It follows the definition in ``logit_kernels.common`` literally, in float32, with full-size temporaries (per-model
 log-softmax, weighted sum, bias, temperature, noise, argmax, log-sum-exp). Clarity over speed; it leaves out any
-tiling or fusion — that is ``kernels.cpu`` and ``kernels.triton_combine``.
+tiling or fusion — that is ``logit_kernels.cpu`` and ``logit_kernels.triton_combine``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from kernels.common import CombineResult, check_dense, check_mode, gumbel_noise, weights_matrix
+from logit_kernels.common import CombineResult, check_dense, check_mode, gumbel_noise, weights_matrix
 
 
 def combined_scores(
@@ -48,7 +48,7 @@ def combine_reference(
     targets: torch.Tensor | None = None,
     return_logprobs: bool = False,
 ) -> CombineResult:
-    """Reference ``combine`` on dense logits ``[M, B, V]``; see ``kernels.combine`` for the arguments."""
+    """Reference ``combine`` on dense logits ``[M, B, V]``; see ``logit_kernels.combine`` for the arguments."""
     check_mode(mode, temperature, targets)
     y = combined_scores(logits, weights, bias, temperature)
     b, v = y.shape

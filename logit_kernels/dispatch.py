@@ -1,8 +1,8 @@
 """``combine``: the one entry point of the fused logit combination, dispatched by input kind and device.
 
-Sparse per-model top-k → ``kernels.sparse``; dense CUDA logits with Triton present → ``kernels.triton_combine``;
-dense CPU logits → ``kernels.cpu``; anything else (another device, or CUDA without Triton) → ``kernels.reference``.
-``backend`` forces one path (tests and benchmarks use it). What it leaves out: the math (see ``kernels.common``).
+Sparse per-model top-k → ``logit_kernels.sparse``; dense CUDA logits with Triton present → ``logit_kernels.triton_combine``;
+dense CPU logits → ``logit_kernels.cpu``; anything else (another device, or CUDA without Triton) → ``logit_kernels.reference``.
+``backend`` forces one path (tests and benchmarks use it). What it leaves out: the math (see ``logit_kernels.common``).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Literal
 
 import torch
 
-from kernels import triton_combine
-from kernels.common import CombineResult
-from kernels.cpu import combine_cpu
-from kernels.reference import combine_reference
-from kernels.sparse import TopK, combine_sparse
+from logit_kernels import triton_combine
+from logit_kernels.common import CombineResult
+from logit_kernels.cpu import combine_cpu
+from logit_kernels.reference import combine_reference
+from logit_kernels.sparse import TopK, combine_sparse
 
 Backend = Literal["auto", "reference", "cpu", "triton"]
 

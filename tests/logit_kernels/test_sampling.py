@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import combine
-from kernels.reference import combine_reference, combined_scores
-from kernels.triton_combine import available as triton_available
+from logit_kernels import combine
+from logit_kernels.reference import combine_reference, combined_scores
+from logit_kernels.triton_combine import available as triton_available
 
 # chi-square critical values at alpha = 0.001 for df = 7
 CHI2_CRIT_DF7 = 24.322

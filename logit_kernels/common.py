@@ -81,7 +81,7 @@ def gumbel_from_keys(keys: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
 NOISE_SHIFT = 9  # q = h >> 9: 23 uniform bits
 INV_2_23 = 1.0 / 8388608.0
 # Largest noise value, at q = 2**23 − 1: u = 1 − 2**-24, g = −log(−log u) ≈ 24·ln 2 + ... ≈ 16.64.
-# tests/kernels/test_cpu.py checks this bound against the torch formula on all 2**23 values of q.
+# tests/logit_kernels/test_cpu.py checks this bound against the torch formula on all 2**23 values of q.
 GUMBEL_MAX_FINITE = 16.636
 
 

@@ -3,14 +3,14 @@
 Each model m reports, per row, ``K_m`` token ids with their logprobs (``TopK``; id −1 marks an empty slot). The
 candidates of a row are the union of all models' ids (plus the targets in ``logprobs`` mode). A token that model m
 did not report gets model m's *floor*: by default the smallest logprob m reported in that row (an upper bound on the
-missing value), or a given constant. Then, over the union only, exactly the dense definition of ``kernels.common``:
+missing value), or a given constant. Then, over the union only, exactly the dense definition of ``logit_kernels.common``:
 
     y[b, u] = (Σ_m w[b, m] · x̂[m, b, u] + bias[b, id_u]) / T,   p = softmax over the union's tokens,
 
 with greedy (ties → smallest token id), Gumbel-max sampling whose noise is the same pure function of
 (seed, row, **token id**) as the dense paths, and logprobs renormalised over the union. Plain torch, any device; the
-union is at most Σ K_m wide, so no fused kernel is needed. What it leaves out: dense logits (see ``kernels.cpu`` /
-``kernels.triton_combine``) and estimating the mass outside the union.
+union is at most Σ K_m wide, so no fused kernel is needed. What it leaves out: dense logits (see ``logit_kernels.cpu`` /
+``logit_kernels.triton_combine``) and estimating the mass outside the union.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.common import CombineResult, check_mode, gumbel_from_keys, row_keys, weights_matrix
+from logit_kernels.common import CombineResult, check_mode, gumbel_from_keys, row_keys, weights_matrix
 
 
 @dataclass
