@@ -86,7 +86,7 @@ def create_key(g: GatewayProcess) -> str:
     return json.loads(out.stdout)["key"]
 
 
-def _httpx_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
+def httpx_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
     """schemathesis builds ``requests``-style arguments; translate the few that differ for httpx."""
     out = {k: kw[k] for k in ("headers", "params", "cookies") if kw.get(k) is not None}
     if "json" in kw:
@@ -114,7 +114,7 @@ def _one_mode(op: Any, mode: Any, n: int, client: httpx.Client, base: str, key: 
             text = case.path.endswith("/completions") and "chat" not in case.path
             case.body["model"] = "zoo" if text else target
         kw = case.as_transport_kwargs(base_url=base)
-        args_ = _httpx_kwargs(kw)
+        args_ = httpx_kwargs(kw)
         headers = dict(args_.pop("headers", None) or {})
         if with_key:
             headers["authorization"] = f"Bearer {key}"

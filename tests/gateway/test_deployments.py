@@ -13,21 +13,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
 from bench.soak import start_stub, stop_process
-from gateway.backends.base import Backend, ChatRequest, StreamEvent
 from gateway.balancer import Balancer
 from gateway.config import parse_config
 from gateway.dispatch import BackendRoute
 from gateway.errors import ConfigError
 from gateway.route_kinds import build_routes
-from gateway.usage import Price
 from tests.fixtures.dying_upstream import DyingUpstream
+from tests.gateway.test_route_kinds import Silent  # a backend that is never called
 
 LOCAL = [{"name": "a", "kind": "local", "path": "/x"}, {"name": "b", "kind": "local", "path": "/y"}]
 TOKENS = 4
@@ -61,16 +59,6 @@ def test_deployment_config_errors_name_the_field(route, message):
     with pytest.raises(ConfigError) as e:
         parse_config({"backends": LOCAL, "routes": [route]})
     assert e.value.message.startswith(f"invalid config: {message}"), e.value.message
-
-
-class Silent(Backend):
-    kind = "fake"
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name, Price())
-
-    async def stream_chat(self, req: ChatRequest) -> AsyncIterator[StreamEvent]:
-        yield StreamEvent(delta={"content": ""})
 
 
 def test_a_deployments_route_builds_a_balancer_and_one_view_per_replica():

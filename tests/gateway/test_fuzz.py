@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from bench.schemathesis_load import httpx_kwargs
 from bench.soak import start_stub, stop_process
 
 MIN_CASES = 1000
@@ -81,7 +82,7 @@ def _fuzz(op, mode, client: httpx.Client, base: str, counts: dict[str, int], fai
     def run(pair) -> None:
         case = _aim(*pair)
         kw = case.as_transport_kwargs(base_url=base)
-        req = client.build_request(kw["method"], kw["url"], **_httpx_kwargs(kw))
+        req = client.build_request(kw["method"], kw["url"], **httpx_kwargs(kw))
         r = client.send(req)
         counts[op.label] = counts.get(op.label, 0) + 1
         if r.status_code >= 500 and len(failures) < 20:
@@ -94,14 +95,6 @@ def _fuzz(op, mode, client: httpx.Client, base: str, counts: dict[str, int], fai
             raise  # an operation with no parameters has no invalid form: nothing to send in negative mode
 
 
-def _httpx_kwargs(kw: dict) -> dict:
-    """schemathesis builds ``requests``-style arguments; translate the few that differ for httpx."""
-    out = {k: kw[k] for k in ("headers", "params", "cookies") if kw.get(k) is not None}
-    if "json" in kw:
-        out["json"] = kw["json"]
-    elif kw.get("data") is not None:
-        out["content"] = kw["data"]
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------- hand-made
