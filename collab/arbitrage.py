@@ -18,7 +18,8 @@ Built from a training file (:meth:`ArbitrageStrategy.from_loaded`), the strategy
 calibrated τ and step delimiter unless the route gives them.
 
 In process, step tokens come from each model's logits through ``logit_kernels.combine``; a remote model writes chunks that
-are cut at the delimiter (the cut tokens still count in its usage). What it leaves out: labels and training
+are cut at the delimiter (the cut tokens still count in its usage), or — a streaming one (vLLM) — one stream per step,
+closed at the delimiter, so the server stops there. What it leaves out: labels and training
 (``collab.labels.arbitrage_labels``, ``evals.collab_train``) and any concrete process reward.
 """
 
@@ -96,6 +97,9 @@ async def write_step(session: Session, model: str, max_tokens: int, delimiter: D
             logits = await session.logits(model, ids=base + step.tokens)
             tok = session.pick([logits], position=len(session.output) + len(step.tokens))
             new = [(tok, signals_from_logits(logits, tok, k))]
+        elif member.streams:  # one streamed call for the whole step, closed (cancelled) at its end
+            await _stream_step(session, step, base, max_tokens, delimiter, k)
+            return step
         else:
             out = await session.complete(model, min(chunk, max_tokens - len(step.tokens)), ids=base + step.tokens,
                                          top_logprobs=k, stop_ids=sorted(session.stop_ids))
@@ -114,6 +118,28 @@ async def write_step(session: Session, model: str, max_tokens: int, delimiter: D
             if len(step.tokens) >= max_tokens:
                 return step
     return step
+
+
+async def _stream_step(session: Session, step: Step, base: list[int], max_tokens: int, delimiter: Delimiter,
+                       k: int) -> None:
+    """:func:`write_step` for a streaming remote model: its tokens as they arrive, the stream closed (the server's
+    request cancelled) at the delimiter, a stop token or ``max_tokens``."""
+    stream = session.stream(step.model, max_tokens - len(step.tokens), ids=base + step.tokens, top_logprobs=k,
+                            stop_ids=sorted(session.stop_ids))
+    try:
+        async for s in stream:
+            step.tokens.append(s.token_id)
+            step.signals.append(signals_from_top(s.top, s.token_id, s.logprob, k))
+            if s.token_id in session.stop_ids:
+                step.stopped = True
+                return
+            if _ends_step(session, step.tokens, delimiter):
+                step.ended_at_delimiter = True
+                return
+            if len(step.tokens) >= max_tokens:
+                return
+    finally:
+        await stream.aclose()
 
 
 class ArbitrageStrategy(CollabStrategy):

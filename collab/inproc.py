@@ -4,9 +4,11 @@
 ``gateway``): ``next_logits(ids)`` and ``next_state(ids)`` reuse one KV cache keyed by the ids it holds
 (:class:`collab.prefix_cache.PrefixKVCache`: cropped back to the longest common prefix, so a caller that skipped tokens
 gets a lazy catch-up: only the missing tokens run),
-``complete_ids`` decodes greedily or with seeded sampling, and ``forward_all`` gives teacher-forced logits and hidden
-states for whole sequences (training). What it leaves out: batching, threads (calls block; the session runs them in a
-worker thread), top-p, stop strings, and serving (``gateway.backends.local`` does that).
+``complete_ids`` decodes greedily or with seeded sampling, ``forward_all`` gives teacher-forced logits and hidden
+states for whole sequences (training), and ``greedy_batch`` decodes several prompts greedily in one left-padded batch
+(label pipelines: one batched decode step costs far less than one step per prompt on a CPU). What it leaves out:
+batching of the cached calls, threads (calls block; the session runs them in a worker thread), top-p, stop strings,
+and serving (``gateway.backends.local`` does that).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import torch
 
-from collab.prefix_cache import PrefixKVCache
+from collab.prefix_cache import PrefixKVCache, common_prefix
 from collab.protocol import IdCompletion, TokenStep
 
 
@@ -79,6 +81,64 @@ class HFModel:
         with torch.set_grad_enabled(grad):
             out = self.model(input_ids=ids.to(self.device), use_cache=False, output_hidden_states=True)
             return out.logits.float(), out.hidden_states[-1].float()
+
+    def greedy_batch(self, prompts: list[list[int]], max_tokens: list[int], stop_ids: list[int] | None = None
+                     ) -> list[list[int]]:
+        """Greedy continuations of each prompt (row ``i`` at most ``max_tokens[i]`` tokens, ending with its stop
+        token if it writes one, as ``complete_ids`` does), decoded together. The prompts' common prefix runs once
+        and its KV is shared by every row; the rest of each prompt is left-padded after it (masked, with its own
+        positions). The KV cache of the cached calls is not touched."""
+        from transformers import DynamicCache
+
+        if len(prompts) != len(max_tokens):
+            raise ValueError("one budget per prompt")
+        if not prompts:
+            return []
+        if any(not p for p in prompts):
+            raise ValueError("prompts must not be empty")
+        stops = torch.tensor(sorted(set(stop_ids or ()) | self.eos_ids) or [-1], dtype=torch.long)
+        n = len(prompts)
+        shared = min(len(p) for p in prompts) - 1  # every row keeps at least one token of its own
+        first = prompts[0]
+        for p in prompts[1:]:
+            shared = min(shared, common_prefix(first, p))
+        tails = [p[shared:] for p in prompts]
+        width = max(len(t) for t in tails)
+        ids = torch.zeros((n, width), dtype=torch.long)
+        mask = torch.zeros((n, shared + width), dtype=torch.long)
+        mask[:, :shared] = 1
+        positions = torch.zeros((n, width), dtype=torch.long)
+        for i, t in enumerate(tails):
+            ids[i, width - len(t):] = torch.tensor(t, dtype=torch.long)
+            mask[i, shared + width - len(t):] = 1
+            positions[i, width - len(t):] = torch.arange(shared, shared + len(t))
+        budget = torch.tensor(max_tokens, dtype=torch.long)
+        done = budget <= 0
+        outputs: list[list[int]] = [[] for _ in range(n)]
+        kw, dev = self._cache._cache_kw, self.device
+        cache = DynamicCache(config=self.model.config)
+        with self._lock, torch.no_grad():
+            if shared:
+                self.model(input_ids=torch.tensor([first[:shared]], device=dev), use_cache=True, logits_to_keep=1,
+                           **{kw: cache})
+                cache.batch_repeat_interleave(n)
+            out = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
+                             use_cache=True, logits_to_keep=1, **{kw: cache})
+            positions = positions[:, -1:]
+            for step in range(int(budget.max())):
+                if bool(done.all()):
+                    break
+                nxt = out.logits[:, -1, :].argmax(-1).cpu()
+                for i in torch.nonzero(~done).flatten().tolist():
+                    outputs[i].append(int(nxt[i]))
+                done = done | torch.isin(nxt, stops) | (budget <= step + 1)
+                if bool(done.all()):
+                    break
+                mask = torch.cat([mask, torch.ones((n, 1), dtype=torch.long)], dim=1)
+                positions = positions + 1
+                out = self.model(input_ids=nxt[:, None].to(dev), attention_mask=mask.to(dev),
+                                 position_ids=positions.to(dev), use_cache=True, logits_to_keep=1, **{kw: cache})
+        return outputs
 
     # ---- TokenModel ------------------------------------------------------------------------------------------
 

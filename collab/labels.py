@@ -4,6 +4,9 @@
   where the small model's top token differs, the large model continues from both tokens and the position is
   *divergent* (label 1) iff the outcomes differ (``outcome(example, answer_ids)``, e.g. the task checker's verdict).
   Agreeing positions are label 0. The large model's own branch is its response itself (greedy continuation).
+  A large model that decodes several prompts at once (:class:`BatchGreedy`, e.g. ``collab.inproc.HFModel``) writes
+  the responses of ``batch`` examples together and all continuations of an example together (the same greedy
+  tokens as one ``complete_ids`` call each, far fewer forward passes).
 - :func:`fusion_examples` — teacher-forced expert log-probabilities at the positions where the experts' top tokens
   disagree, over given (prompt, answer) sequences.
 - :func:`arbitrage_labels` — both models write each step from the same prefix; a step scorer rates both; the sample
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast, runtime_checkable
 
 import torch
 
@@ -56,25 +59,66 @@ async def _state(model: LogitModel, ids: list[int]) -> tuple[torch.Tensor, torch
     return model.next_logits(ids).float().cpu(), None
 
 
+@runtime_checkable
+class BatchGreedy(Protocol):
+    """A model that decodes several token-id prompts greedily at once: row ``i`` at most ``max_tokens[i]`` tokens,
+    ending with its stop token if it writes one (the tokens of one greedy ``complete_ids`` call per prompt)."""
+
+    def greedy_batch(self, prompts: list[list[int]], max_tokens: list[int], stop_ids: list[int] | None = None
+                     ) -> list[list[int]]: ...
+
+
+async def greedy_many(model: TokenModel, prompts: Sequence[list[int]], max_tokens: Sequence[int],
+                      stop_ids: Sequence[int] = (), batch: int = 16) -> list[list[int]]:
+    """Greedy continuations of ``prompts``: in batches of ``batch`` from a :class:`BatchGreedy` model, else one
+    ``complete_ids`` call each."""
+    if isinstance(model, BatchGreedy) and batch > 1:
+        out: list[list[int]] = []
+        for j in range(0, len(prompts), batch):
+            out += model.greedy_batch([list(p) for p in prompts[j:j + batch]], list(max_tokens[j:j + batch]),
+                                      list(stop_ids))
+        return out
+    return [(await model.complete_ids(list(p), b, stop_ids=list(stop_ids))).token_ids
+            for p, b in zip(prompts, max_tokens, strict=True)]
+
+
+def _cont_budget(max_tokens: int, resp_len: int, i: int, slack: int | None) -> int:
+    """Tokens a continuation after position ``i`` may write (at least one)."""
+    left = max(max_tokens - i - 1, 0)
+    if slack is not None:
+        left = min(left, max(resp_len - i - 1, 0) + slack)
+    return left or 1
+
+
 async def r2r_labels(examples: Sequence[Any], prompts: Sequence[list[int]], slm: LogitModel, llm: TokenModel, *,
                      outcome: Outcome, max_tokens: int, stop_ids: Sequence[int] = (), k: int = DEFAULT_K,
-                     progress: bool = False) -> list[R2RSample]:
-    """Per-position samples for every example (see the module docstring)."""
+                     progress: bool = False, batch: int = 16, slack: int | None = None) -> list[R2RSample]:
+    """Per-position samples for every example (see the module docstring); ``batch``: prompts per batched decode
+    of a :class:`BatchGreedy` large model (1: one call per prompt). ``slack``: a continuation from position ``i``
+    writes at most ``len(response) − i − 1 + slack`` tokens (within the budget; None: the whole budget), so an
+    alternative that wanders off is judged on what it wrote by the length the large model's own answer took."""
     samples: list[R2RSample] = []
-    pairs = list(enumerate(zip(examples, prompts, strict=True)))
-    for ex_i, (ex, prompt) in _bar(pairs, progress, "r2r labels"):
-        resp = (await llm.complete_ids(list(prompt), max_tokens, stop_ids=list(stop_ids))).token_ids
-        llm_outcome = outcome(ex, resp)
-        for i, want in enumerate(resp):
-            ids = list(prompt) + resp[:i]
-            logits, hidden = await _state(slm, ids)
-            s_tok = int(torch.argmax(logits))
-            label = 0
-            if s_tok != want:
-                cont = await llm.complete_ids(ids + [s_tok], max(max_tokens - i - 1, 0) or 1, stop_ids=list(stop_ids))
-                alt = resp[:i] + [s_tok] + (cont.token_ids if s_tok not in stop_ids else [])
-                label = int(outcome(ex, alt) != llm_outcome)
-            samples.append(R2RSample(signals_from_logits(logits, s_tok, k, hidden), label, ex_i, i))
+    stops = list(stop_ids)
+    chunks = [list(range(j, min(j + batch, len(prompts)))) for j in range(0, len(prompts), max(batch, 1))]
+    for chunk in _bar(chunks, progress, f"r2r labels ({max(batch, 1)} ex per step)"):
+        resps = await greedy_many(llm, [list(prompts[i]) for i in chunk], [max_tokens] * len(chunk), stops, batch)
+        for ex_i, resp in zip(chunk, resps, strict=True):
+            ex, prompt = examples[ex_i], list(prompts[ex_i])
+            llm_outcome = outcome(ex, resp)
+            rows: list[tuple[int, Any, int]] = []  # (position, signals, small model's token)
+            for i in range(len(resp)):
+                logits, hidden = await _state(slm, prompt + resp[:i])
+                s_tok = int(torch.argmax(logits))
+                rows.append((i, signals_from_logits(logits, s_tok, k, hidden), s_tok))
+            diverge = [(i, s_tok) for i, _, s_tok in rows if s_tok != resp[i]]
+            conts = await greedy_many(llm, [prompt + resp[:i] + [s_tok] for i, s_tok in diverge],
+                                      [_cont_budget(max_tokens, len(resp), i, slack) for i, _ in diverge], stops,
+                                      batch)
+            label_at: dict[int, int] = {}
+            for (i, s_tok), cont in zip(diverge, conts, strict=True):
+                alt = resp[:i] + [s_tok] + (cont if s_tok not in stop_ids else [])
+                label_at[i] = int(outcome(ex, alt) != llm_outcome)
+            samples += [R2RSample(sig, label_at.get(i, 0), ex_i, i) for i, sig, _ in rows]
     return samples
 
 

@@ -6,8 +6,9 @@ token-id prompts, an in-process model through its forward pass). Nothing here do
 Every model is a :class:`TokenModel`; an in-process one is a :class:`LogitModel`. The optional capabilities a model may
 add are protocols of their own, checked with ``isinstance``: :class:`StatefulModel` (logits and the last hidden state,
 which FusionRoute's router and R2R's hidden-state router need), :class:`AsyncLogitModel` / :class:`AsyncStatefulModel`
-(awaitable versions, run without a worker-thread hop by the session) and :class:`SequenceScorer` (teacher-forced
-logits for whole sequences, for one-pass labelling). A step scorer for Arbitrage is a :data:`StepScorer`, or a
+(awaitable versions, run without a worker-thread hop by the session), :class:`StreamingTokenModel` (a remote model
+that streams its tokens and can be cancelled midway) and :class:`SequenceScorer` (teacher-forced logits for whole
+sequences, for one-pass labelling). A step scorer for Arbitrage is a :data:`StepScorer`, or a
 :class:`ProcessReward` that gives one per request from its decoded prompt.
 
 What it leaves out: chat formatting (a collaboration receives already-tokenized prompts), pricing (the backend knows
@@ -16,7 +17,7 @@ its price) and any concrete process reward (a suite's step checker lives with th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -63,6 +64,33 @@ class TokenModel(Protocol):
         temperature: float = 0.0,
         seed: int | None = None,
     ) -> IdCompletion: ...
+
+
+@dataclass
+class StreamEnd:
+    """The last item of a token stream that ran to its end: why it ended and the server's prompt counts."""
+
+    finish_reason: str  # "stop" or "length"
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+
+
+@runtime_checkable
+class StreamingTokenModel(Protocol):
+    """A remote model that streams a token-id continuation: each :class:`TokenStep` as the server writes it, then a
+    :class:`StreamEnd` if the stream runs to its end. Closing the iterator early (``aclose``) cancels the request on
+    the server (it stops decoding), which is how a collaboration stops a draft at its first flagged token."""
+
+    def stream_ids(
+        self,
+        ids: list[int],
+        max_tokens: int,
+        *,
+        stop_ids: list[int] | None = None,
+        top_logprobs: int = 0,
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> AsyncGenerator[TokenStep | StreamEnd, None]: ...
 
 
 @runtime_checkable

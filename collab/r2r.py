@@ -9,7 +9,9 @@ model runs in process (zeros otherwise) — and outputs the probability that the
   process, up to ``chunk`` positions run in one worker thread (one thread hop per chunk: with tiny models a hop per
   token cost more than the small model's forward pass);
 - small model remote: it drafts a chunk with top-k logprobs, the first flagged position is cut, the large model writes
-  one token on the (prefix-cached) prompt, and the loop repeats.
+  one token on the (prefix-cached) prompt, and the loop repeats;
+- both remote and streaming (vLLM): the streamed protocol of ``collab.r2r_remote`` (drafts stopped at the first
+  flagged token, the large model's stream opened alongside where a flag is likely).
 
 Each ``advance`` appends tokens of one writer only (a flagged position after small-model tokens is left to the next
 call, in ``session.scratch``), so a streamed piece — the text of one ``advance`` — belongs to one model.
@@ -90,10 +92,19 @@ class R2RStrategy(CollabStrategy):
     name = "r2r"
 
     def __init__(self, slm: str, llm: str, *, router: R2RRouter | None = None, tau: float = 0.5, k: int = DEFAULT_K,
-                 chunk: int = 8):
+                 chunk: int = 8, draft_run: int = 32, large_run: int = 16, prefire: str = "never",
+                 prefire_tau: float | None = None, streamed: bool = True):
         if router is None and 0 < tau < 1:
             raise ValueError("a threshold strictly between 0 and 1 needs a router")
+        from collab.remote_plan import PREFIRE_MODES
+
+        if prefire not in PREFIRE_MODES:
+            raise ValueError(f"prefire must be one of {PREFIRE_MODES}, got {prefire!r}")
         self.slm, self.llm, self.router, self.tau, self.k, self.chunk = slm, llm, router, tau, k, chunk
+        # both members streaming remote (collab.r2r_remote): stream lengths and when to open a large stream early
+        self.draft_run, self.large_run, self.prefire = max(1, draft_run), max(1, large_run), prefire
+        self.prefire_tau = tau / 10 if prefire_tau is None else prefire_tau
+        self.streamed = streamed  # False: the chunked one-call-at-a-time remote path even where members stream
         if router is not None:
             self.k = router.k
         self.routed = 0
@@ -142,6 +153,10 @@ class R2RStrategy(CollabStrategy):
                 session.append(tok, self.llm)
             else:
                 session.append(tok, self.slm)
+        elif self.streamed and session.member(self.slm).streams and session.member(self.llm).streams:
+            from collab.r2r_remote import advance_streamed
+
+            await advance_streamed(self, session, budget)
         else:
             await self._advance_remote(session, budget)
 

@@ -9,7 +9,10 @@ one :class:`Member` per model with its usage. Two transports, picked per model:
   ``StatefulModel``) is used where the model offers it, and the awaitable ``anext_state`` / ``anext_logits``
   (``AsyncStatefulModel`` / ``AsyncLogitModel``) where it has them; otherwise the blocking call runs in a worker thread.
 - **remote** (only ``complete_ids``, e.g. vLLM over HTTP): chunked drafting with top-k logprobs and one-token
-  continuations, both on token-id prompts that the server's prefix cache mostly holds already.
+  continuations, both on token-id prompts that the server's prefix cache mostly holds already; a
+  ``StreamingTokenModel`` also streams (:meth:`Member.stream`), and closing the stream cancels the server's request.
+  Every remote call and stream leaves a ``collab.timeline.CallTiming`` (:meth:`Session.timeline`), and
+  :meth:`Session.close` stops what a strategy left running (:meth:`Session.on_close`).
 
 Every token choice from logits goes through ``logit_kernels.combine`` (:meth:`Session.pick`); a remote model's own sampled
 token is taken as it is. ``state_sync`` lets a strategy run several in-process positions in one worker thread.
@@ -25,7 +28,8 @@ sessions, tokenizing prompts, and chat formatting.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
@@ -38,8 +42,12 @@ from collab.protocol import (
     IdCompletion,
     LogitModel,
     StatefulModel,
+    StreamEnd,
+    StreamingTokenModel,
     TokenModel,
+    TokenStep,
 )
+from collab.timeline import CallTiming
 
 
 @dataclass
@@ -92,6 +100,8 @@ class Member:
         # the awaitable form of the call state() makes (else the blocking one runs in a worker thread)
         self.awaitable = isinstance(model, AsyncStatefulModel if self.has_state else AsyncLogitModel)
         self.usage = ModelUsage()
+        self.streams = isinstance(model, StreamingTokenModel)  # remote and can stream (and cancel) a continuation
+        self.calls: list[CallTiming] = []  # one per remote call or stream (collab.timeline)
         self._seen: list[int] = []  # ids this model's cache holds, as far as this session knows
 
     def _count_context(self, ids: list[int]) -> None:
@@ -131,14 +141,46 @@ class Member:
     async def complete(self, ids: list[int], max_tokens: int, *, top_logprobs: int = 0, stop_ids: list[int] | None = None,
                        temperature: float = 0.0, seed: int | None = None) -> IdCompletion:
         """A ``complete_ids`` call; usage from what the model reports."""
+        timing = CallTiming(self.name, time.perf_counter(), len(ids))
+        self.calls.append(timing)
         out = await self.model.complete_ids(list(ids), max_tokens, stop_ids=stop_ids, top_logprobs=top_logprobs,
                                             temperature=temperature, seed=seed)
+        timing.end, timing.tokens = time.perf_counter(), len(out.steps)
         self.usage.prompt_tokens += out.prompt_tokens or len(ids)
         self.usage.cached_tokens += out.cached_tokens
         self.usage.completion_tokens += len(out.steps)
         self.usage.calls += 1
         self._seen = list(ids) + out.token_ids
         return out
+
+    async def stream(self, ids: list[int], max_tokens: int, *, top_logprobs: int = 0,
+                     stop_ids: list[int] | None = None, temperature: float = 0.0, seed: int | None = None
+                     ) -> AsyncGenerator[TokenStep, None]:
+        """A ``stream_ids`` call (a ``StreamingTokenModel``): its steps as they arrive. Closing it early cancels the
+        server's request. Usage: ``prompt_tokens`` the context sent, ``cached_tokens`` what the server reports (only
+        a stream that runs to its end reports it), ``completion_tokens`` the steps received."""
+        if not self.streams:
+            raise TypeError(f"model '{self.name}' cannot stream token ids")
+        timing = CallTiming(self.name, time.perf_counter(), len(ids), kind="stream", cancelled=True)
+        self.calls.append(timing)
+        self.usage.prompt_tokens += len(ids)
+        self.usage.calls += 1
+        gen = cast(StreamingTokenModel, self.model).stream_ids(
+            list(ids), max_tokens, stop_ids=stop_ids, top_logprobs=top_logprobs, temperature=temperature, seed=seed)
+        try:
+            async for item in gen:
+                if isinstance(item, StreamEnd):
+                    self.usage.cached_tokens += item.cached_tokens
+                    timing.cancelled = False
+                    continue
+                if timing.first is None:
+                    timing.first = time.perf_counter()
+                timing.tokens += 1
+                self.usage.completion_tokens += 1
+                yield item
+        finally:
+            timing.end = time.perf_counter()
+            await gen.aclose()
 
 
 def position_seed(seed: int, position: int) -> int:
@@ -167,6 +209,7 @@ class Session:
         self.seed = seed
         self.finish_reason: str | None = None
         self.scratch: dict[str, Any] = {}  # per-session state a strategy keeps between advance() calls
+        self._closers: list[Callable[[], None]] = []
         self._text = ""
 
     # ---- state -----------------------------------------------------------------------------------------------
@@ -191,6 +234,20 @@ class Session:
 
     def usage(self) -> dict[str, ModelUsage]:
         return {n: m.usage for n, m in self.members.items()}
+
+    def on_close(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` when the session is closed (a strategy stops the streams it left running)."""
+        self._closers.append(fn)
+
+    def close(self) -> None:
+        """Stop whatever the session's strategy still runs (streams in flight); safe to call twice."""
+        closers, self._closers = self._closers, []
+        for fn in closers:
+            fn()
+
+    def timeline(self) -> list[CallTiming]:
+        """Every remote call and stream of the session, in start order (``collab.timeline.wall_split`` reads it)."""
+        return sorted((c for m in self.members.values() for c in m.calls), key=lambda c: c.start)
 
     def append(self, token_id: int, model: str) -> Emitted:
         """Add one answer token written by ``model``; returns it with its text piece."""
@@ -226,6 +283,14 @@ class Session:
         return await self.member(name).complete(ids, max_tokens, top_logprobs=top_logprobs, stop_ids=stop_ids,
                                                 temperature=self.temperature,
                                                 seed=position_seed(self.seed, len(ids)) if self.temperature else None)
+
+    def stream(self, name: str, max_tokens: int, *, ids: list[int] | None = None, top_logprobs: int = 0,
+               stop_ids: list[int] | None = None) -> AsyncGenerator[TokenStep, None]:
+        """:meth:`Member.stream` on the session's ids (or ``ids``) with the session's sampling settings."""
+        ids = self.ids if ids is None else ids
+        return self.member(name).stream(ids, max_tokens, top_logprobs=top_logprobs, stop_ids=stop_ids,
+                                        temperature=self.temperature,
+                                        seed=position_seed(self.seed, len(ids)) if self.temperature else None)
 
     def pick(self, logits: Sequence[torch.Tensor] | Sequence[logit_kernels.TopK], weights: Sequence[float] | None = None,
              *, position: int | None = None) -> int:

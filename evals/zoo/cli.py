@@ -3,6 +3,8 @@
 - ``tandem zoo build [--out DIR] [--steps N] [--scale X] [--only a,b] [--jobs N]`` trains the zoo's models (all, or
   the named ones) by step count into DIR (default: the packaged ``evals/zoo/models``), N at once (default: the CPU
   count, at most 2), and writes ``zoo.json``.
+- ``tandem zoo build --only smollm2-draft [--steps N] [--train-n N]`` distils the real pair's draft (SmolLM2's
+  first layers, :mod:`evals.zoo.smol_draft`) into ``DIR/smollm2-draft``; a build without ``--only`` leaves it out.
 - ``tandem zoo eval [--zoo DIR] [--n N] [--only a,b] [--suites s,t] [--max-new N] [--json]`` prints accuracy per
   model per suite on the test split (a Markdown table, then the requirements check); with ``--json`` the last line is
   ``{"models": {"small": {"arithmetic": 0.41, ...}, ...}}``.
@@ -19,6 +21,7 @@ import sys
 from pathlib import Path
 
 from evals.zoo.paths import MANIFEST, zoo_dir
+from evals.zoo.smol_draft import DRAFT_NAME
 from evals.zoo.spec import SUITES, ZOO_SPECS, flops_per_token
 
 
@@ -46,6 +49,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--batch", type=int, default=64)
     e.add_argument("--max-new", type=int, help="cap on generated tokens per answer (default: per suite)")
     e.add_argument("--json", action="store_true", help="end with one JSON line of accuracies")
+    e.add_argument("--models", help="real models instead of the zoo: smollm2, smollm2-draft, smollm2-2layers "
+                   "(default suites then: english,english-steps; --n defaults to 100)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -63,8 +68,14 @@ def main(argv: list[str] | None = None) -> int:
         from evals.zoo.build import build
 
         out = args.out or zoo_dir()
+        only = _names(args.only)
+        if only and DRAFT_NAME in only:  # the real pair's draft: built only when named (evals.zoo.smol_draft)
+            only = [n for n in only if n != DRAFT_NAME]
+            _build_draft(args, out)
+            if not only:
+                return 0
         try:
-            manifest = build(out, steps=args.steps, steps_scale=args.scale, only=_names(args.only),
+            manifest = build(out, steps=args.steps, steps_scale=args.scale, only=only,
                              train_n=args.train_n, progress=not args.quiet, jobs=max(1, args.jobs),
                              log=lambda m: print(m, file=sys.stderr, flush=True))
         except KeyError as e:
@@ -74,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
               f"({manifest['total_bytes'] / 1e6:.1f} MB, {manifest['build_seconds']:.0f}s)")
         return 0
 
+    if args.models:
+        return _eval_real(args)
     from evals.zoo.build import default_get_suite
     from evals.zoo.evaluate import check_criteria, evaluate_zoo, format_table
 
@@ -88,6 +101,38 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(result["models"], flops, suites))
     for statement, holds in check_criteria(result["models"], flops, suites=suites):
         print(f"[{'ok' if holds else 'NO'}] {statement}")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def _build_draft(args: argparse.Namespace, out: Path) -> None:
+    """``tandem zoo build --only smollm2-draft``: distil SmolLM2's first layers into ``out/smollm2-draft``."""
+    from evals.zoo.smol_draft import build_draft
+
+    meta = build_draft(out / DRAFT_NAME, steps=args.steps, train_n=args.train_n, progress=not args.quiet,
+                       jobs=max(1, args.jobs), log=lambda m: print(m, file=sys.stderr, flush=True))
+    agree = meta["agreement_validation"]
+    print(f"built {DRAFT_NAME} into {out / DRAFT_NAME} ({meta['layers']} layers, {meta['steps']} steps, "
+          f"{meta['layers_bytes'] / 1e6:.1f} MB, {meta['seconds']['total']:.0f}s; validation top-1 agreement with "
+          f"SmolLM2 {agree['before']:.3f} -> {agree['after']:.3f})")
+
+
+def _eval_real(args: argparse.Namespace) -> int:
+    """``tandem zoo eval --models ...``: the real pair on the English suites (:mod:`evals.zoo.real_pair_eval`)."""
+    from evals.suites import get_suite
+    from evals.zoo.real_pair_eval import REAL_SUITES, evaluate_real
+
+    suites = _names(args.suites) or list(REAL_SUITES)
+    try:
+        result = evaluate_real(_names(args.models) or [], suites, get_suite, n=args.n or 100,
+                               batch=min(args.batch, 16), max_new_tokens=args.max_new)
+    except (KeyError, FileNotFoundError) as e:
+        print(f"tandem zoo eval: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 2
+    print("| model | " + " | ".join(suites) + " |\n|---|" + "---:|" * len(suites))
+    for name, per in result["models"].items():
+        print(f"| {name} | " + " | ".join(f"{100 * per[s]:.1f}" for s in suites) + " |")
     if args.json:
         print(json.dumps(result))
     return 0

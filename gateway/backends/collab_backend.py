@@ -2,7 +2,8 @@
 
 :class:`CollabBackend` formats the chat with the members' shared tokenizer, runs a ``collab`` strategy (R2R,
 Arbitrage, FusionRoute, single) in a :class:`collab.session.Session` over the member backends (in-process models give
-logits; vLLM servers give top-k logprobs), and streams each piece with the member that wrote it. Its own price is
+logits; vLLM servers give top-k logprobs), and streams each piece with the member that wrote it; the last event's ``decision`` says what the collaboration did
+(tokens and calls per member, the strategy's counts, the wall-time split of its remote calls). Its own price is
 zero: the final event reports each member's counts, and the gateway prices them with the members' prices.
 
 The strategy's arguments are ``roles`` and ``params`` as given: a process reward for Arbitrage arrives resolved (a
@@ -14,6 +15,7 @@ logprobs and n > 1.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -49,6 +51,24 @@ def shared_tokenizer(members: dict[str, Backend], tokenizer_path: str | None) ->
 
             return AutoTokenizer.from_pretrained(tok)
     raise ValueError("no member has a tokenizer: set 'tokenizer' on the collab route or a member backend")
+
+
+def collab_decision(strategy: str, session: Any, t0: float, t1: float, cpu_s: float = 0.0) -> dict[str, Any]:
+    """What the collaboration did, logged with the request and returned in ``tandem.decision.routers``: answer
+    tokens per model, calls per model, the strategy's own counts (``session.scratch["stats"]``) and where the wall
+    time went (``collab.timeline.wall_split`` of the members' remote calls, plus ``cpu_s``: the gateway process's CPU
+    time meanwhile — every request it served in that time, so one request at a time for a clean number)."""
+    from collab.timeline import wall_split
+
+    usage = session.usage()
+    written = {m: u.written_tokens for m, u in usage.items() if u.written_tokens}
+    calls = {m: u.calls for m, u in usage.items() if u.calls}
+    n = len(session.output)
+    return {"kind": "collab", "reason": f"{strategy}: " + ", ".join(f"{m} wrote {c}" for m, c in written.items()),
+            "collab": {"strategy": strategy, "tokens": n, "written": written, "calls": calls,
+                       "calls_per_token": sum(calls.values()) / n if n else 0.0,
+                       "stats": dict(session.scratch.get("stats") or {}),
+                       "timing": {**wall_split(session.timeline(), t0, t1), "cpu_s": cpu_s}}}
 
 
 class CollabBackend(Backend):
@@ -93,15 +113,21 @@ class CollabBackend(Backend):
                           decode=lambda t: tok.decode(t, skip_special_tokens=True),
                           temperature=req.temperature or 0.0, seed=req.seed or 0)
         strategy = self._new_strategy()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         yield StreamEvent(delta={"role": "assistant"})
-        async for em in strategy.generate(session, max_tokens):
-            if em.text:
-                yield StreamEvent(delta={"content": em.text}, model=em.model)
+        try:
+            async for em in strategy.generate(session, max_tokens):
+                if em.text:
+                    yield StreamEvent(delta={"content": em.text}, model=em.model)
+        finally:
+            session.close()  # streams a strategy left running (remote members) are cancelled
+        t1, cpu = time.perf_counter(), time.process_time() - cpu0
         by_model = {name: TokenCounts(u.prompt_tokens, u.completion_tokens, u.cached_tokens)
                     for name, u in session.usage().items() if u.calls or u.completion_tokens}
         finish = "stop" if session.finish_reason == "stop" else "length"
         yield StreamEvent(delta={}, finish_reason=finish, counts_by_model=by_model or None,
-                          counts=TokenCounts(len(ids), len(session.output)))
+                          counts=TokenCounts(len(ids), len(session.output)),
+                          decision=collab_decision(self.strategy_name, session, t0, t1, cpu))
 
     async def health(self) -> bool:
         return all([await b.health() for b in self.members.values()])

@@ -84,11 +84,13 @@ class LocalBackend(Backend):
     kind = "local"
 
     def __init__(self, name: str, price: Price = Price(), *, path: str | None = None, package: str | None = None,
-                 device: str = "auto", dtype: str = "auto", max_context: int = 2048, threads: int | None = None):
+                 device: str = "auto", dtype: str = "auto", max_context: int = 2048, threads: int | None = None,
+                 layers: str | None = None):
         super().__init__(name, price, frozenset({CAP_LOGPROBS, CAP_COMPLETIONS, CAP_TOKEN_IDS, CAP_LOGITS}))
         if (path is None) == (package is None):
             raise ValueError("set exactly one of path or package")
         self.path, self.package = path, package
+        self.layers = layers  # trained decoder layers over the model (gateway.backends.layered_model)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.max_context = max_context
@@ -111,7 +113,7 @@ class LocalBackend(Backend):
         """Build from a :class:`gateway.config.LocalBackendConfig` (not loaded yet)."""
         price = cfg.price.to_price() if cfg.price is not None else Price()
         return cls(cfg.name, price, path=cfg.path, package=cfg.package, device=cfg.device, dtype=cfg.dtype,
-                   max_context=cfg.max_context, threads=cfg.threads)
+                   max_context=cfg.max_context, threads=cfg.threads, layers=cfg.layers)
 
     # ---- loading -------------------------------------------------------------------------------------------
 
@@ -132,7 +134,7 @@ class LocalBackend(Backend):
             try:
                 if self.threads:
                     torch.set_num_threads(self.threads)
-                folder, gguf = resolve_model_folder(self.path, self.package, self._set_state)
+                folder, gguf = resolve_model_folder(self.path, self.package, self._set_state, self.layers)
                 self._set_state("loading")
                 tok, model = load_pretrained(folder, gguf, self.dtype, self.device)
             except Exception as e:

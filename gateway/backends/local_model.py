@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from gateway.backends.layered_model import assemble_layered_folder
 from gateway.errors import BackendError
-from gateway.paths import cache_dir
+from gateway.paths import cache_dir, write_folder_once
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +52,7 @@ def convert_gguf(gguf: Path, dest: Path) -> Path:
     Returns ``dest``; if another process finished first, its folder is kept."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}-", dir=dest.parent))
-    try:
+    def fill(tmp: Path) -> None:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model.hf_quantizer = None  # "quantized with gguf" models refuse save_pretrained otherwise
@@ -64,23 +60,22 @@ def convert_gguf(gguf: Path, dest: Path) -> Path:
             del model.config.quantization_config
         model.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
-        del model
-        try:
-            os.rename(tmp, dest)
-        except OSError:
-            if not (dest / "config.json").is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # lost a race: the other folder is complete
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dest
+
+    return write_folder_once(dest, fill)
 
 
-def resolve_model_folder(path: str | None, package: str | None, on_stage: Callable[[str], None] = lambda s: None
-                         ) -> tuple[Path, str | None]:
+def resolve_model_folder(path: str | None, package: str | None, on_stage: Callable[[str], None] = lambda s: None,
+                         layers: str | None = None) -> tuple[Path, str | None]:
     """Where to load from: ``(folder, gguf_file_name_or_None)``. A packaged model is converted into the cache on
-    first use (``<cache>/models/smollm2-135m-instruct``) and loaded from there afterwards."""
+    first use (``<cache>/models/smollm2-135m-instruct``) and loaded from there afterwards. With ``layers`` (a
+    safetensors file of trained decoder layers) the folder is that model cut to the file's layers, assembled once
+    into ``<cache>/models`` (:func:`gateway.backends.layered_model.assemble_layered_folder`)."""
+    if layers is not None:
+        base, gguf = resolve_model_folder(path, package, on_stage)
+        if gguf is not None:
+            raise BackendError(f"trained layers need an HF base folder or a package, not a GGUF file: {base / gguf}")
+        on_stage("assembling")
+        return assemble_layered_folder(base, Path(layers), cache_dir() / "models"), None
     if package is not None:
         if package != SMOLLM2_PACKAGE:
             raise BackendError(f"unknown model package '{package}'")

@@ -7,7 +7,8 @@ limit. The hot path builds plain dicts, sends ``orjson`` bytes and parses answer
 request; streams are split into SSE lines from the raw chunks (a ``data:`` line may span chunks). Streams always ask for ``stream_options.include_usage`` so
 the last event carries :class:`TokenCounts` (with ``prompt_tokens_details.cached_tokens``). ``complete_ids`` speaks
 ``collab.protocol``: a token-id prompt to ``/v1/completions`` with ``logprobs=k`` and
-``return_tokens_as_token_ids`` (vLLM then keys alternatives ``token_id:N``) and ``stop_token_ids``.
+``return_tokens_as_token_ids`` (vLLM then keys alternatives ``token_id:N``) and ``stop_token_ids``; ``stream_ids`` is
+the same call streamed (``collab.protocol.StreamingTokenModel``), cancelled by closing it.
 ``ChatRequest.extra`` / ``CompletionRequest.extra`` fields go to the upstream body as they are (vLLM takes
 ``ignore_eos``, ``min_tokens``, ``top_k``, ``skip_special_tokens``, …).
 
@@ -40,7 +41,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from collab.protocol import IdCompletion, TokenStep
+from collab.protocol import IdCompletion, StreamEnd, TokenStep
 from gateway.backends.base import (
     CAP_COMPLETIONS,
     CAP_LOGPROBS,
@@ -413,6 +414,34 @@ class OpenAIHTTPBackend(Backend):
     async def complete_ids(self, ids: list[int], max_tokens: int, *, stop_ids: list[int] | None = None,
                            top_logprobs: int = 0, temperature: float = 0.0, seed: int | None = None) -> IdCompletion:
         """Continue a token-id prompt; each step has the chosen id, its logprob and the top-k alternatives."""
+        data = await self._post_json("/completions", self._ids_body(ids, max_tokens, stop_ids, top_logprobs,
+                                                                     temperature, seed))
+        choices = data.get("choices") or []
+        if not choices:
+            raise BackendError(f"backend '{self.name}' answered with no choices")
+        return id_completion_from_choice(choices[0], data.get("usage"), top_logprobs)
+
+    async def stream_ids(self, ids: list[int], max_tokens: int, *, stop_ids: list[int] | None = None,
+                         top_logprobs: int = 0, temperature: float = 0.0, seed: int | None = None
+                         ) -> AsyncGenerator[TokenStep | StreamEnd, None]:
+        """``collab.protocol.StreamingTokenModel``: the steps of a token-id continuation as the server writes them,
+        then a ``StreamEnd`` with its counts. Closing the generator early closes the connection, and vLLM aborts
+        the request."""
+        finish = "length"
+        body = self._ids_body(ids, max_tokens, stop_ids, top_logprobs, temperature, seed)
+        async for data in self._stream("/completions", body):
+            for c in data.get("choices") or ():
+                for step in id_completion_from_choice(c, None, top_logprobs).steps:
+                    yield step
+                if c.get("finish_reason"):
+                    finish = "length" if c["finish_reason"] == "length" else "stop"
+            usage = data.get("usage")
+            if usage:
+                counts = counts_from_usage(usage)
+                yield StreamEnd(finish, counts.prompt_tokens, counts.cached_tokens)
+
+    def _ids_body(self, ids: list[int], max_tokens: int, stop_ids: list[int] | None, top_logprobs: int,
+                  temperature: float, seed: int | None) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
             "prompt": ids,
@@ -425,11 +454,7 @@ class OpenAIHTTPBackend(Backend):
             body["stop_token_ids"] = stop_ids
         if seed is not None:
             body["seed"] = seed
-        data = await self._post_json("/completions", body)
-        choices = data.get("choices") or []
-        if not choices:
-            raise BackendError(f"backend '{self.name}' answered with no choices")
-        return id_completion_from_choice(choices[0], data.get("usage"), top_logprobs)
+        return body
 
     # -- health ------------------------------------------------------------------------------------------------------
 

