@@ -34,6 +34,8 @@ from torch.nn import functional as F
 
 from collab.artifact import SavedModule
 from collab.features import DEFAULT_K, FLOOR, Signals, signals_from_logits, signals_from_top
+from collab.r2r_remote import advance_streamed
+from collab.remote_plan import PREFIRE_MODES, is_flagged
 from collab.session import ModelUsage, Session
 from collab.strategy import CollabStrategy
 
@@ -96,8 +98,6 @@ class R2RStrategy(CollabStrategy):
                  prefire_tau: float | None = None, streamed: bool = True):
         if router is None and 0 < tau < 1:
             raise ValueError("a threshold strictly between 0 and 1 needs a router")
-        from collab.remote_plan import PREFIRE_MODES
-
         if prefire not in PREFIRE_MODES:
             raise ValueError(f"prefire must be one of {PREFIRE_MODES}, got {prefire!r}")
         self.slm, self.llm, self.router, self.tau, self.k, self.chunk = slm, llm, router, tau, k, chunk
@@ -129,13 +129,17 @@ class R2RStrategy(CollabStrategy):
         session.member(self.slm)
         session.member(self.llm)
 
-    def routes(self, signals: Signals) -> bool:
+    def decide(self, signals: Signals) -> tuple[float | None, bool]:
+        """One position: the router's p (None where τ alone decides) and whether the large model writes it
+        (:func:`collab.remote_plan.is_flagged`), counted in ``positions`` and ``routed``."""
+        p = self.router.prob(signals) if self.router is not None and 0 < self.tau < 1 else None
+        flagged = is_flagged(p, self.tau)
         self.positions += 1
-        if self.tau >= 1:
-            return False
-        hit = self.tau <= 0 or (self.router is not None and self.router.prob(signals) >= self.tau)
-        self.routed += hit
-        return hit
+        self.routed += flagged
+        return p, flagged
+
+    def routes(self, signals: Signals) -> bool:
+        return self.decide(signals)[1]
 
     async def advance(self, session: Session, budget: int) -> None:
         slm_local, llm_local = session.member(self.slm).in_process, session.member(self.llm).in_process
@@ -154,8 +158,6 @@ class R2RStrategy(CollabStrategy):
             else:
                 session.append(tok, self.slm)
         elif self.streamed and session.member(self.slm).streams and session.member(self.llm).streams:
-            from collab.r2r_remote import advance_streamed
-
             await advance_streamed(self, session, budget)
         else:
             await self._advance_remote(session, budget)

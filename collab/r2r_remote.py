@@ -30,16 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
 from collab.features import Signals, signals_from_top
 from collab.protocol import TokenStep
-from collab.remote_plan import Ewma, is_flagged, should_prefire, stream_agrees, wait_for_stream
+from collab.remote_plan import Ewma, should_prefire, stream_agrees, wait_for_stream
 from collab.session import Member, Session, position_seed
-
-
-class TokenRouter(Protocol):
-    def prob(self, signals: Signals) -> float: ...
 
 
 class R2RSettings(Protocol):
@@ -49,13 +45,16 @@ class R2RSettings(Protocol):
     llm: str
     k: int
     tau: float
-    router: TokenRouter | None
     draft_run: int
     large_run: int
     prefire: str
     prefire_tau: float
     positions: int
     routed: int
+
+    def decide(self, signals: Signals) -> tuple[float | None, bool]:
+        """The router's p at one position (None where τ alone decides) and whether the large model writes it."""
+        ...
 
 
 STATE = "r2r_remote"  # session.scratch key of this protocol's state
@@ -194,14 +193,7 @@ class RemoteR2R:
     def _decide(self, pos: int, step: TokenStep) -> tuple[float | None, bool]:
         got = self.decided.get(pos)
         if got is None:
-            s = self.s
-            s.positions += 1
-            p = None
-            if s.router is not None and 0 < s.tau < 1:
-                p = s.router.prob(signals_from_top(step.top, step.token_id, step.logprob, s.k))
-            flagged = is_flagged(p, s.tau)
-            s.routed += flagged
-            got = self.decided[pos] = (p, flagged)
+            got = self.decided[pos] = self.s.decide(signals_from_top(step.top, step.token_id, step.logprob, self.s.k))
         return got
 
     async def _large_token(self, session: Session, pos: int, budget: int) -> int:
@@ -283,8 +275,3 @@ class RemoteR2R:
 async def advance_streamed(strategy: R2RSettings, session: Session, budget: int) -> None:
     """One ``advance`` of R2R over two streaming remote members (see the module docstring)."""
     await RemoteR2R.of(strategy, session).advance(session, budget)
-
-
-def stream_stats(session: Session) -> dict[str, Any]:
-    """The protocol's counts for this session (empty when it did not run)."""
-    return dict(session.scratch.get("stats") or {})

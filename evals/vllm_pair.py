@@ -37,6 +37,8 @@ from typing import Any
 
 import httpx
 
+from evals.gateway_process import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 ENTRY_MODULE = "vllm.entrypoints.launchers.api_server.entry"
 DEFAULT_BLOCK_SIZE = 32  # the smallest block vLLM's CPU attention accepts (`--vllm-block-size` compares others)
@@ -114,14 +116,6 @@ def server_env(spec: ServerSpec, tmp: Path, compile_cache: Path, base: Mapping[s
         env["VLLM_CPU_OMP_THREADS_BIND"] = str(spec.core)
     env.pop("VIRTUAL_ENV", None)
     return env
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def stop_server(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
@@ -212,7 +206,7 @@ def serve_members(specs: Sequence[ServerSpec], *, timeout_s: float = 600.0, log:
         tmp = Path(tmp_s)
         try:
             for spec in specs:
-                port = _free_port()
+                port = free_port()
                 d = tmp / spec.name
                 d.mkdir()
                 log_path = d / "server.log"
