@@ -125,9 +125,15 @@ class R2RStrategy(CollabStrategy):
             kwargs.setdefault("tau", float(meta["tau"]))
         return cls(**kwargs)
 
+    def stateful_members(self) -> tuple[str, ...]:
+        """The small model, where the router reads its hidden state (``tandem train r2r --hidden``)."""
+        return (self.slm,) if self.router is not None and self.router.hidden_size else ()
+
     def prepare(self, session: Session) -> None:
-        session.member(self.slm)
         session.member(self.llm)
+        if self.slm in self.stateful_members() and not session.member(self.slm).has_state:
+            raise TypeError(f"the R2R router reads the hidden state of '{self.slm}', which does not give one (a "
+                            "remote model): use a logprobs-only router (tandem train r2r without --hidden)")
 
     def decide(self, signals: Signals) -> tuple[float | None, bool]:
         """One position: the router's p (None where τ alone decides) and whether the large model writes it

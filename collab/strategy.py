@@ -34,6 +34,11 @@ class CollabStrategy(ABC):
     def prepare(self, session: Session) -> None:  # noqa: B027 — optional hook
         """Called once before the first :meth:`advance` (check the session has the models this strategy needs)."""
 
+    def stateful_members(self) -> tuple[str, ...]:
+        """The members whose last hidden state this strategy reads: each must run in process as a
+        ``collab.protocol.StatefulModel`` (the gateway refuses a route whose backend does not, at start)."""
+        return ()
+
     # ---- building from a training file ---------------------------------------------------------------------------
 
     @classmethod

@@ -253,6 +253,19 @@ def prompt_ids(tokenizer: Any, text: str) -> list[int]:
     return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
 
 
+def read_labels(path: str | Path, key: dict[str, Any]) -> list[R2RSample]:
+    """The R2R label samples that ``--labels`` wrote, if they were made with the settings ``key``; else exit saying
+    which setting differs (labels of other examples or models would train a router for something else)."""
+    saved = torch.load(path, weights_only=False)
+    if not isinstance(saved, dict) or "key" not in saved or "samples" not in saved:
+        raise SystemExit(f"{path}: not a labels file of `tandem train r2r --labels`")
+    diff = {k: (saved["key"].get(k), v) for k, v in key.items() if saved["key"].get(k) != v}
+    if diff:
+        raise SystemExit(f"{path} was labelled with other settings (file, this command): {diff}; "
+                         "pass another --labels file or the same settings")
+    return list(saved["samples"])
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tandem train", description="train a token-level collaboration router from the "
                                  "models themselves")
@@ -266,6 +279,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--draft-layers", help="the draft's trained layers file for --slm smollm2-draft (default: "
                     "evals/zoo/models/smollm2-draft/layers.safetensors)")
     ap.add_argument("--limit", type=int, default=200, help="training examples")
+    ap.add_argument("--skip", type=int, default=0, help="start after the first SKIP examples of the train split "
+                    "(e.g. the prompts a distilled draft was trained on: its agreement there overstates it)")
+    ap.add_argument("--labels", help="R2R: a file of the label samples: read if it exists (its settings must match "
+                    "this command's), else made and written there, so a router can be retrained without relabelling")
     ap.add_argument("--max-tokens", type=int, help="answer budget (default: from the suite's longest answer)")
     ap.add_argument("--delimiter", help="Arbitrage step delimiter (default: the suite's)")
     ap.add_argument("--max-steps", type=int, default=16, help="Arbitrage: steps per example at most")
@@ -278,8 +295,8 @@ def parser() -> argparse.ArgumentParser:
                     "model while labelling (1: one call per prompt; same labels)")
     ap.add_argument("--cont-slack", type=int, help="R2R: a label's continuation writes at most as many tokens as "
                     "the large model's own answer had left, plus this (default: the whole answer budget)")
-    ap.add_argument("--hidden", action="store_true", help="R2R: also feed the SLM's hidden state (in-process "
-                    "collab only: gateway backends give no hidden state)")
+    ap.add_argument("--hidden", action="store_true", help="R2R: also feed the SLM's hidden state (an in-process "
+                    "small model only: a vLLM server gives no hidden state, and the gateway refuses such a route)")
     ap.add_argument("--epochs", type=int, help="training epochs (default per strategy)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -294,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"tandem train {args.strategy}: --llm is required")
     if args.strategy == "fusionroute" and not (args.experts or args.llm):
         raise SystemExit("tandem train fusionroute: --experts is required")
-    examples = tasks.task_examples(args.suite, "train", args.limit)
+    examples = tasks.task_examples(args.suite, "train", args.skip + args.limit)[args.skip:]
     slm = HFModel(Path(args.slm).name, model_dir(args.slm, args.zoo, args.draft_layers))
     tok = slm.tokenizer
     prompts = [prompt_ids(tok, ex.prompt) for ex in examples]
@@ -306,13 +323,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     def decode(ids: list[int]) -> str:
         return tok.decode(ids, skip_special_tokens=True)
 
-    common = {"slm": args.slm, "suite": args.suite, "limit": args.limit, "seed": args.seed}
+    common = {"slm": args.slm, "suite": args.suite, "limit": args.limit, "skip": args.skip, "seed": args.seed}
     if args.strategy == "r2r":
-        llm = HFModel(Path(args.llm).name, model_dir(args.llm, args.zoo, args.draft_layers))
-        samples = asyncio.run(labels.r2r_labels(
-            examples, prompts, slm, llm, outcome=lambda ex, ids: tasks.check(ex, decode(ids)),
-            max_tokens=args.max_tokens, stop_ids=stop, progress=show, batch=args.batch,
-            slack=args.cont_slack))
+        label_key = {"slm": args.slm, "llm": args.llm, "suite": args.suite, "skip": args.skip, "limit": args.limit,
+                     "max_tokens": args.max_tokens, "cont_slack": args.cont_slack}
+        samples = read_labels(args.labels, label_key) if args.labels and Path(args.labels).is_file() else None
+        if samples is None:
+            llm = HFModel(Path(args.llm).name, model_dir(args.llm, args.zoo, args.draft_layers))
+            samples = asyncio.run(labels.r2r_labels(
+                examples, prompts, slm, llm, outcome=lambda ex, ids: tasks.check(ex, decode(ids)),
+                max_tokens=args.max_tokens, stop_ids=stop, progress=show, batch=args.batch,
+                slack=args.cont_slack))
+            if args.labels:
+                torch.save({"key": label_key, "samples": samples}, args.labels)
         router, tau, metrics = train_r2r(samples, slm.vocab_size, hidden_size=slm.hidden_size if args.hidden else 0,
                                          epochs=args.epochs or 30, recall=args.recall, seed=args.seed)
         router.save(args.out, tau=tau, metrics=metrics, llm=args.llm, **common)

@@ -19,8 +19,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from collab.protocol import StatefulModel
 from gateway.backends.base import Backend, ChatRequest, StreamEvent, TokenCounts
-from gateway.errors import InvalidRequest, PromptTooLarge
+from gateway.errors import ConfigError, InvalidRequest, PromptTooLarge
 from gateway.usage import Price
 
 if TYPE_CHECKING:
@@ -87,6 +88,10 @@ class CollabBackend(Backend):
         self.tokenizer = shared_tokenizer(members, tokenizer)
         self._build = strategies.build_from_artifact
         self._check = self._new_strategy()  # fail at start, not per request, on a bad artifact or role
+        for m in self._check.stateful_members():
+            if not isinstance(members.get(m), StatefulModel):
+                raise ConfigError(f"collab route '{name}': its {strategy} router reads the hidden state of '{m}', "
+                                  "which only an in-process (kind: local) backend gives", param="artifact")
 
     def _new_strategy(self) -> CollabStrategy:
         return self._build(self.strategy_name, self.artifact, **self.roles, **self.params)

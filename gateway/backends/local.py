@@ -8,10 +8,11 @@
 lock), and streams to the event loop through an asyncio queue, so the server stays responsive; a closed stream stops
 the worker at the next token.
 
-Token level (``collab.protocol``): :meth:`LocalBackend.complete_ids` and :meth:`LocalBackend.next_logits` share
-one KV cache keyed by the token ids it holds (:class:`collab.prefix_cache.PrefixKVCache`): a call whose ids share a
-prefix with the cached ids runs only the new tokens (the cache is cropped back to the common prefix first); chat and
-completion requests use the same cache, and report the reused tokens as ``cached_tokens``.
+Token level (``collab.protocol``): :meth:`LocalBackend.complete_ids`, :meth:`LocalBackend.next_logits` and
+:meth:`LocalBackend.next_state` (logits and the last hidden state) share one KV cache keyed by the token ids it holds
+(:class:`collab.prefix_cache.PrefixKVCache`): a call whose ids share a prefix with the cached ids runs only the new
+tokens (the cache is cropped back to the common prefix first); chat and completion requests use the same cache, and
+report the reused tokens as ``cached_tokens``.
 
 Loading is lazy: the constructor only records the source. ``await backend.load()`` (or :meth:`load_sync` from any
 thread) loads it and updates :attr:`LocalBackend.state`, so a server can report start-up progress; a request that
@@ -430,6 +431,23 @@ class LocalBackend(Backend):
     async def anext_logits(self, ids: list[int]) -> torch.Tensor:
         """:meth:`next_logits` in the worker thread."""
         return await self._call(lambda: self._logits_after(self._check_ids(ids))[0])
+
+    def _state_after(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self._prefix is not None, "load the model first"
+        out, _ = self._prefix.forward(ids, logits_to_keep=1, output_hidden_states=True)
+        return out.logits[0, -1].float().cpu(), out.hidden_states[-1][0, -1].float().cpu()
+
+    def next_state(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next-token logits ``[V]`` and the last layer's hidden state ``[H]`` after ``ids`` (float32, CPU; the
+        same KV cache as :meth:`next_logits`): what R2R's hidden-state router reads. Blocking, like
+        :meth:`next_logits`."""
+        with self._lock, torch.no_grad():
+            self._ensure_loaded()
+            return self._state_after(self._check_ids(ids))
+
+    async def anext_state(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`next_state` in the worker thread."""
+        return await self._call(lambda: self._state_after(self._check_ids(ids)))
 
 
 def _wrap(e: BaseException, name: str) -> BaseException:

@@ -60,6 +60,30 @@ def test_train_r2r_end_to_end(zoo: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert strat.positions == len(gen.output) and strat.routed == gen.provenance.count("large")
 
 
+def test_train_r2r_labels_file_and_skip(zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # --skip 2 --limit 3 labels train examples 2..4: the samples of examples 2..4 of a --limit 5 run, renumbered
+    args = ["r2r", "--slm", "small", "--llm", "large", "--suite", "arithmetic", "--zoo", str(zoo),
+            "--max-tokens", "10", "--epochs", "2", "--quiet"]
+    whole, part = tmp_path / "whole.labels", tmp_path / "part.labels"
+    train(capsys, *args, "--limit", "5", "--labels", str(whole), "--out", str(tmp_path / "a.pt"))
+    first = train(capsys, *args, "--skip", "2", "--limit", "3", "--labels", str(part), "--out", str(tmp_path / "b.pt"))
+    w, p = torch.load(whole, weights_only=False), torch.load(part, weights_only=False)
+    assert p["key"]["skip"] == 2 and p["key"]["limit"] == 3 and w["key"]["skip"] == 0
+    tail = [s for s in w["samples"] if s.example >= 2]
+    assert tail and [(s.example - 2, s.position, s.label, s.signals.token_id) for s in tail] == [
+        (s.example, s.position, s.label, s.signals.token_id) for s in p["samples"]]
+    assert torch.equal(torch.stack([s.signals.top for s in tail]), torch.stack([s.signals.top for s in p["samples"]]))
+    # the same command reads the file instead of labelling: the large model is not even looked up
+    bare = tmp_path / "zoo-without-large"
+    bare.mkdir()
+    (bare / "small").symlink_to(zoo / "small")
+    again = train(capsys, *[a if a != str(zoo) else str(bare) for a in args], "--skip", "2", "--limit", "3",
+                  "--labels", str(part), "--out", str(tmp_path / "c.pt"))
+    assert again["tau"] == first["tau"] and again["val_positions"] == first["val_positions"]
+    with pytest.raises(SystemExit, match="labelled with other settings"):
+        main([*args, "--skip", "1", "--limit", "3", "--labels", str(part), "--out", str(tmp_path / "d.pt")])
+
+
 def test_train_arbitrage_end_to_end(zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "arb.pt"
     res = train(capsys, "arbitrage", "--slm", "small", "--llm", "large", "--suite", "units", "--out", str(out),

@@ -81,3 +81,32 @@ def test_shared_tokenizer_comes_from_the_first_member_that_names_one(tiny_model_
     assert tok is not loaded and tok.decode(tok("12*7", add_special_tokens=False)["input_ids"]) == "12*7"
     with pytest.raises(ValueError, match="no member has a tokenizer"):
         shared_tokenizer({"a": _Member(), "b": _Member(tokenizer=None)}, None)
+
+
+def test_a_hidden_state_router_needs_an_in_process_small_model(tiny_model_dir, tmp_path):
+    """R2R's router file trained with --hidden reads the small model's hidden state: over a remote (OpenAI-protocol)
+    small model the route is refused at start, naming the member; the logprobs-only router is accepted there, and the
+    hidden-state one over an in-process small model."""
+    from collab.r2r import R2RRouter
+    from collab.registry import default_strategy_registry
+    from gateway.backends.collab_backend import CollabBackend
+    from gateway.backends.local import LocalBackend
+    from gateway.backends.openai_http import OpenAIHTTPBackend
+    from gateway.config import LocalBackendConfig
+    from gateway.errors import ConfigError
+
+    local = LocalBackend.from_config(LocalBackendConfig(name="local", path=str(tiny_model_dir), device="cpu"))
+    remote = OpenAIHTTPBackend("remote", "http://127.0.0.1:9/v1", tokenizer=str(tiny_model_dir))
+    hidden_router, logprob_router = tmp_path / "hidden.pt", tmp_path / "logprobs.pt"
+    R2RRouter(512, hidden_size=64).save(hidden_router, tau=0.5)
+    R2RRouter(512).save(logprob_router, tau=0.5)
+    strategies = default_strategy_registry()
+
+    def build(slm, artifact):
+        return CollabBackend("r2r", "r2r", {slm.name: slm, "local": local}, {"slm": slm.name, "llm": "local"},
+                             strategies, str(artifact), tokenizer=str(tiny_model_dir))
+
+    with pytest.raises(ConfigError, match="hidden state of 'remote'"):
+        build(remote, hidden_router)
+    assert build(remote, logprob_router).members["remote"] is remote
+    assert build(local, hidden_router).members["local"] is local

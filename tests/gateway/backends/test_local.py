@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from collab.protocol import LogitModel, TokenModel
+from collab.protocol import AsyncStatefulModel, LogitModel, StatefulModel, TokenModel
 from gateway.backends.base import ChatRequest, CompletionRequest
 from gateway.backends.local import LocalBackend
 from gateway.backends.local_decode import IncrementalDecoder
@@ -137,6 +137,24 @@ def test_next_logits_cache_equals_full_forward(backend: LocalBackend, fresh_mode
         cache = backend.prefix_cache
         assert cache is not None and cache.ids == ids and cache.kv.get_seq_length() == len(ids)
     assert torch.allclose(asyncio.run(backend.anext_logits(base)), full_logits(fresh_model, base), atol=1e-5)
+
+
+def test_next_state_is_a_stateful_model_matching_a_full_forward(backend: LocalBackend, fresh_model) -> None:
+    # R2R's hidden-state router reads the in-process draft through the gateway backend: its logits and the last
+    # layer's hidden state after the ids, from the cache shared with next_logits, equal an uncached forward's
+    assert isinstance(backend, StatefulModel) and isinstance(backend, AsyncStatefulModel)
+    enc = backend.tokenizer
+    base = enc("The quick brown fox jumps", add_special_tokens=False)["input_ids"]
+    for ids in (base, base + [5, 9], base[:3]):
+        logits, hidden = backend.next_state(ids)
+        with torch.no_grad():
+            full = fresh_model(input_ids=torch.tensor([ids]), output_hidden_states=True)
+        assert torch.allclose(logits, full.logits[0, -1].float(), atol=1e-5, rtol=1e-4)
+        assert hidden.shape == (fresh_model.config.hidden_size,)
+        assert torch.allclose(hidden, full.hidden_states[-1][0, -1].float(), atol=1e-5, rtol=1e-4)
+        assert backend.prefix_cache is not None and backend.prefix_cache.ids == ids
+    a_logits, a_hidden = asyncio.run(backend.anext_state(base))
+    assert torch.allclose(a_logits, backend.next_state(base)[0], atol=1e-5) and a_hidden.shape == hidden.shape
 
 
 def test_complete_ids_greedy_follows_argmax(backend: LocalBackend) -> None:
