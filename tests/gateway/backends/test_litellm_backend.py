@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from evals.gateway_process import free_port
 from gateway.backends.base import ChatRequest
 from gateway.backends.litellm_backend import LiteLLMBackend, cost_map_entry, price_from_cost_map
 from gateway.backends.openai_http import OpenAIHTTPBackend
@@ -62,8 +63,6 @@ def test_errors_map_to_the_tree(vllm_server: Any):
     b = litellm_for(vllm_server)
     with pytest.raises(PromptTooLarge):
         asyncio.run(b.chat(ChatRequest([{"role": "user", "content": "x" * 600}], max_tokens=4)))
-    from tests.fixtures.vllm_server import free_port
-
     dead = LiteLLMBackend("dead", "hosted_vllm/tiny", price=Price(), api_base=f"http://127.0.0.1:{free_port()}/v1")
     with pytest.raises(BackendUnavailable) as info:
         asyncio.run(dead.chat(ChatRequest(HELLO, max_tokens=4)))

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from evals.gateway_process import free_port
 from gateway.backends.base import ChatRequest, CompletionRequest, StreamEvent
 from gateway.backends.openai_http import OpenAIHTTPBackend, id_completion_from_choice, upstream_message
 from gateway.config import OpenAIBackendConfig
@@ -265,8 +266,6 @@ def test_total_timeout(vllm_server: Any):
 
 
 def test_dead_port_is_unavailable():
-    from tests.fixtures.vllm_server import free_port
-
     b = OpenAIHTTPBackend("dead", f"http://127.0.0.1:{free_port()}/v1", connect_timeout_s=1.0)
     with pytest.raises(BackendUnavailable) as info:
         run(b, lambda: b.chat(ChatRequest(HELLO)))
