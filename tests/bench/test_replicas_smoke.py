@@ -20,13 +20,14 @@ from bench.replicas import (
     parse_args,
     parse_stream,
     per_replica,
+    replica_specs,
     strategy_line,
     summarize,
-    vllm_command,
     workload,
 )
 from bench.schemathesis_load import status_class
 from bench.soak import soak_config
+from evals.vllm_pair import server_command
 from gateway.balancer import Balancer
 from gateway.config import parse_config
 
@@ -103,9 +104,12 @@ def test_arguments_and_commands():
     for bad in (["--strategies", "round-robin"], ["--per-prefix", "0"], ["--prefixes", "0", "--unique", "0"]):
         with pytest.raises(SystemExit):
             parse_args(bad)
-    cmd = vllm_command("py", Path("/m"), 8000, 1, 1024, 40)
-    assert cmd[:3] == ["taskset", "-c", "1"] and "--enable-prompt-tokens-details" in cmd
+    specs = replica_specs(Path("/m"), 1024, 40)
+    assert [(s.core, s.pin_all, s.name) for s in specs] == [(0, True, "zoo-large"), (1, True, "zoo-large")]
+    cmd = server_command(Path("py"), specs[1], 8000)
+    assert "--enable-prompt-tokens-details" in cmd and cmd[cmd.index("--block-size") + 1] == "128"
     assert cmd[cmd.index("--num-gpu-blocks-override") + 1] == "40"
+    assert "--num-gpu-blocks-override" not in server_command(Path("py"), replica_specs(Path("/m"), 1024, None)[0], 1)
     bodies = kill_bodies(30, 300, 16, 0)
     assert len(bodies) == 30 and [b["stream"] for b in bodies[:4]] == [False, True, False, True]
     assert all(b["model"] == "prefix" and b["ignore_eos"] for b in bodies)
