@@ -7,6 +7,9 @@
   A large model that decodes several prompts at once (:class:`BatchGreedy`, e.g. ``collab.inproc.HFModel``) writes
   the responses of ``batch`` examples together and all continuations of an example together (the same greedy
   tokens as one ``complete_ids`` call each, far fewer forward passes).
+- :func:`r2r_labels_along` — the same labels along answers someone else wrote (R2R itself with a trained router:
+  on-policy, DAgger-style), where the large model's token at each position is its greedy choice after that prefix and
+  both branches are continued.
 - :func:`fusion_examples` — teacher-forced expert log-probabilities at the positions where the experts' top tokens
   disagree, over given (prompt, answer) sequences.
 - :func:`arbitrage_labels` — both models write each step from the same prefix; a step scorer rates both; the sample
@@ -90,6 +93,17 @@ def _cont_budget(max_tokens: int, resp_len: int, i: int, slack: int | None) -> i
     return left or 1
 
 
+async def _small_rows(slm: LogitModel, prompt: list[int], answer: list[int], k: int
+                      ) -> list[tuple[Signals, int]]:
+    """The small model's signals and top token at every position of ``answer`` (teacher-forced)."""
+    rows = []
+    for i in range(len(answer)):
+        logits, hidden = await _state(slm, prompt + answer[:i])
+        s_tok = int(torch.argmax(logits))
+        rows.append((signals_from_logits(logits, s_tok, k, hidden), s_tok))
+    return rows
+
+
 async def r2r_labels(examples: Sequence[Any], prompts: Sequence[list[int]], slm: LogitModel, llm: TokenModel, *,
                      outcome: Outcome, max_tokens: int, stop_ids: Sequence[int] = (), k: int = DEFAULT_K,
                      progress: bool = False, batch: int = 16, slack: int | None = None) -> list[R2RSample]:
@@ -105,20 +119,49 @@ async def r2r_labels(examples: Sequence[Any], prompts: Sequence[list[int]], slm:
         for ex_i, resp in zip(chunk, resps, strict=True):
             ex, prompt = examples[ex_i], list(prompts[ex_i])
             llm_outcome = outcome(ex, resp)
-            rows: list[tuple[int, Any, int]] = []  # (position, signals, small model's token)
-            for i in range(len(resp)):
-                logits, hidden = await _state(slm, prompt + resp[:i])
-                s_tok = int(torch.argmax(logits))
-                rows.append((i, signals_from_logits(logits, s_tok, k, hidden), s_tok))
-            diverge = [(i, s_tok) for i, _, s_tok in rows if s_tok != resp[i]]
+            rows = await _small_rows(slm, prompt, resp, k)
+            diverge = [(i, s_tok) for i, (_, s_tok) in enumerate(rows) if s_tok != resp[i]]
             conts = await greedy_many(llm, [prompt + resp[:i] + [s_tok] for i, s_tok in diverge],
                                       [_cont_budget(max_tokens, len(resp), i, slack) for i, _ in diverge], stops,
                                       batch)
-            label_at: dict[int, int] = {}
-            for (i, s_tok), cont in zip(diverge, conts, strict=True):
-                alt = resp[:i] + [s_tok] + (cont if s_tok not in stop_ids else [])
-                label_at[i] = int(outcome(ex, alt) != llm_outcome)
-            samples += [R2RSample(sig, label_at.get(i, 0), ex_i, i) for i, sig, _ in rows]
+            label_at = {i: int(_branch(resp[:i], s_tok, cont, stops, ex, outcome) != llm_outcome)
+                        for (i, s_tok), cont in zip(diverge, conts, strict=True)}
+            samples += [R2RSample(sig, label_at.get(i, 0), ex_i, i) for i, (sig, _) in enumerate(rows)]
+    return samples
+
+
+def _branch(prefix: list[int], token: int, cont: list[int], stops: Sequence[int], example: Any, outcome: Outcome
+            ) -> Hashable:
+    """The outcome of the answer ``prefix + [token]`` completed by ``cont`` (nothing after a stop token)."""
+    return outcome(example, prefix + [token] + (cont if token not in stops else []))
+
+
+async def r2r_labels_along(examples: Sequence[Any], prompts: Sequence[list[int]], answers: Sequence[list[int]],
+                           slm: LogitModel, llm: LogitModel, *, outcome: Outcome, max_tokens: int,
+                           stop_ids: Sequence[int] = (), k: int = DEFAULT_K, progress: bool = False, batch: int = 16,
+                           slack: int | None = None) -> list[R2RSample]:
+    """Per-position samples along given answers, e.g. what R2R itself wrote with a router (on-policy, DAgger-style
+    labels: the prefixes the router meets when it decides, not the large model's own). At each position where the
+    small model's top token differs from the large model's (``llm``'s greedy token after the same prefix), the large
+    model continues from both tokens and the position is divergent iff the two outcomes differ; other positions
+    are 0. Along the large model's own greedy answers these are :func:`r2r_labels`' samples (its branch is the
+    answer itself); ``slack`` counts from ``len(answer)``."""
+    samples: list[R2RSample] = []
+    stops = list(stop_ids)
+    for ex_i in _bar(range(len(prompts)), progress, "r2r labels along answers"):
+        ex, prompt, answer = examples[ex_i], list(prompts[ex_i]), list(answers[ex_i])
+        rows = await _small_rows(slm, prompt, answer, k)
+        l_toks = [int(torch.argmax(llm.next_logits(prompt + answer[:i]))) for i in range(len(answer))]
+        diverge = [(i, s_tok, l_tok) for i, ((_, s_tok), l_tok) in enumerate(zip(rows, l_toks, strict=True))
+                   if s_tok != l_tok]
+        branches = [prompt + answer[:i] + [t] for i, s_tok, l_tok in diverge for t in (s_tok, l_tok)]
+        budgets = [_cont_budget(max_tokens, len(answer), i, slack) for i, _, _ in diverge for _ in range(2)]
+        conts = await greedy_many(llm, branches, budgets, stops, batch)
+        label_at = {}
+        for j, (i, s_tok, l_tok) in enumerate(diverge):
+            small_out = _branch(answer[:i], s_tok, conts[2 * j], stops, ex, outcome)
+            label_at[i] = int(small_out != _branch(answer[:i], l_tok, conts[2 * j + 1], stops, ex, outcome))
+        samples += [R2RSample(sig, label_at.get(i, 0), ex_i, i) for i, (sig, _) in enumerate(rows)]
     return samples
 
 

@@ -1,7 +1,9 @@
 """Training loops for the three routers, threshold selection, and ``tandem train r2r|fusionroute|arbitrage``.
 
-- R2R: BCE with the positive class weighted by ``#neg / #pos``; τ is the largest threshold whose recall of divergent
-  positions on the validation split is ≥ the target (default 0.95) — :func:`choose_tau`.
+- R2R: labels along the large model's own answers or, with ``--along ROUTER_FILE``, along what R2R writes with that
+  router (:func:`r2r_answers`, on-policy); BCE with the positive class weighted by ``#neg / #pos``; τ is the largest
+  threshold whose recall of divergent positions on the validation split is ≥ the target (default 0.95) —
+  :func:`choose_tau`.
 - FusionRoute: on the experts' disagreement positions, the routing head learns (cross-entropy) the expert that gives
   the target token the highest probability, and the router model's logits learn next-token cross-entropy of
   ``log_softmax(log π_router + log π_I*)`` with ``I*`` that expert (complementary logits; experts frozen).
@@ -28,13 +30,15 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from collab import labels
 from collab.arbitrage import StepRouter
 from collab.fusionroute import RoutingHead, save_fusionroute
 from collab.inproc import HFModel
 from collab.labels import FusionSample, R2RSample, StepSample
-from collab.r2r import R2RRouter
+from collab.r2r import R2RRouter, R2RStrategy
+from collab.session import Session
 from evals import collab_tasks as tasks
 from evals.collab_defaults import REAL_MODELS, model_folder, suite_budget
 from evals.zoo.paths import model_dir as zoo_model_dir
@@ -130,6 +134,20 @@ def train_r2r(samples: Sequence[R2RSample], vocab_size: int, *, hidden_size: int
                "val_routed_share": sum(flagged) / max(len(flagged), 1),
                "train_positive_share": float(labels.mean()) if len(labels) else 0.0}
     return router, tau, metrics
+
+
+async def r2r_answers(prompts: Sequence[list[int]], slm: HFModel, llm: HFModel, router_file: str | Path,
+                      tau: float | None, max_tokens: int, stop_ids: Sequence[int], progress: bool = False
+                      ) -> list[list[int]]:
+    """What R2R writes in process for each prompt with the router in ``router_file`` (at ``tau``, default the
+    file's), greedy: the answers :func:`collab.labels.r2r_labels_along` labels."""
+    loaded = R2RStrategy.load_artifact(router_file)
+    out = []
+    for prompt in tqdm(prompts, desc="r2r answers", unit="ex", disable=not progress):
+        strategy = R2RStrategy.from_loaded(loaded, slm=slm.name, llm=llm.name, **({} if tau is None else {"tau": tau}))
+        session = Session({slm.name: slm, llm.name: llm}, prompt, stop_ids=stop_ids)
+        out.append((await strategy.run(session, max_tokens)).output)
+    return out
 
 
 # ---- FusionRoute ------------------------------------------------------------------------------------------------
@@ -295,6 +313,9 @@ def parser() -> argparse.ArgumentParser:
                     "model while labelling (1: one call per prompt; same labels)")
     ap.add_argument("--cont-slack", type=int, help="R2R: a label's continuation writes at most as many tokens as "
                     "the large model's own answer had left, plus this (default: the whole answer budget)")
+    ap.add_argument("--along", metavar="ROUTER_FILE", help="R2R: label along the answers R2R writes with this "
+                    "router (on-policy, DAgger-style; collab.labels.r2r_labels_along) instead of the large model's")
+    ap.add_argument("--along-tau", type=float, help="R2R: the threshold of the --along router (default: its file's)")
     ap.add_argument("--hidden", action="store_true", help="R2R: also feed the SLM's hidden state (an in-process "
                     "small model only: a vLLM server gives no hidden state, and the gateway refuses such a route)")
     ap.add_argument("--epochs", type=int, help="training epochs (default per strategy)")
@@ -327,13 +348,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.strategy == "r2r":
         label_key = {"slm": args.slm, "llm": args.llm, "suite": args.suite, "skip": args.skip, "limit": args.limit,
                      "max_tokens": args.max_tokens, "cont_slack": args.cont_slack}
+        if args.along:
+            label_key |= {"along": str(args.along), "along_tau": args.along_tau}
         samples = read_labels(args.labels, label_key) if args.labels and Path(args.labels).is_file() else None
         if samples is None:
             llm = HFModel(Path(args.llm).name, model_dir(args.llm, args.zoo, args.draft_layers))
-            samples = asyncio.run(labels.r2r_labels(
-                examples, prompts, slm, llm, outcome=lambda ex, ids: tasks.check(ex, decode(ids)),
-                max_tokens=args.max_tokens, stop_ids=stop, progress=show, batch=args.batch,
-                slack=args.cont_slack))
+            how = {"outcome": lambda ex, ids: tasks.check(ex, decode(ids)), "max_tokens": args.max_tokens,
+                   "stop_ids": stop, "progress": show, "batch": args.batch, "slack": args.cont_slack}
+            if args.along:
+                answers = asyncio.run(r2r_answers(prompts, slm, llm, args.along, args.along_tau, args.max_tokens,
+                                                  stop, show))
+                samples = asyncio.run(labels.r2r_labels_along(examples, prompts, answers, slm, llm, **how))
+            else:
+                samples = asyncio.run(labels.r2r_labels(examples, prompts, slm, llm, **how))
             if args.labels:
                 torch.save({"key": label_key, "samples": samples}, args.labels)
         router, tau, metrics = train_r2r(samples, slm.vocab_size, hidden_size=slm.hidden_size if args.hidden else 0,

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from collab.inproc import HFModel
-from collab.labels import BatchGreedy, _cont_budget, greedy_many, r2r_labels
+from collab.labels import BatchGreedy, _cont_budget, greedy_many, r2r_labels, r2r_labels_along
 from evals.zoo.tokenizer import END_ID, encode
 
 
@@ -83,6 +83,42 @@ def test_r2r_labels_batched_equal_one_call_at_a_time(tiny_model_dir: Path, large
     # slack 0: a continuation stops where the large model's own answer stopped (here the tiny models' answers
     # run to the budget, so the budgets and the labels stay the same)
     assert [s.label for s in run(3, slack=0)] == [s.label for s in one]
+
+
+def test_labels_along_the_large_models_own_answers_are_its_labels(tiny_model_dir: Path, large: HFModel) -> None:
+    small = HFModel("small", tiny_model_dir)
+    examples = [{"prompt": p} for p in ("3+5=", "8-2=", "11*3=")]
+    prompts = [encode(e["prompt"]) for e in examples]
+
+    def outcome(ex, ids):
+        return tuple(ids[:5])
+
+    kw = {"outcome": outcome, "max_tokens": 9, "stop_ids": [END_ID], "batch": 4, "slack": 2}
+    own = asyncio.run(r2r_labels(examples, prompts, small, large, **kw))
+    answers = [asyncio.run(large.complete_ids(p, 9, stop_ids=[END_ID])).token_ids for p in prompts]
+    along = asyncio.run(r2r_labels_along(examples, prompts, answers, small, large, **kw))
+    assert [(s.example, s.position, s.label) for s in along] == [(s.example, s.position, s.label) for s in own]
+    assert any(s.label for s in own)
+    # along another answer (the small model's own) the large model's branch is continued too: positions where
+    # the two models pick the same token are 0, and every label is the outcome test of both branches
+    mine = [asyncio.run(small.complete_ids(p, 9, stop_ids=[END_ID])).token_ids for p in prompts]
+    got = asyncio.run(r2r_labels_along(examples, prompts, mine, small, large, **kw))
+    assert [(s.example, s.position) for s in got] == [(e, i) for e, a in enumerate(mine) for i in range(len(a))]
+    compared = 0
+    for s in got:
+        answer = mine[s.example]
+        prefix = prompts[s.example] + answer[:s.position]
+        l_tok = int(torch.argmax(large.next_logits(prefix)))
+        if s.signals.token_id == l_tok:
+            assert s.label == 0
+            continue
+        budget = _cont_budget(9, len(answer), s.position, 2)
+        ends = [outcome(None, answer[:s.position] + [tok] + ([] if tok == END_ID else asyncio.run(
+            large.complete_ids(prefix + [tok], budget, stop_ids=[END_ID])).token_ids))
+            for tok in (s.signals.token_id, l_tok)]
+        assert s.label == int(ends[0] != ends[1])
+        compared += 1
+    assert compared
 
 
 def test_continuation_budget() -> None:

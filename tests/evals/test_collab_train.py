@@ -84,6 +84,29 @@ def test_train_r2r_labels_file_and_skip(zoo: Path, tmp_path: Path, capsys: pytes
         main([*args, "--skip", "1", "--limit", "3", "--labels", str(part), "--out", str(tmp_path / "d.pt")])
 
 
+def test_train_r2r_along_answers(zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # --along FILE labels along what R2R writes with that router; at --along-tau 0 the large model writes every
+    # token, so the answers are its own and the labels are the plain command's
+    args = ["r2r", "--slm", "small", "--llm", "large", "--suite", "arithmetic", "--zoo", str(zoo),
+            "--max-tokens", "10", "--epochs", "2", "--quiet", "--limit", "4", "--cont-slack", "3"]
+    plain, first = tmp_path / "plain.labels", tmp_path / "first.pt"
+    train(capsys, *args, "--labels", str(plain), "--out", str(first))
+    along = tmp_path / "along.labels"
+    train(capsys, *args, "--along", str(first), "--along-tau", "0", "--labels", str(along), "--out",
+          str(tmp_path / "along.pt"))
+    a, b = torch.load(plain, weights_only=False), torch.load(along, weights_only=False)
+    assert b["key"]["along"] == str(first) and b["key"]["along_tau"] == 0
+    assert a["samples"] and [(s.example, s.position, s.label) for s in b["samples"]] == [
+        (s.example, s.position, s.label) for s in a["samples"]]
+    # at τ 1 the small model writes every token: its own greedy answers, labelled along them (its top token at each
+    # position is then the answer's next token, which along the large model's answers it is not everywhere)
+    never = tmp_path / "never.labels"
+    train(capsys, *args, "--along", str(first), "--along-tau", "1", "--labels", str(never), "--out",
+          str(tmp_path / "never.pt"))
+    n = torch.load(never, weights_only=False)["samples"]
+    assert [s.signals.token_id for s in n] != [s.signals.token_id for s in a["samples"]]
+
+
 def test_train_arbitrage_end_to_end(zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "arb.pt"
     res = train(capsys, "arbitrage", "--slm", "small", "--llm", "large", "--suite", "units", "--out", str(out),
