@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
 from bench.soak import start_stub, stop_process
+from tests.fixtures.counting_upstream import LoopbackUpstream, reply_json
 
 TIMEOUT_S = 1.5
 
@@ -39,74 +39,39 @@ ANSWER = {"id": "x", "object": "chat.completion", "created": 0, "model": "s",
           "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}}
 
 
-class ScriptedUpstream:
+class ScriptedUpstream(LoopbackUpstream):
     """Behaviour by the first path segment: ``ok``, ``fail<N>`` (5xx for the first N calls, then ok), ``down``
-    (always 503), ``flaky`` (500 while in ``broken``, else ok), ``hang`` (never answers), ``trickle`` (a chunk every 0.5 s, 20 chunks), ``die0`` (a stream that
-    closes before any chunk), ``die3`` (closes after 3 chunks). ``calls`` counts POSTs per segment."""
+    (always 503), ``flaky`` (500 while in ``broken``, else ok), ``hang`` (never answers), ``trickle`` (a chunk every
+    0.5 s, 20 chunks), ``die0`` (a stream that closes before any chunk), ``die3`` (closes after 3 chunks). ``calls``
+    counts POSTs per segment."""
 
     def __init__(self) -> None:
-        self.calls: Counter[str] = Counter()
         self.broken: set[str] = set()  # modes answering 500 for now (``flaky``)
-        self.lock = threading.Lock()
-        owner = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"
-
-            def log_message(self, *a) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                self._json(200, {"object": "list", "data": []})
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
-                mode = self.path.strip("/").split("/")[0]
-                with owner.lock:
-                    owner.calls[mode] += 1
-                    n = owner.calls[mode]
-                if mode.startswith("fail") and n <= int(mode[4:]) or mode == "down" or mode in owner.broken:
-                    return self._json(500 if mode != "down" else 503, {"error": {"message": "upstream broke"}})
-                if mode == "hang":
-                    time.sleep(30)
-                    return None
-                if not body.get("stream"):
-                    return self._json(200, ANSWER)
-                self.send_response(200)
-                self.send_header("content-type", "text/event-stream")
-                self.end_headers()
-                chunks = {"trickle": 20, "die0": 0, "die3": 3}.get(mode, 3)
-                try:
-                    for i in range(chunks):
-                        self.wfile.write(_chunk(i))
-                        self.wfile.flush()
-                        if mode == "trickle":
-                            time.sleep(0.5)
-                    if not mode.startswith("die"):
-                        self.wfile.write(b"data: [DONE]\n\n")
-                except OSError:
-                    pass
-                return None
-
-            def _json(self, status: int, obj: dict) -> None:
-                data = json.dumps(obj).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.root = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def url(self, mode: str) -> str:
-        return f"{self.root}/{mode}/v1"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def answer(self, handler: BaseHTTPRequestHandler, body: dict, mode: str, n: int) -> None:
+        if mode.startswith("fail") and n <= int(mode[4:]) or mode == "down" or mode in self.broken:
+            return reply_json(handler, 500 if mode != "down" else 503, {"error": {"message": "upstream broke"}})
+        if mode == "hang":
+            time.sleep(30)
+            return None
+        if not body.get("stream"):
+            return reply_json(handler, 200, ANSWER)
+        handler.send_response(200)
+        handler.send_header("content-type", "text/event-stream")
+        handler.end_headers()
+        chunks = {"trickle": 20, "die0": 0, "die3": 3}.get(mode, 3)
+        try:
+            for i in range(chunks):
+                handler.wfile.write(_chunk(i))
+                handler.wfile.flush()
+                if mode == "trickle":
+                    time.sleep(0.5)
+            if not mode.startswith("die"):
+                handler.wfile.write(b"data: [DONE]\n\n")
+        except OSError:
+            pass
+        return None
 
 
 @pytest.fixture(scope="module")
