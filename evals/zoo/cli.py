@@ -40,6 +40,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--train-n", type=int, help="use only the first N train examples per suite")
     b.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="models trained at once, one process and one thread each (default: CPUs, at most 2)")
+    b.add_argument("--draft-spec", action="append", default=[], metavar="KEY=VALUE",
+                   help="smollm2-draft: override a field of evals.zoo.smol_draft.DraftSpec (layers, english_train, "
+                   "steps_train, lr, ...; repeatable); recorded in draft.json")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     e = sub.add_parser("eval", help="accuracy per model per suite on the test split")
     e.add_argument("--zoo", type=Path, help="zoo folder (default: the packaged zoo)")
@@ -108,9 +111,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _build_draft(args: argparse.Namespace, out: Path) -> None:
     """``tandem zoo build --only smollm2-draft``: distil SmolLM2's first layers into ``out/smollm2-draft``."""
-    from evals.zoo.smol_draft import build_draft
+    from evals.zoo.smol_draft import build_draft, spec_with
 
-    meta = build_draft(out / DRAFT_NAME, steps=args.steps, train_n=args.train_n, progress=not args.quiet,
+    try:
+        spec = spec_with(args.draft_spec)
+    except ValueError as e:
+        raise SystemExit(f"tandem zoo build: --draft-spec: {e}") from None
+    meta = build_draft(out / DRAFT_NAME, spec=spec, steps=args.steps, train_n=args.train_n, progress=not args.quiet,
                        jobs=max(1, args.jobs), log=lambda m: print(m, file=sys.stderr, flush=True))
     agree = meta["agreement_validation"]
     print(f"built {DRAFT_NAME} into {out / DRAFT_NAME} ({meta['layers']} layers, {meta['steps']} steps, "

@@ -102,6 +102,33 @@ class DraftSpec:
     """Student matmuls in bf16 under autocast (float32 weights and optimiser; the loss in float32)."""
 
 
+def spec_with(pairs: Sequence[str], base: DraftSpec = DraftSpec()) -> DraftSpec:
+    """``base`` with the ``KEY=VALUE`` overrides (``tandem zoo build --draft-spec``), each value read as its field's
+    type; ``ValueError`` for an unknown key, a tuple field or a value of the wrong type."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(DraftSpec)}
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or key not in fields:
+            raise ValueError(f"{pair!r}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
+        kind = type(getattr(base, key))
+        if kind is bool:
+            if text.strip().lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"{key} takes true or false, got {text!r}")
+            changes[key] = text.strip().lower() in ("true", "1")
+        elif kind in (int, float):
+            try:
+                changes[key] = kind(text)
+            except ValueError:
+                raise ValueError(f"{key} takes a {kind.__name__}, got {text!r}") from None
+        else:
+            raise ValueError(f"{key} cannot be set from the command line")
+    return dataclasses.replace(base, **changes)
+
+
 # ---- prompts and teacher data ------------------------------------------------------------------------------------
 
 
@@ -421,6 +448,7 @@ def build_draft(out_dir: str | Path, *, spec: DraftSpec = DraftSpec(), get_suite
     import dataclasses
 
     import torch
+    import transformers
     from safetensors.torch import save_file
 
     from gateway.backends.layered_model import file_sha256
@@ -470,6 +498,9 @@ def build_draft(out_dir: str | Path, *, spec: DraftSpec = DraftSpec(), get_suite
                     "total": round(time.perf_counter() - t0, 1)},
         "cpu_seconds": {"teacher": round(cpu_teacher, 1), "total": round(cpu_seconds() - cpu0, 1)},
         "threads": threads, "teacher_jobs": jobs, "layers_bytes": (out / LAYERS_FILE).stat().st_size,
+        # the teacher's greedy replies, hence the draft, may change with these (a rebuild that differed from the
+        # first build could not be traced for want of them: README, "The draft")
+        "libraries": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
     (out / DRAFT_JSON).write_text(json.dumps(meta, indent=2) + "\n")
     return meta

@@ -26,6 +26,7 @@ from evals.zoo.smol_draft import (
     layer_tensors,
     load_layer_tensors,
     lr_at,
+    spec_with,
     teacher_records,
 )
 from evals.zoo.tokenizer import END_ID, PAD_ID, VOCAB_SIZE
@@ -164,10 +165,11 @@ def test_zoo_build_only_draft_end_to_end(tmp_path: Path, monkeypatch: pytest.Mon
 
     out = tmp_path / "zoo"
     assert main(["build", "--only", "smollm2-draft", "--out", str(out), "--steps", "2", "--train-n", "2",
-                 "--jobs", "1", "--quiet"]) == 0
+                 "--jobs", "1", "--quiet", "--draft-spec", "top_k=8"]) == 0
     assert "built smollm2-draft" in capsys.readouterr().out
     meta = json.loads((out / "smollm2-draft" / "draft.json").read_text())
     assert meta["layers"] == 2 and meta["steps"] == 2 and len(meta["source"]["sha256"]) == 64
+    assert meta["spec"]["top_k"] == 8  # --draft-spec reaches the build and its record
     assert meta["layers_bytes"] <= 15_000_000 and not (out / "zoo.json").exists()  # the char zoo is not built
     monkeypatch.setenv("TANDEM_ZOO_DIR", str(out))
     from evals.zoo.real_pair_eval import draft_folder, load_real
@@ -176,3 +178,12 @@ def test_zoo_build_only_draft_end_to_end(tmp_path: Path, monkeypatch: pytest.Mon
     assert folder.parent == tmp_path / "cache" / "models" and folder.name.startswith("smollm2-draft-")
     _, model = load_real("smollm2-draft")
     assert len(model.model.layers) == 2
+
+
+def test_draft_spec_overrides_are_typed_and_checked() -> None:
+    spec = spec_with(["layers=4", "english_train=2000", "lr=0.001", "autocast_bf16=false"])
+    assert (spec.layers, spec.english_train, spec.lr, spec.autocast_bf16) == (4, 2000, 0.001, False)
+    assert spec.steps == DraftSpec().steps and spec_with([]) == DraftSpec()
+    for bad in ("layer=4", "layers", "layers=four", "max_new=3", "autocast_bf16=maybe"):
+        with pytest.raises(ValueError):
+            spec_with([bad])
