@@ -94,8 +94,10 @@ class RunningServer:
 
 
 def vllm_python() -> Path:
-    """``$TANDEM_VLLM_PYTHON``, else ``<repo>/.venv-vllm/bin/python``."""
-    return Path(os.environ.get("TANDEM_VLLM_PYTHON") or REPO / ".venv-vllm" / "bin" / "python")
+    """``$TANDEM_VLLM_PYTHON``, else ``<repo>/.venv-vllm/bin/python``; a relative path is taken from the current
+    directory, here, since each server runs in its own folder (made absolute, not resolved: resolving a venv's
+    python follows its symlink out of the venv)."""
+    return Path(os.environ.get("TANDEM_VLLM_PYTHON") or REPO / ".venv-vllm" / "bin" / "python").absolute()
 
 
 def assign_cores(n: int, cores: Sequence[int] | None = None) -> list[int | None]:

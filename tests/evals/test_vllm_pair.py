@@ -17,6 +17,7 @@ from evals.vllm_pair import (
     server_command,
     server_env,
     vllm_backends,
+    vllm_python,
     write_cut_layers,
 )
 
@@ -104,3 +105,10 @@ def test_latency_means() -> None:
 
     assert latency_means({"large_first_token_ms_sum": 300, "large_first_token_n": 4, "waits": 3,
                           "draft_token_gap_ms_sum": 10, "draft_token_gap_n": 0}) == {"large_first_token": 75.0}
+
+
+def test_a_relative_vllm_python_is_taken_from_the_current_directory(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TANDEM_VLLM_PYTHON", ".venv-vllm/bin/python")
+    assert vllm_python() == tmp_path / ".venv-vllm" / "bin" / "python"
