@@ -3,7 +3,8 @@
 :class:`Signals` is what R2R's router sees at a position of the small model: its sorted top-k logprobs, the entropy
 of its next-token distribution, the token it chose and (in process) its last hidden state. From full logits the
 entropy is exact; from a remote model's top-k logprobs it is the entropy of the top-k part plus the leftover mass
-spread as one bucket (a lower bound on the true entropy). Missing top-k slots are filled with ``FLOOR``.
+spread as one bucket (:func:`topk_entropy`, a lower bound on the true entropy). Missing top-k slots are filled with
+``FLOOR``.
 
 :func:`step_features` summarises a draft step (Arbitrage) from its tokens' signals: mean / min token logprob, mean /
 max entropy, mean top-1 − top-2 margin, the share of tokens with logprob below log ½, log length, step index and
@@ -52,18 +53,24 @@ def signals_from_logits(logits: torch.Tensor, token_id: int, k: int = DEFAULT_K,
     return Signals(top, ent, int(token_id), float(lps[token_id]), hidden)
 
 
+def topk_entropy(top: Sequence[float]) -> float:
+    """The entropy that top-k logprobs alone give: the top-k part plus the leftover mass as one bucket (a lower
+    bound on the true entropy; slots at ``FLOOR`` are empty). A remote model's :class:`Signals` carry this one."""
+    probs = [math.exp(v) for v in top if v > FLOOR]
+    ent = -sum(p * math.log(p) for p in probs if p > 0)
+    rest = 1.0 - sum(probs)
+    if rest > 1e-9:
+        ent -= rest * math.log(rest)
+    return ent
+
+
 def signals_from_top(top: Sequence[tuple[int, float]], token_id: int, token_logprob: float,
                      k: int = DEFAULT_K) -> Signals:
     """Signals from a remote model's (id, logprob) alternatives (any order) and its chosen token."""
     vals = sorted((float(v) for _, v in top), reverse=True)[:k]
     vals += [FLOOR] * (k - len(vals))
-    probs = [math.exp(v) for v in vals if v > FLOOR]
-    ent = -sum(p * math.log(p) for p in probs if p > 0)
-    rest = 1.0 - sum(probs)
-    if rest > 1e-9:
-        ent -= rest * math.log(rest)
     lp = token_logprob if math.isfinite(token_logprob) else FLOOR
-    return Signals(torch.tensor(vals, dtype=torch.float32), ent, int(token_id), lp, None)
+    return Signals(torch.tensor(vals, dtype=torch.float32), topk_entropy(vals), int(token_id), lp, None)
 
 
 def step_features(signals: Sequence[Signals], *, step_index: int, ended_at_delimiter: bool) -> torch.Tensor:

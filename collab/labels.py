@@ -4,6 +4,9 @@
   where the small model's top token differs, the large model continues from both tokens and the position is
   *divergent* (label 1) iff the outcomes differ (``outcome(example, answer_ids)``, e.g. the task checker's verdict).
   Agreeing positions are label 0. The large model's own branch is its response itself (greedy continuation).
+  With ``label="different"`` every position where the top tokens differ is 1 and nothing is continued: the labels
+  of a router that hands the large model every token it would write otherwise (along its answers, R2R then writes
+  exactly the large model's greedy answer), made with one greedy answer per example instead of one per difference.
   A large model that decodes several prompts at once (:class:`BatchGreedy`, e.g. ``collab.inproc.HFModel``) writes
   the responses of ``batch`` examples together and all continuations of an example together (the same greedy
   tokens as one ``complete_ids`` call each, far fewer forward passes).
@@ -37,6 +40,7 @@ from collab.protocol import LogitModel, SequenceScorer, StatefulModel, TokenMode
 from collab.session import Session
 
 Outcome = Callable[[Any, list[int]], Hashable]
+LABELS = ("divergent", "different")  # what a positive R2R label is: an outcome that changes / a top token that does
 
 
 def _bar(items: Sequence[Any], progress: bool, desc: str) -> Any:
@@ -106,11 +110,14 @@ async def _small_rows(slm: LogitModel, prompt: list[int], answer: list[int], k: 
 
 async def r2r_labels(examples: Sequence[Any], prompts: Sequence[list[int]], slm: LogitModel, llm: TokenModel, *,
                      outcome: Outcome, max_tokens: int, stop_ids: Sequence[int] = (), k: int = DEFAULT_K,
-                     progress: bool = False, batch: int = 16, slack: int | None = None) -> list[R2RSample]:
+                     progress: bool = False, batch: int = 16, slack: int | None = None, label: str = "divergent"
+                     ) -> list[R2RSample]:
     """Per-position samples for every example (see the module docstring); ``batch``: prompts per batched decode
     of a :class:`BatchGreedy` large model (1: one call per prompt). ``slack``: a continuation from position ``i``
     writes at most ``len(response) − i − 1 + slack`` tokens (within the budget; None: the whole budget), so an
-    alternative that wanders off is judged on what it wrote by the length the large model's own answer took."""
+    alternative that wanders off is judged on what it wrote by the length the large model's own answer took.
+    ``label``: one of :data:`LABELS` (``outcome`` is not called for ``"different"``)."""
+    _check_label(label)
     samples: list[R2RSample] = []
     stops = list(stop_ids)
     chunks = [list(range(j, min(j + batch, len(prompts)))) for j in range(0, len(prompts), max(batch, 1))]
@@ -118,8 +125,11 @@ async def r2r_labels(examples: Sequence[Any], prompts: Sequence[list[int]], slm:
         resps = await greedy_many(llm, [list(prompts[i]) for i in chunk], [max_tokens] * len(chunk), stops, batch)
         for ex_i, resp in zip(chunk, resps, strict=True):
             ex, prompt = examples[ex_i], list(prompts[ex_i])
-            llm_outcome = outcome(ex, resp)
             rows = await _small_rows(slm, prompt, resp, k)
+            if label == "different":
+                samples += [R2RSample(sig, int(s_tok != resp[i]), ex_i, i) for i, (sig, s_tok) in enumerate(rows)]
+                continue
+            llm_outcome = outcome(ex, resp)
             diverge = [(i, s_tok) for i, (_, s_tok) in enumerate(rows) if s_tok != resp[i]]
             conts = await greedy_many(llm, [prompt + resp[:i] + [s_tok] for i, s_tok in diverge],
                                       [_cont_budget(max_tokens, len(resp), i, slack) for i, _ in diverge], stops,
@@ -128,6 +138,11 @@ async def r2r_labels(examples: Sequence[Any], prompts: Sequence[list[int]], slm:
                         for (i, s_tok), cont in zip(diverge, conts, strict=True)}
             samples += [R2RSample(sig, label_at.get(i, 0), ex_i, i) for i, (sig, _) in enumerate(rows)]
     return samples
+
+
+def _check_label(label: str) -> None:
+    if label not in LABELS:
+        raise ValueError(f"label must be one of {LABELS}, got {label!r}")
 
 
 def _branch(prefix: list[int], token: int, cont: list[int], stops: Sequence[int], example: Any, outcome: Outcome
@@ -139,13 +154,14 @@ def _branch(prefix: list[int], token: int, cont: list[int], stops: Sequence[int]
 async def r2r_labels_along(examples: Sequence[Any], prompts: Sequence[list[int]], answers: Sequence[list[int]],
                            slm: LogitModel, llm: LogitModel, *, outcome: Outcome, max_tokens: int,
                            stop_ids: Sequence[int] = (), k: int = DEFAULT_K, progress: bool = False, batch: int = 16,
-                           slack: int | None = None) -> list[R2RSample]:
+                           slack: int | None = None, label: str = "divergent") -> list[R2RSample]:
     """Per-position samples along given answers, e.g. what R2R itself wrote with a router (on-policy, DAgger-style
     labels: the prefixes the router meets when it decides, not the large model's own). At each position where the
     small model's top token differs from the large model's (``llm``'s greedy token after the same prefix), the large
     model continues from both tokens and the position is divergent iff the two outcomes differ; other positions
     are 0. Along the large model's own greedy answers these are :func:`r2r_labels`' samples (its branch is the
-    answer itself); ``slack`` counts from ``len(answer)``."""
+    answer itself); ``slack`` counts from ``len(answer)``; ``label="different"``: every differing position is 1."""
+    _check_label(label)
     samples: list[R2RSample] = []
     stops = list(stop_ids)
     for ex_i in _bar(range(len(prompts)), progress, "r2r labels along answers"):
@@ -154,6 +170,10 @@ async def r2r_labels_along(examples: Sequence[Any], prompts: Sequence[list[int]]
         l_toks = [int(torch.argmax(llm.next_logits(prompt + answer[:i]))) for i in range(len(answer))]
         diverge = [(i, s_tok, l_tok) for i, ((_, s_tok), l_tok) in enumerate(zip(rows, l_toks, strict=True))
                    if s_tok != l_tok]
+        if label == "different":
+            differ = {i for i, _, _ in diverge}
+            samples += [R2RSample(sig, int(i in differ), ex_i, i) for i, (sig, _) in enumerate(rows)]
+            continue
         branches = [prompt + answer[:i] + [t] for i, s_tok, l_tok in diverge for t in (s_tok, l_tok)]
         budgets = [_cont_budget(max_tokens, len(answer), i, slack) for i, _, _ in diverge for _ in range(2)]
         conts = await greedy_many(llm, branches, budgets, stops, batch)

@@ -1,8 +1,10 @@
 """R2R (roads to Rome): the small model writes, a router flags the positions where the large model must write instead.
 
 :class:`R2RRouter` scores a position from the small model's :class:`~collab.features.Signals` — sorted top-k
-logprobs, entropy, chosen token's logprob, an embedding of the chosen token, and the last hidden state when the small
-model runs in process (zeros otherwise) — and outputs the probability that the position is *divergent*.
+logprobs, entropy (as the signals carry it, or with ``entropy="topk"`` from the top-k logprobs alone, the same in
+process and over a server), chosen token's logprob, an embedding of the chosen token, and the last hidden state when
+the small model runs in process (zeros otherwise) — and outputs the probability that the large model must write the
+position (*divergent*, or wherever the two models differ: ``tandem train r2r --label``).
 :class:`R2RStrategy` decodes with it. Where ``p ≥ τ`` the large model supplies the token:
 
 - small model in process: position by position (its logits → greedy or seeded token → router); with both models in
@@ -33,11 +35,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from collab.artifact import SavedModule
-from collab.features import DEFAULT_K, FLOOR, Signals, signals_from_logits, signals_from_top
+from collab.features import DEFAULT_K, FLOOR, Signals, signals_from_logits, signals_from_top, topk_entropy
 from collab.r2r_remote import advance_streamed
 from collab.remote_plan import PREFIRE_MODES, is_flagged
 from collab.session import ModelUsage, Session
 from collab.strategy import CollabStrategy
+
+ENTROPY_SOURCES = ("signals", "topk")  # the router's entropy feature: as the signals carry it, or from top-k alone
 
 
 class R2RRouter(SavedModule):
@@ -46,22 +50,26 @@ class R2RRouter(SavedModule):
     kind = "r2r"
 
     def __init__(self, vocab_size: int, *, k: int = DEFAULT_K, hidden_size: int = 0, width: int = 64,
-                 token_dim: int = 16):
+                 token_dim: int = 16, entropy: str = "signals"):
         super().__init__()
+        if entropy not in ENTROPY_SOURCES:
+            raise ValueError(f"entropy must be one of {ENTROPY_SOURCES}, got {entropy!r}")
         self.config = {"vocab_size": vocab_size, "k": k, "hidden_size": hidden_size, "width": width,
-                       "token_dim": token_dim}
-        self.k, self.hidden_size = k, hidden_size
+                       "token_dim": token_dim, "entropy": entropy}
+        self.k, self.hidden_size, self.entropy = k, hidden_size, entropy
         self.tok = nn.Embedding(vocab_size, token_dim)
         self.hid = nn.Linear(hidden_size, width) if hidden_size else None
         self.inp = nn.Linear(k + 2 + token_dim, width)
         self.mlp = nn.Sequential(nn.GELU(), nn.Linear(width, width), nn.GELU(), nn.Linear(width, 1))
 
-    def forward(self, dense: torch.Tensor, token_ids: torch.Tensor, hidden: torch.Tensor | None = None
-                ) -> torch.Tensor:
-        """Logits ``[B]`` for ``dense`` ``[B, k+2]``, ``token_ids`` ``[B]``, ``hidden`` ``[B, H]`` or None. Written
-        with the functional ops on the modules' weights (the same numbers as calling the modules): the decode loop
-        calls it once per token, where the module calls' overhead outweighs the arithmetic."""
-        emb = F.embedding(token_ids, self.tok.weight)
+    def forward(self, dense: torch.Tensor, token_ids: torch.Tensor, hidden: torch.Tensor | None = None, *,
+                token_emb: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[B]`` for ``dense`` ``[B, k+2]``, ``token_ids`` ``[B]``, ``hidden`` ``[B, H]`` or None;
+        ``token_emb`` ``[B, token_dim]`` in place of the table's rows (training through a projection of fixed token
+        vectors, :func:`evals.collab_train.train_r2r`). Written with the functional ops on the modules' weights (the
+        same numbers as calling the modules): the decode loop calls it once per token, where the module calls'
+        overhead outweighs the arithmetic."""
+        emb = F.embedding(token_ids, self.tok.weight) if token_emb is None else token_emb
         x = F.linear(torch.cat([dense / abs(FLOOR) * 3.0, emb], -1), self.inp.weight, self.inp.bias)
         if self.hid is not None:
             h = hidden if hidden is not None else torch.zeros(dense.shape[0], self.hidden_size)
@@ -69,8 +77,17 @@ class R2RRouter(SavedModule):
         lin1, lin2 = self.mlp[1], self.mlp[3]
         return F.linear(F.gelu(F.linear(F.gelu(x), lin1.weight, lin1.bias)), lin2.weight, lin2.bias).squeeze(-1)
 
+    def dense(self, signals: Signals) -> torch.Tensor:
+        """``[k + 2]``: the signals' :meth:`~collab.features.Signals.dense` features, with the entropy recomputed
+        from the top-k logprobs alone (:func:`collab.features.topk_entropy`) where ``entropy="topk"``: then a small
+        model in process and one behind a server that returns top-k logprobs give the router the same numbers."""
+        dense = signals.dense()[: self.k + 2]
+        if self.entropy == "topk":
+            dense[self.k] = topk_entropy(signals.top[: self.k].tolist())
+        return dense
+
     def batch(self, signals: list[Signals]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        dense = torch.stack([s.dense()[: self.k + 2] for s in signals])
+        dense = torch.stack([self.dense(s) for s in signals])
         toks = torch.tensor([s.token_id for s in signals], dtype=torch.long)
         hid = None
         if self.hidden_size:
@@ -80,7 +97,7 @@ class R2RRouter(SavedModule):
     @torch.no_grad()
     def prob(self, signals: Signals) -> float:
         """p(divergent) of one position (:meth:`forward` on a batch of one, without stacking a list)."""
-        dense = signals.dense()[: self.k + 2].reshape(1, -1)
+        dense = self.dense(signals).reshape(1, -1)
         hidden = signals.hidden.reshape(1, -1) if self.hidden_size and signals.hidden is not None else None
         return float(torch.sigmoid(self.forward(dense, torch.tensor([signals.token_id]), hidden))[0])
 

@@ -1,8 +1,10 @@
 """Training loops for the three routers, threshold selection, and ``tandem train r2r|fusionroute|arbitrage``.
 
 - R2R: labels along the large model's own answers or, with ``--along ROUTER_FILE``, along what R2R writes with that
-  router (:func:`r2r_answers`, on-policy); BCE with the positive class weighted by ``#neg / #pos``; τ is the largest
-  threshold whose recall of divergent positions on the validation split is ≥ the target (default 0.95) —
+  router (:func:`r2r_answers`, on-policy); positives are divergent positions or, with ``--label different``, every
+  position where the two models' top tokens differ; BCE with the positive class weighted by ``#neg / #pos``; with
+  ``--token-vectors`` the token table is a learned projection of the small model's input embeddings; τ is the
+  largest threshold whose recall of positive positions on the validation split is ≥ the target (default 0.95) —
   :func:`choose_tau`.
 - FusionRoute: on the experts' disagreement positions, the routing head learns (cross-entropy) the expert that gives
   the target token the highest probability, and the router model's logits learn next-token cross-entropy of
@@ -98,12 +100,27 @@ def baselines(draft: Sequence[float], target: Sequence[float], deltas: Sequence[
 
 
 def train_r2r(samples: Sequence[R2RSample], vocab_size: int, *, hidden_size: int = 0, epochs: int = 30,
-              lr: float = 3e-3, batch: int = 256, val_frac: float = 0.2, recall: float = 0.95, seed: int = 0
+              lr: float = 3e-3, batch: int = 256, val_frac: float = 0.2, recall: float = 0.95, seed: int = 0,
+              token_vectors: torch.Tensor | None = None, entropy: str = "signals"
               ) -> tuple[R2RRouter, float, dict[str, Any]]:
-    """Train an :class:`R2RRouter`; returns it, τ and metrics (validation recall / routed share at τ)."""
+    """Train an :class:`R2RRouter`; returns it, τ and metrics (validation recall / routed share at τ).
+
+    ``token_vectors`` ``[V, D]`` (e.g. the small model's input embeddings): the router's token table is then a
+    learned projection of these fixed vectors, ``E @ W``, written into the table at the end (the saved router is the
+    same kind of file). A token seen in no label still gets a row near those of similar tokens, where a free table
+    keeps its random start (the held-out facts are exactly such tokens). ``entropy``: the router's entropy feature
+    (:class:`collab.r2r.R2RRouter`; ``"topk"`` reads the same in process and over a server)."""
     torch.manual_seed(seed)
     k = samples[0].signals.top.numel()
-    router = R2RRouter(vocab_size, k=k, hidden_size=hidden_size)
+    router = R2RRouter(vocab_size, k=k, hidden_size=hidden_size, entropy=entropy)
+    proj = None
+    if token_vectors is not None:
+        vectors = token_vectors.detach().float()
+        vectors = vectors / vectors.norm(dim=-1).mean()  # unit mean row norm, so W's start is like the table's
+        if vectors.shape[0] != vocab_size:
+            raise ValueError(f"token_vectors has {vectors.shape[0]} rows for a vocabulary of {vocab_size}")
+        proj = nn.Linear(vectors.shape[1], router.config["token_dim"], bias=False)
+        router.tok.weight.requires_grad_(False)
     by_example = sorted({s.example for s in samples})
     tr_ex, va_ex = split(len(by_example), val_frac, seed)
     va_set = {by_example[i] for i in va_ex}
@@ -111,17 +128,24 @@ def train_r2r(samples: Sequence[R2RSample], vocab_size: int, *, hidden_size: int
     val = [s for s in samples if s.example in va_set] or list(samples)
     labels = torch.tensor([float(s.label) for s in train])
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(positive_weight(labels.tolist())))
-    opt = torch.optim.AdamW(router.parameters(), lr=lr)
+    params = [q for q in router.parameters() if q.requires_grad] + (list(proj.parameters()) if proj else [])
+    opt = torch.optim.AdamW(params, lr=lr)
     dense, toks, hid = router.batch([s.signals for s in train])
     g = torch.Generator().manual_seed(seed)
     router.train()
     for _ in range(epochs):
         for idx in torch.randperm(len(train), generator=g).split(batch):
-            loss = loss_fn(router(dense[idx], toks[idx], hid[idx] if hid is not None else None), labels[idx])
+            emb = proj(vectors[toks[idx]]) if proj is not None else None
+            loss = loss_fn(router(dense[idx], toks[idx], hid[idx] if hid is not None else None, token_emb=emb),
+                           labels[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
     router.eval()
+    if proj is not None:
+        with torch.no_grad():
+            router.tok.weight.copy_(proj(vectors))
+        router.tok.weight.requires_grad_(True)
     with torch.no_grad():
         probs = torch.sigmoid(router(*router.batch([s.signals for s in val]))).tolist()
     yv = [s.label for s in val]
@@ -277,7 +301,8 @@ def read_labels(path: str | Path, key: dict[str, Any]) -> list[R2RSample]:
     saved = torch.load(path, weights_only=False)
     if not isinstance(saved, dict) or "key" not in saved or "samples" not in saved:
         raise SystemExit(f"{path}: not a labels file of `tandem train r2r --labels`")
-    diff = {k: (saved["key"].get(k), v) for k, v in key.items() if saved["key"].get(k) != v}
+    made = {"label": "divergent"} | saved["key"]  # files from before --label hold divergent labels
+    diff = {k: (made.get(k), key.get(k)) for k in made.keys() | key.keys() if made.get(k) != key.get(k)}
     if diff:
         raise SystemExit(f"{path} was labelled with other settings (file, this command): {diff}; "
                          "pass another --labels file or the same settings")
@@ -316,6 +341,16 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--along", metavar="ROUTER_FILE", help="R2R: label along the answers R2R writes with this "
                     "router (on-policy, DAgger-style; collab.labels.r2r_labels_along) instead of the large model's")
     ap.add_argument("--along-tau", type=float, help="R2R: the threshold of the --along router (default: its file's)")
+    ap.add_argument("--label", choices=labels.LABELS, default="divergent", help="R2R: what a positive label is: a "
+                    "position where the large model's continuation changes the checker's verdict (divergent), or "
+                    "every position where the two models' top tokens differ (different: no continuations, so "
+                    "labels cost one large-model answer per example)")
+    ap.add_argument("--token-vectors", action="store_true", help="R2R: learn the router's token table as a "
+                    "projection of the small model's input embeddings (tokens no label saw, such as held-out facts, "
+                    "get rows near similar tokens') instead of a free table")
+    ap.add_argument("--topk-entropy", action="store_true", help="R2R: the router's entropy feature from the small "
+                    "model's top-k logprobs alone, as a server's top-k logprobs give it (default: the exact entropy "
+                    "in process, a lower bound over a server)")
     ap.add_argument("--hidden", action="store_true", help="R2R: also feed the SLM's hidden state (an in-process "
                     "small model only: a vLLM server gives no hidden state, and the gateway refuses such a route)")
     ap.add_argument("--epochs", type=int, help="training epochs (default per strategy)")
@@ -347,14 +382,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     common = {"slm": args.slm, "suite": args.suite, "limit": args.limit, "skip": args.skip, "seed": args.seed}
     if args.strategy == "r2r":
         label_key = {"slm": args.slm, "llm": args.llm, "suite": args.suite, "skip": args.skip, "limit": args.limit,
-                     "max_tokens": args.max_tokens, "cont_slack": args.cont_slack}
+                     "max_tokens": args.max_tokens, "cont_slack": args.cont_slack, "label": args.label}
         if args.along:
             label_key |= {"along": str(args.along), "along_tau": args.along_tau}
         samples = read_labels(args.labels, label_key) if args.labels and Path(args.labels).is_file() else None
         if samples is None:
             llm = HFModel(Path(args.llm).name, model_dir(args.llm, args.zoo, args.draft_layers))
             how = {"outcome": lambda ex, ids: tasks.check(ex, decode(ids)), "max_tokens": args.max_tokens,
-                   "stop_ids": stop, "progress": show, "batch": args.batch, "slack": args.cont_slack}
+                   "stop_ids": stop, "progress": show, "batch": args.batch, "slack": args.cont_slack,
+                   "label": args.label}
             if args.along:
                 answers = asyncio.run(r2r_answers(prompts, slm, llm, args.along, args.along_tau, args.max_tokens,
                                                   stop, show))
@@ -363,9 +399,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 samples = asyncio.run(labels.r2r_labels(examples, prompts, slm, llm, **how))
             if args.labels:
                 torch.save({"key": label_key, "samples": samples}, args.labels)
+        vectors = slm.model.get_input_embeddings().weight if args.token_vectors else None
         router, tau, metrics = train_r2r(samples, slm.vocab_size, hidden_size=slm.hidden_size if args.hidden else 0,
-                                         epochs=args.epochs or 30, recall=args.recall, seed=args.seed)
-        router.save(args.out, tau=tau, metrics=metrics, llm=args.llm, **common)
+                                         epochs=args.epochs or 30, recall=args.recall, seed=args.seed,
+                                         token_vectors=vectors, entropy="topk" if args.topk_entropy else "signals")
+        router.save(args.out, tau=tau, metrics=metrics, llm=args.llm, label=args.label,
+                    token_vectors=args.token_vectors, **common)
     elif args.strategy == "fusionroute":
         names = (args.experts or args.llm).split(",")
         experts = [HFModel(Path(n).name, model_dir(n, args.zoo, args.draft_layers)) for n in names]

@@ -43,7 +43,9 @@ def test_committed_r2r_and_arbitrage_files_build_as_saved() -> None:
         s = registry.build_from_artifact(strategy, str(path), **roles)
         assert s.tau == pytest.approx(float(blob["tau"]))
         assert_same_state(s.router, blob["state"])
-        assert s.router.config == blob["config"] and not s.router.training
+        # written before R2R's entropy option: they read the entropy the signals carry
+        defaults = {"entropy": "signals"} if strategy == "r2r" else {}
+        assert s.router.config == defaults | blob["config"] and not s.router.training
         if strategy == "arbitrage":
             assert s.delimiter == blob["delimiter"] and isinstance(s.router, StepRouter)
         else:

@@ -126,3 +126,29 @@ def test_continuation_budget() -> None:
     assert _cont_budget(48, 9, 3, 8) == 13  # the large answer's remaining 5 tokens + slack 8
     assert _cont_budget(10, 4, 9, 8) == 1  # never below one token
     assert _cont_budget(48, 40, 3, 100) == 44  # never above the budget
+
+
+def test_different_labels_mark_every_top_token_difference_and_call_no_outcome(tiny_model_dir: Path,
+                                                                               large: HFModel) -> None:
+    small = HFModel("small", tiny_model_dir)
+    examples = [{"prompt": p} for p in ("2+6=", "9-4=", "10*3=")]
+    prompts = [encode(e["prompt"]) for e in examples]
+
+    def outcome(ex, ids):
+        raise AssertionError("label='different' judges no outcome")
+
+    kw = {"outcome": outcome, "max_tokens": 9, "stop_ids": [END_ID], "batch": 2, "label": "different"}
+    own = asyncio.run(r2r_labels(examples, prompts, small, large, **kw))
+    answers = [asyncio.run(large.complete_ids(p, 9, stop_ids=[END_ID])).token_ids for p in prompts]
+    assert [(s.example, s.position) for s in own] == [(e, i) for e, a in enumerate(answers) for i in range(len(a))]
+    for s in own:  # 1 exactly where the small model's top token after the large answer's prefix is not the answer's
+        prefix = prompts[s.example] + answers[s.example][:s.position]
+        assert s.label == int(int(torch.argmax(small.next_logits(prefix))) != answers[s.example][s.position])
+    assert any(s.label for s in own)
+    # the large model as its own small model never differs from itself
+    assert not any(s.label for s in asyncio.run(r2r_labels(examples, prompts, large, large, **kw)))
+    # along the large model's own answers the along-pipeline gives the same labels
+    along = asyncio.run(r2r_labels_along(examples, prompts, answers, small, large, **kw))
+    assert [(s.example, s.position, s.label) for s in along] == [(s.example, s.position, s.label) for s in own]
+    with pytest.raises(ValueError, match="label must be one of"):
+        asyncio.run(r2r_labels(examples, prompts, small, large, **(kw | {"label": "same"})))

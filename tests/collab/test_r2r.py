@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from collab.features import Signals, signals_from_logits
+from collab.features import Signals, signals_from_logits, signals_from_top
 from collab.inproc import HFModel
 from collab.labels import R2RSample, r2r_labels
 from collab.protocol import IdCompletion
@@ -148,6 +148,68 @@ def test_train_r2r_learns_a_separable_rule_and_roundtrips(tmp_path: Path) -> Non
     again, blob = R2RRouter.load(tmp_path / "r.pt")
     assert blob["tau"] == tau
     assert again.prob(samples[0].signals) == pytest.approx(router.prob(samples[0].signals))
+
+
+def test_token_vectors_carry_a_token_rule_to_tokens_no_label_saw(tmp_path: Path) -> None:
+    # a position is divergent iff its chosen token belongs to a group that the token vectors' first coordinate
+    # marks; the labels show only tokens 0-79, the check is on tokens 80-127
+    g = torch.Generator().manual_seed(3)
+    vectors = torch.randn(128, 8, generator=g)
+    member = vectors[:, 0] > 0
+
+    def sample(tok: int, i: int) -> R2RSample:
+        logits = torch.randn(128, generator=g)
+        logits[tok] = 8.0  # the chosen token is the confident top: the logprobs say nothing about the group
+        return R2RSample(signals_from_logits(logits, tok), int(member[tok]), i // 10, i % 10)
+
+    seen = [sample(i % 80, i) for i in range(1600)]
+    unseen = [sample(80 + i % 48, i) for i in range(480)]
+    y = torch.tensor([s.label for s in unseen], dtype=torch.bool)
+
+    def accuracy(router: R2RRouter) -> float:
+        with torch.no_grad():
+            p = torch.sigmoid(router(*router.batch([s.signals for s in unseen])))
+        return float(((p >= 0.5) == y).float().mean())
+
+    free, _, _ = train_r2r(seen, 128, epochs=20)
+    projected, tau, _ = train_r2r(seen, 128, epochs=20, token_vectors=vectors)
+    assert accuracy(projected) >= 0.9
+    assert accuracy(free) <= 0.7  # a free table's rows for tokens 80-127 kept their random start
+    # the projection is baked into the table: a saved router needs no vectors to score
+    projected.save(tmp_path / "r.pt", tau=tau)
+    again, _ = R2RRouter.load(tmp_path / "r.pt")
+    assert again.prob(unseen[0].signals) == pytest.approx(projected.prob(unseen[0].signals))
+    with pytest.raises(ValueError, match="rows for a vocabulary"):
+        train_r2r(seen, 128, token_vectors=vectors[:100])
+
+
+def test_a_topk_entropy_router_scores_a_position_alike_in_process_and_remote() -> None:
+    # the same position as an in-process model gives it (full logits) and as a server gives it (top-8 logprobs)
+    g = torch.Generator().manual_seed(5)
+    torch.manual_seed(5)
+    routers = {e: R2RRouter(128, entropy=e).eval() for e in ("signals", "topk")}
+    routers["topk"].load_state_dict(routers["signals"].state_dict())
+    gaps = {"signals": 0.0, "topk": 0.0}
+    for _ in range(50):
+        logits = torch.randn(128, generator=g) * 2
+        tok = int(torch.argmax(logits))
+        local = signals_from_logits(logits, tok)
+        lps = torch.log_softmax(logits, -1)
+        v, i = torch.topk(lps, 8)
+        remote = signals_from_top(list(zip(i.tolist(), v.tolist())), tok, float(lps[tok]))
+        for e, router in routers.items():
+            gaps[e] = max(gaps[e], abs(router.prob(local) - router.prob(remote)))
+    assert gaps["topk"] < 1e-5 < gaps["signals"]  # the exact entropy is not what a server's top-8 give
+    with pytest.raises(ValueError, match="entropy must be one of"):
+        R2RRouter(128, entropy="exact")
+
+
+def test_a_router_file_from_before_the_entropy_option_loads_with_the_signals_entropy(tmp_path: Path) -> None:
+    router = R2RRouter(64).eval()
+    router.config.pop("entropy")  # what files written before the option hold
+    router.save(tmp_path / "old.pt", tau=0.5)
+    again, _ = R2RRouter.load(tmp_path / "old.pt")
+    assert again.entropy == "signals"
 
 
 @pytest.mark.parametrize("hidden_size", [0, 12])

@@ -14,7 +14,8 @@ import torch
 from collab.inproc import HFModel
 from collab.registry import default_strategy_registry
 from collab.session import Session
-from evals.collab_train import choose_step_tau, main, model_dir
+from evals import collab_tasks as tasks
+from evals.collab_train import choose_step_tau, main, model_dir, prompt_ids
 from evals.zoo.tokenizer import END_ID, decode, encode
 
 
@@ -96,6 +97,8 @@ def test_train_r2r_along_answers(zoo: Path, tmp_path: Path, capsys: pytest.Captu
           str(tmp_path / "along.pt"))
     a, b = torch.load(plain, weights_only=False), torch.load(along, weights_only=False)
     assert b["key"]["along"] == str(first) and b["key"]["along_tau"] == 0
+    with pytest.raises(SystemExit, match="labelled with other settings"):  # the plain command does not take them
+        main([*args, "--labels", str(along), "--out", str(tmp_path / "plain-again.pt")])
     assert a["samples"] and [(s.example, s.position, s.label) for s in b["samples"]] == [
         (s.example, s.position, s.label) for s in a["samples"]]
     # at τ 1 the small model writes every token: its own greedy answers, labelled along them (its top token at each
@@ -105,6 +108,31 @@ def test_train_r2r_along_answers(zoo: Path, tmp_path: Path, capsys: pytest.Captu
           str(tmp_path / "never.pt"))
     n = torch.load(never, weights_only=False)["samples"]
     assert [s.signals.token_id for s in n] != [s.signals.token_id for s in a["samples"]]
+
+
+def test_train_r2r_different_labels_and_token_vectors(zoo: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    # --label different: every position where the small model's top token is not the large model's answer token is
+    # positive; the key says so (divergent labels of the same examples are another file); --token-vectors trains the
+    # token table through the small model's embeddings, and both are recorded in the router file
+    args = ["r2r", "--slm", "small", "--llm", "large", "--suite", "arithmetic", "--zoo", str(zoo),
+            "--max-tokens", "10", "--epochs", "2", "--quiet", "--limit", "4"]
+    labels_file, out = tmp_path / "different.labels", tmp_path / "different.pt"
+    train(capsys, *args, "--label", "different", "--token-vectors", "--labels", str(labels_file), "--out", str(out))
+    saved = torch.load(labels_file, weights_only=False)
+    assert saved["key"]["label"] == "different"
+    small, large = HFModel("small", zoo / "small"), HFModel("large", zoo / "large")
+    examples = tasks.task_examples("arithmetic", "train", 4)
+    for s in saved["samples"]:
+        prompt = prompt_ids(small.tokenizer, examples[s.example].prompt)
+        answer = asyncio.run(large.complete_ids(prompt, 10, stop_ids=sorted(small.eos_ids))).token_ids
+        assert s.signals.token_id == int(torch.argmax(small.next_logits(prompt + answer[:s.position])))
+        assert s.label == int(s.signals.token_id != answer[s.position])
+    blob = torch.load(out, weights_only=False)
+    assert blob["label"] == "different" and blob["token_vectors"] is True
+    assert default_strategy_registry().build_from_artifact("r2r", str(out), slm="small", llm="large").router
+    with pytest.raises(SystemExit, match="labelled with other settings"):
+        main([*args, "--labels", str(labels_file), "--out", str(tmp_path / "divergent.pt")])
 
 
 def test_train_arbitrage_end_to_end(zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
