@@ -39,7 +39,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--only", help="comma-separated model names")
     b.add_argument("--train-n", type=int, help="use only the first N train examples per suite")
     b.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                   help="models trained at once, one process and one thread each (default: CPUs, at most 2)")
+                   help="models trained at once, one process and one thread each (default: CPUs, at most 2); "
+                   "smollm2-draft: teacher processes, then torch threads for its training")
     b.add_argument("--draft-spec", action="append", default=[], metavar="KEY=VALUE",
                    help="smollm2-draft: override a field of evals.zoo.smol_draft.DraftSpec (layers, english_train, "
                    "steps_train, lr, ...; repeatable); recorded in draft.json")
@@ -118,7 +119,7 @@ def _build_draft(args: argparse.Namespace, out: Path) -> None:
     except ValueError as e:
         raise SystemExit(f"tandem zoo build: --draft-spec: {e}") from None
     meta = build_draft(out / DRAFT_NAME, spec=spec, steps=args.steps, train_n=args.train_n, progress=not args.quiet,
-                       jobs=max(1, args.jobs), log=lambda m: print(m, file=sys.stderr, flush=True))
+                       jobs=max(1, args.jobs), threads=max(1, args.jobs), log=lambda m: print(m, file=sys.stderr, flush=True))
     agree = meta["agreement_validation"]
     print(f"built {DRAFT_NAME} into {out / DRAFT_NAME} ({meta['layers']} layers, {meta['steps']} steps, "
           f"{meta['layers_bytes'] / 1e6:.1f} MB, {meta['seconds']['total']:.0f}s; validation top-1 agreement with "

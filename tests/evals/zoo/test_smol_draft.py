@@ -23,6 +23,7 @@ from evals.zoo.smol_draft import (
     distil,
     distil_loss,
     draft_prompts,
+    drill_train_prompts,
     layer_tensors,
     load_layer_tensors,
     lr_at,
@@ -147,6 +148,19 @@ def test_prompts_keep_validation_apart() -> None:
     assert set(GENERAL_PROMPTS) == {p for s, p in prompts["train"] + prompts["validation"] if s == "general"}
     small = draft_prompts(DraftSpec(), get_suite, train_n=2)
     assert len(small["train"]) == 6 and len(small["validation"]) == 6
+
+
+def test_drill_prompts_are_apart_from_the_suites_and_take_the_english_budget() -> None:
+    spec = DraftSpec(english_train=60, steps_train=30, drill_train=40)
+    drills = drill_train_prompts(spec)["train"]
+    prompts = draft_prompts(spec, get_suite)
+    suite_prompts = {p for group in prompts.values() for _, p in group}
+    assert len(drills) == 40 and {s for s, _ in drills} == {"english"} and "english" in dict(spec.max_new)
+    assert not {p for _, p in drills} & suite_prompts  # invented subjects: no suite item of any split
+    assert drill_train_prompts(DraftSpec(drill_train=0)) == {}
+    assert len(drill_train_prompts(spec, train_n=3)["train"]) == 3
+    assert drill_train_prompts(spec) == drill_train_prompts(spec) != drill_train_prompts(DraftSpec(drill_train=40,
+                                                                                                   seed=1))
 
 
 @pytest.mark.slow
