@@ -118,13 +118,22 @@ def _a(word: str) -> str:
 def draw_passage(rng: random.Random) -> Passage:
     """One person with an age, a town and a coloured pet."""
     name, town, pet, colour = rng.choice(F.NAMES), rng.choice(F.TOWNS), rng.choice(F.PETS), rng.choice(F.COLOURS)
-    age = rng.randint(6, 60)
+    return passage_about(name, rng.randint(6, 60), town, pet, colour)
+
+
+def passage_about(name: str, age: int, town: str, pet: str, colour: str) -> Passage:
+    """The passage telling these facts, with its questions (age, town, pet, colour)."""
     text = f"{name} is {age} years old and lives in {town}. {name} has {_a(colour)} {colour} {pet}."
     qs = (Asked(f"How old is {name}?", f"{name} is {age} years old.", F.Question("passage-age", name, (str(age),))),
           Asked(f"Where does {name} live?", f"{name} lives in {town}.", F.Question("passage-town", name, (town,))),
           Asked(f"What pet does {name} have?", f"{name} has a {pet}.", F.Question("passage-pet", name, (pet,))),
           Asked(f"What colour is {name}'s {pet}?", f"It is {colour}.", F.Question("passage-colour", name, (colour,))))
     return Passage(text, qs)
+
+
+def passage_prompt(passage: Passage, asked: Asked) -> str:
+    """The prompt asking one of a passage's questions about it."""
+    return f"Read the text and answer the question.\nText: {passage.text}\nQuestion: {asked.text}"
 
 
 SUFFIXES: tuple[str, ...] = ("", " Answer briefly.", " Answer in one short sentence.", " Give a short answer.")
@@ -213,7 +222,7 @@ class EnglishSuite(BalancedSuite):
         if family == "passage":
             passage = draw_passage(rng)
             asked = rng.choice(passage.questions)
-            prompt = f"Read the text and answer the question.\nText: {passage.text}\nQuestion: {asked.text}"
+            prompt = passage_prompt(passage, asked)
         else:
             asked = draw_questions(family, split, rng, 1)[0]
             prompt = asked.text + suffix

@@ -17,7 +17,14 @@ from __future__ import annotations
 import random
 
 from evals.suites import english_facts as F
-from evals.suites.english import SUFFIXES, capital_question, sum_question, word_question
+from evals.suites.english import (
+    SUFFIXES,
+    capital_question,
+    passage_about,
+    passage_prompt,
+    sum_question,
+    word_question,
+)
 
 DRILL_KINDS: tuple[str, ...] = ("passage", "passage", "capital", "plural", "opposite", "sum")
 """Drawn uniformly per drill: passages twice as often (their answers copy the most)."""
@@ -63,11 +70,8 @@ def drill_prompt(rng: random.Random, known: set[str] | None = None) -> str:
         name = _fresh(rng, known, (1, 2)).capitalize()
         town = _fresh(rng, known, (1, 2), rng.choice(_TOWN_ENDS)).capitalize()
         pet, colour, age = rng.choice(F.PETS), rng.choice(F.COLOURS), rng.randint(2, 99)
-        article = "an" if colour[0] in "aeiou" else "a"
-        text = f"{name} is {age} years old and lives in {town}. {name} has {article} {colour} {pet}."
-        question = rng.choice((f"How old is {name}?", f"Where does {name} live?", f"What pet does {name} have?",
-                               f"What colour is {name}'s {pet}?"))
-        return f"Read the text and answer the question.\nText: {text}\nQuestion: {question}"
+        passage = passage_about(name, age, town, pet, colour)
+        return passage_prompt(passage, rng.choice(passage.questions))
     if kind == "capital":
         country = _fresh(rng, known, (1, 2), rng.choice(_COUNTRY_ENDS)).capitalize()
         return capital_question(country, "", form).text + suffix

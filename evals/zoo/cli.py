@@ -119,7 +119,8 @@ def _build_draft(args: argparse.Namespace, out: Path) -> None:
     except ValueError as e:
         raise SystemExit(f"tandem zoo build: --draft-spec: {e}") from None
     meta = build_draft(out / DRAFT_NAME, spec=spec, steps=args.steps, train_n=args.train_n, progress=not args.quiet,
-                       jobs=max(1, args.jobs), threads=max(1, args.jobs), log=lambda m: print(m, file=sys.stderr, flush=True))
+                       jobs=max(1, args.jobs), threads=max(1, args.jobs),
+                       log=lambda m: print(m, file=sys.stderr, flush=True))
     agree = meta["agreement_validation"]
     print(f"built {DRAFT_NAME} into {out / DRAFT_NAME} ({meta['layers']} layers, {meta['steps']} steps, "
           f"{meta['layers_bytes'] / 1e6:.1f} MB, {meta['seconds']['total']:.0f}s; validation top-1 agreement with "
