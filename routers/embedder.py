@@ -43,12 +43,18 @@ def resolve_precision(precision: str, device: str = "cpu") -> str:
         raise ValueError(f"unknown precision {precision!r}")
     if device != "cpu":
         return "float32"
+    return "bfloat16" if cpu_has_fast_bf16() else "float32"
+
+
+def cpu_has_fast_bf16() -> bool:
+    """oneDNN runs bf16 matmuls on this CPU (it needs AVX-512 or AMX: oneDNN's own test). With AVX2 alone torch
+    falls back to a reference bf16 path far slower than float32 (``python -m bench.distil_step`` measures both)."""
     import torch
 
     try:
-        return "bfloat16" if bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) else "float32"
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
-        return "float32"
+        return False
 
 
 class Embedder:

@@ -5,5 +5,6 @@ pytest_plugins = [
     "tests.fixtures.postgres_server",
     "tests.fixtures.models",
     "tests.fixtures.vllm_server",
+    "tests.fixtures.vllm_pair",
     "tests.fixtures.gateway_proc",
 ]

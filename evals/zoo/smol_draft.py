@@ -104,7 +104,9 @@ class DraftSpec:
     """Longest teacher reply per prompt source, in tokens."""
     teacher_batch: int = 32
     autocast_bf16: bool = True
-    """Student matmuls in bf16 under autocast (float32 weights and optimiser; the loss in float32)."""
+    """Student matmuls in bf16 under autocast (float32 weights and optimiser; the loss in float32) where the CPU runs
+    bf16 matmuls (:func:`routers.embedder.cpu_has_fast_bf16`); on any other CPU the build trains in float32 and
+    ``draft.json`` records false."""
 
 
 def spec_with(pairs: Sequence[str], base: DraftSpec = DraftSpec()) -> DraftSpec:
@@ -468,11 +470,15 @@ def build_draft(out_dir: str | Path, *, spec: DraftSpec = DraftSpec(), get_suite
     from gateway.backends.layered_model import file_sha256
     from gateway.backends.local_model import SMOLLM2_PACKAGE, resolve_model_folder
     from gateway.paths import cache_dir
+    from routers.embedder import cpu_has_fast_bf16
 
     if get_suite is None:
         from evals.suites import get_suite
     if steps is not None:
         spec = dataclasses.replace(spec, steps=steps)
+    if spec.autocast_bf16 and not cpu_has_fast_bf16():
+        log("this CPU has no oneDNN bf16 matmuls: distilling in float32")
+        spec = dataclasses.replace(spec, autocast_bf16=False)
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     cpu0 = cpu_seconds()

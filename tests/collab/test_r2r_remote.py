@@ -18,7 +18,7 @@ import torch
 
 from evals.gateway_process import start_gateway
 from evals.vllm_pair import vllm_backends
-from tests.fixtures.vllm_pair import RealPair, vllm_real_pair  # noqa: F401 - the fixture
+from tests.fixtures.vllm_pair import RealPair
 
 pytestmark = pytest.mark.vllm
 PROMPT = "What is the capital of France?"
@@ -68,7 +68,7 @@ def calibrated_router(tmp: Path, small_draft: list[tuple[int, dict[int, float]]]
     raise AssertionError("no seed gives a router score above the first position's")
 
 
-def test_streamed_r2r_over_two_vllm_servers(vllm_real_pair: RealPair, tmp_path: Path) -> None:  # noqa: F811
+def test_streamed_r2r_over_two_vllm_servers(vllm_real_pair: RealPair, tmp_path: Path) -> None:
     import openai
     from transformers import AutoTokenizer
 

