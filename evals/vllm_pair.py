@@ -79,8 +79,13 @@ class RunningServer:
     log_path: Path
 
     @property
+    def root_url(self) -> str:
+        """The server's own endpoints (``/reset_prefix_cache``); the OpenAI API is under :attr:`base_url`."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{self.root_url}/v1"
 
     def kill(self) -> None:
         """SIGKILL the server's whole process group (API server and engine core), as a crash would."""
@@ -175,7 +180,7 @@ def reset_prefix_caches(servers: Sequence[RunningServer], tries: int = 50, pause
     times; ``RuntimeError`` if a server still refuses, or answers without ``VLLM_SERVER_DEV_MODE``."""
     with httpx.Client(timeout=60.0) as c:
         for s in servers:
-            url = f"http://127.0.0.1:{s.port}/reset_prefix_cache"
+            url = f"{s.root_url}/reset_prefix_cache"
             for _ in range(tries):
                 r = c.post(url)
                 if r.status_code != 200:
