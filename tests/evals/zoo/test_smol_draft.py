@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from evals.suites import get_suite
 from evals.zoo.evaluate import greedy_batch
@@ -179,15 +180,19 @@ def test_zoo_build_only_draft_end_to_end(tmp_path: Path, monkeypatch: pytest.Mon
 
     out = tmp_path / "zoo"
     assert main(["build", "--only", "smollm2-draft", "--out", str(out), "--steps", "2", "--train-n", "2",
-                 "--jobs", "1", "--quiet", "--draft-spec", "top_k=8"]) == 0
+                 "--jobs", "1", "--quiet", "--draft-spec", "top_k=8",
+                 "--draft-spec", "int8_layers=true"]) == 0
     assert "built smollm2-draft" in capsys.readouterr().out
     meta = json.loads((out / "smollm2-draft" / "draft.json").read_text())
     assert meta["layers"] == 2 and meta["steps"] == 2 and len(meta["source"]["sha256"]) == 64
-    assert meta["spec"]["top_k"] == 8  # --draft-spec reaches the build and its record
+    assert meta["spec"]["top_k"] == 8 and meta["spec"]["int8_layers"]  # --draft-spec reaches the build and its record
     from routers.embedder import cpu_has_fast_bf16
 
     assert meta["spec"]["autocast_bf16"] == cpu_has_fast_bf16()  # emulated bf16 would crawl: float32 instead
-    assert meta["layers_bytes"] <= 15_000_000 and not (out / "zoo.json").exists()  # the char zoo is not built
+    assert not (out / "zoo.json").exists()  # the char zoo is not built
+    stored = load_file(str(out / "smollm2-draft" / "layers.safetensors"))
+    assert stored["model.layers.0.mlp.up_proj.weight"].dtype == torch.int8
+    assert meta["layers_bytes"] <= 7_500_000  # 2 of SmolLM2's layers: 7.08M weights, one byte each, plus scales
     monkeypatch.setenv("TANDEM_ZOO_DIR", str(out))
     from evals.zoo.real_pair_eval import draft_folder, load_real
 

@@ -14,7 +14,12 @@ import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
-from gateway.backends.layered_model import assemble_layered_folder
+from gateway.backends.layered_model import (
+    assemble_layered_folder,
+    dequantize_rows,
+    quantize_rows,
+    quantized_layer_tensors,
+)
 from gateway.backends.local import LocalBackend
 from gateway.backends.local_model import SMOLLM2_FOLDER, resolve_model_folder
 from gateway.config import LocalBackendConfig
@@ -92,6 +97,47 @@ def test_trained_tensors_replace_the_bases(base3: Path, tmp_path: Path) -> None:
     assert assemble_layered_folder(base3, layers, tmp_path / "models") != folder
 
 
+def reference_int8_rows(rows: list[list[float]]) -> tuple[list[list[int]], list[float]]:
+    """Symmetric per-row int8 written out by hand: scale = max |x| / 127 (1 for a zero row), q = round(x / scale)."""
+    qs, scales = [], []
+    for row in rows:
+        scale = max(abs(x) for x in row) / 127 or 1.0
+        qs.append([max(-127, min(127, round(x / scale))) for x in row])
+        scales.append(scale)
+    return qs, scales
+
+
+def test_int8_rows_match_the_reference_and_stay_within_half_a_step() -> None:
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(6, 40, generator=g) * torch.tensor([1e-3, 0.1, 1.0, 5.0, 0.0, 2.0])[:, None]
+    q, scale = quantize_rows(w)
+    want_q, want_scale = reference_int8_rows(w.tolist())
+    assert q.dtype == torch.int8 and scale.dtype == torch.float32
+    assert scale.tolist() == pytest.approx(want_scale, rel=1e-6)
+    assert (q.int() - torch.tensor(want_q)).abs().max() <= 1  # a tie may round either way in float32
+    back = dequantize_rows(q, scale)
+    assert ((back - w).abs() <= scale[:, None] / 2 * (1 + 1e-5)).all()
+    assert torch.equal(back[4], torch.zeros(40)) and int(q.abs().amax(dim=1)[0]) == 127
+
+
+def test_int8_layers_assemble_as_their_dequantized_floats(base3: Path, tmp_path: Path) -> None:
+    tensors = first_layers(base3, 2)
+    stored = quantized_layer_tensors(tensors, torch.bfloat16)
+    up = "model.layers.1.mlp.up_proj.weight"
+    assert stored[up].dtype == torch.int8 and stored[up + ".scale"].shape == (tensors[up].shape[0],)
+    assert stored["model.layers.0.input_layernorm.weight"].dtype == torch.bfloat16
+    layers = tmp_path / "int8.safetensors"
+    save_file(stored, str(layers))
+    assert layers.stat().st_size < 0.3 * sum(t.numel() * t.element_size() for t in tensors.values())  # vs float32
+    folder = assemble_layered_folder(base3, layers, tmp_path / "models")
+    got = load_file(str(folder / "model.safetensors"))
+    assert not any(k.endswith(".scale") for k in got)
+    assert torch.equal(got[up], dequantize_rows(stored[up], stored[up + ".scale"]))
+    assert torch.allclose(got[up], tensors[up], atol=float(stored[up + ".scale"].max()) / 2 * 1.001)
+    ids = torch.tensor([[1, 5, 9, 13]])
+    assert torch.allclose(folder_logits(folder, ids)[1], cut_logits(base3, 2, ids), atol=0.05)
+
+
 def test_bad_layer_files_are_backend_errors(base3: Path, tmp_path: Path) -> None:
     good = first_layers(base3, 2)
     root = tmp_path / "models"
@@ -121,6 +167,14 @@ def test_bad_layer_files_are_backend_errors(base3: Path, tmp_path: Path) -> None
         attempt(four, "four")
     with pytest.raises(BackendError, match="not a float tensor"):
         attempt({**good, "model.layers.0.input_layernorm.weight": torch.ones(128, dtype=torch.int32)}, "int")
+    int8 = quantized_layer_tensors(good, torch.bfloat16)
+    up = "model.layers.0.mlp.up_proj.weight"
+    with pytest.raises(BackendError, match="not a float tensor"):  # an int8 matrix without its scale
+        attempt({k: t for k, t in int8.items() if k != up + ".scale"}, "noscale")
+    with pytest.raises(BackendError, match="without an int8 matrix"):
+        attempt({**good, up + ".scale": int8[up + ".scale"]}, "float-with-scale")
+    with pytest.raises(BackendError, match="without an int8 matrix"):
+        attempt({**int8, up + ".scale": int8[up + ".scale"][:-1].clone()}, "short-scale")
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"")
     save_file(good, str(tmp_path / "ok.safetensors"))
