@@ -265,26 +265,44 @@ async def arbitrage_labels(examples: Sequence[Any], prompts: Sequence[list[int]]
     samples: list[StepSample] = []
     pairs = list(enumerate(zip(examples, prompts, strict=True)))
     for ex_i, (ex, prompt) in _bar(pairs, progress, "arbitrage labels"):
-        sess = Session({"draft": draft, "target": target}, prompt, stop_ids=stop_ids, decode=decode)
-        steps: list[str] = []
-        for s_i in range(max_steps):
-            d = await write_step(sess, "draft", max_step_tokens, delimiter, k=k)
-            t = await write_step(sess, "target", max_step_tokens, delimiter, k=k)
-            sd = float(step_score(ex, list(steps), decode(d.tokens)))
-            st = float(step_score(ex, list(steps), decode(t.tokens)))
-            if rollout is not None and outcome is not None:
-                left = max_tokens - len(sess.output)
-                vals = [await rollout_value(rollout, sess.ids + w.tokens, ex, outcome, decode, len(prompt),
-                                            left - len(w.tokens), stop_ids) for w in (d, t)]
-                sd, st = max(sd, vals[0]), max(st, vals[1])
-            feats = step_features(d.signals, step_index=s_i, ended_at_delimiter=d.ended_at_delimiter)
-            samples.append(StepSample(feats, st - sd, sd, st, ex_i, s_i))
-            best = t if st > sd else d
-            if not best.tokens:
-                break
-            for tok in best.tokens:
-                sess.append(tok, "target" if best is t else "draft")
-            steps.append(decode(best.tokens))
-            if sess.done:
-                break
+        rows, _ = await better_step_trajectory(ex_i, ex, prompt, draft, target, step_score=step_score,
+                                               decode=decode, delimiter=delimiter, stop_ids=stop_ids,
+                                               max_steps=max_steps, max_step_tokens=max_step_tokens, k=k,
+                                               rollout=rollout, outcome=outcome, max_tokens=max_tokens)
+        samples += rows
     return samples
+
+
+async def better_step_trajectory(ex_i: int, ex: Any, prompt: list[int], draft: TokenModel, target: TokenModel, *,
+                                 step_score: StepScore, decode: Callable[[list[int]], str],
+                                 delimiter: Sequence[int] | str, stop_ids: Sequence[int] = (), max_steps: int = 16,
+                                 max_step_tokens: int = 64, k: int = DEFAULT_K, rollout: TokenModel | None = None,
+                                 outcome: TextOutcome | None = None, max_tokens: int = 0
+                                 ) -> tuple[list[StepSample], Session]:
+    """One example's answer where both models write each step from the same prefix and the better one (by
+    ``step_score``, ties → draft) stands: its samples and the session that holds the answer and who wrote each
+    token (the trajectory a router that knew each step's advantage would write)."""
+    samples: list[StepSample] = []
+    sess = Session({"draft": draft, "target": target}, prompt, stop_ids=stop_ids, decode=decode)
+    steps: list[str] = []
+    for s_i in range(max_steps):
+        d = await write_step(sess, "draft", max_step_tokens, delimiter, k=k)
+        t = await write_step(sess, "target", max_step_tokens, delimiter, k=k)
+        sd = float(step_score(ex, list(steps), decode(d.tokens)))
+        st = float(step_score(ex, list(steps), decode(t.tokens)))
+        if rollout is not None and outcome is not None:
+            left = max_tokens - len(sess.output)
+            vals = [await rollout_value(rollout, sess.ids + w.tokens, ex, outcome, decode, len(prompt),
+                                        left - len(w.tokens), stop_ids) for w in (d, t)]
+            sd, st = max(sd, vals[0]), max(st, vals[1])
+        feats = step_features(d.signals, step_index=s_i, ended_at_delimiter=d.ended_at_delimiter)
+        samples.append(StepSample(feats, st - sd, sd, st, ex_i, s_i))
+        best = t if st > sd else d
+        if not best.tokens:
+            break
+        for tok in best.tokens:
+            sess.append(tok, "target" if best is t else "draft")
+        steps.append(decode(best.tokens))
+        if sess.done:
+            break
+    return samples, sess

@@ -2,10 +2,11 @@
 
 - R2R: labels along the large model's own answers or, with ``--along ROUTER_FILE``, along what R2R writes with that
   router (:func:`r2r_answers`, on-policy); positives are divergent positions or, with ``--label different``, every
-  position where the two models' top tokens differ; BCE with the positive class weighted by ``#neg / #pos``; with
-  ``--token-vectors`` the token table is a learned projection of the small model's input embeddings; τ is the
-  largest threshold whose recall of positive positions on the validation split is ≥ the target (default 0.95) —
-  :func:`choose_tau`.
+  position where the two models' top tokens differ, or, with ``--label oracle``, the positions where R2R's oracle
+  hands the token to the large model, along the oracle's own answers (``collab.oracle``); BCE with the positive
+  class weighted by ``#neg / #pos``; with ``--token-vectors`` the token table is a learned projection of the small
+  model's input embeddings; τ is the largest threshold whose recall of positive positions on the validation split is
+  ≥ the target (default 0.95) — :func:`choose_tau`.
 - FusionRoute: on the experts' disagreement positions, the routing head learns (cross-entropy) the expert that gives
   the target token the highest probability, and the router model's logits learn next-token cross-entropy of
   ``log_softmax(log π_router + log π_I*)`` with ``I*`` that expert (complementary logits; experts frozen).
@@ -39,6 +40,7 @@ from collab.arbitrage import StepRouter
 from collab.fusionroute import RoutingHead, save_fusionroute
 from collab.inproc import HFModel
 from collab.labels import FusionSample, R2RSample, StepSample
+from collab.oracle import oracle_labels, r2r_oracle
 from collab.r2r import R2RRouter, R2RStrategy
 from collab.session import Session
 from evals import collab_tasks as tasks
@@ -301,7 +303,7 @@ def read_labels(path: str | Path, key: dict[str, Any]) -> list[R2RSample]:
     saved = torch.load(path, weights_only=False)
     if not isinstance(saved, dict) or "key" not in saved or "samples" not in saved:
         raise SystemExit(f"{path}: not a labels file of `tandem train r2r --labels`")
-    made = {"label": "divergent"} | saved["key"]  # files from before --label hold divergent labels
+    made = {"label": "divergent", "split": "train"} | saved["key"]  # files from before --label / --split
     diff = {k: (made.get(k), key.get(k)) for k in made.keys() | key.keys() if made.get(k) != key.get(k)}
     if diff:
         raise SystemExit(f"{path} was labelled with other settings (file, this command): {diff}; "
@@ -322,8 +324,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--draft-layers", help="the draft's trained layers file for --slm smollm2-draft (default: "
                     "evals/zoo/models/smollm2-draft/layers.safetensors)")
     ap.add_argument("--limit", type=int, default=200, help="training examples")
-    ap.add_argument("--skip", type=int, default=0, help="start after the first SKIP examples of the train split "
-                    "(e.g. the prompts a distilled draft was trained on: its agreement there overstates it)")
+    ap.add_argument("--skip", type=int, default=0, help="start after the first SKIP examples of the split (e.g. the "
+                    "prompts a distilled draft was trained on: its agreement there overstates it)")
+    ap.add_argument("--split", choices=("train", "validation"), default="train", help="the suite split the "
+                    "examples come from (validation: held-out facts like the test split's, after --skip of them, "
+                    "which a validation sweep of the first N does not reach when SKIP ≥ N)")
     ap.add_argument("--labels", help="R2R: a file of the label samples: read if it exists (its settings must match "
                     "this command's), else made and written there, so a router can be retrained without relabelling")
     ap.add_argument("--max-tokens", type=int, help="answer budget (default: from the suite's longest answer)")
@@ -341,10 +346,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--along", metavar="ROUTER_FILE", help="R2R: label along the answers R2R writes with this "
                     "router (on-policy, DAgger-style; collab.labels.r2r_labels_along) instead of the large model's")
     ap.add_argument("--along-tau", type=float, help="R2R: the threshold of the --along router (default: its file's)")
-    ap.add_argument("--label", choices=labels.LABELS, default="divergent", help="R2R: what a positive label is: a "
-                    "position where the large model's continuation changes the checker's verdict (divergent), or "
-                    "every position where the two models' top tokens differ (different: no continuations, so "
-                    "labels cost one large-model answer per example)")
+    ap.add_argument("--label", choices=(*labels.LABELS, "oracle"), default="divergent", help="R2R: what a positive "
+                    "label is: a position where the large model's continuation changes the checker's verdict "
+                    "(divergent), every position where the two models' top tokens differ (different: no "
+                    "continuations, so labels cost one large-model answer per example), or where R2R's oracle "
+                    "hands the token to the large model, along the oracle's answers (oracle; collab.oracle)")
     ap.add_argument("--token-vectors", action="store_true", help="R2R: learn the router's token table as a "
                     "projection of the small model's input embeddings (tokens no label saw, such as held-out facts, "
                     "get rows near similar tokens') instead of a free table")
@@ -367,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"tandem train {args.strategy}: --llm is required")
     if args.strategy == "fusionroute" and not (args.experts or args.llm):
         raise SystemExit("tandem train fusionroute: --experts is required")
-    examples = tasks.task_examples(args.suite, "train", args.skip + args.limit)[args.skip:]
+    examples = tasks.task_examples(args.suite, args.split, args.skip + args.limit)[args.skip:]
     slm = HFModel(Path(args.slm).name, model_dir(args.slm, args.zoo, args.draft_layers))
     tok = slm.tokenizer
     prompts = [prompt_ids(tok, ex.prompt) for ex in examples]
@@ -379,10 +385,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     def decode(ids: list[int]) -> str:
         return tok.decode(ids, skip_special_tokens=True)
 
-    common = {"slm": args.slm, "suite": args.suite, "limit": args.limit, "skip": args.skip, "seed": args.seed}
+    common = {"slm": args.slm, "suite": args.suite, "split": args.split, "limit": args.limit, "skip": args.skip,
+              "seed": args.seed}
     if args.strategy == "r2r":
-        label_key = {"slm": args.slm, "llm": args.llm, "suite": args.suite, "skip": args.skip, "limit": args.limit,
-                     "max_tokens": args.max_tokens, "cont_slack": args.cont_slack, "label": args.label}
+        if args.label == "oracle" and args.along:
+            raise SystemExit("tandem train r2r: --label oracle labels along the oracle's own answers; drop --along")
+        label_key = {"slm": args.slm, "llm": args.llm, "suite": args.suite, "split": args.split, "skip": args.skip,
+                     "limit": args.limit, "max_tokens": args.max_tokens, "cont_slack": args.cont_slack, "label": args.label}
         if args.along:
             label_key |= {"along": str(args.along), "along_tau": args.along_tau}
         samples = read_labels(args.labels, label_key) if args.labels and Path(args.labels).is_file() else None
@@ -391,7 +400,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             how = {"outcome": lambda ex, ids: tasks.check(ex, decode(ids)), "max_tokens": args.max_tokens,
                    "stop_ids": stop, "progress": show, "batch": args.batch, "slack": args.cont_slack,
                    "label": args.label}
-            if args.along:
+            if args.label == "oracle":
+                found = asyncio.run(r2r_oracle(prompts, slm, llm, max_tokens=args.max_tokens, stop_ids=stop,
+                                               score=lambda i, ids: tasks.check(examples[i], decode(ids)),
+                                               batch=args.batch, progress=show))
+                samples = oracle_labels(found)
+            elif args.along:
                 answers = asyncio.run(r2r_answers(prompts, slm, llm, args.along, args.along_tau, args.max_tokens,
                                                   stop, show))
                 samples = asyncio.run(labels.r2r_labels_along(examples, prompts, answers, slm, llm, **how))

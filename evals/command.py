@@ -48,6 +48,12 @@ def _eval_collab(argv: list[str]) -> int:
     return main(argv)
 
 
+def _eval_oracle(argv: list[str]) -> int:
+    from evals.collab_oracle import main
+
+    return main(argv)
+
+
 def _report(argv: list[str]) -> int:
     from evals.cli import report_main
 
@@ -121,12 +127,14 @@ def groups() -> dict[str, Group]:
     """The delegated subcommands and their words."""
     collab = "train a token-level collaboration router from the models themselves"
     return {g.name: g for g in (
-        Group("eval", "evaluations: replay | live | demo | collab", {
+        Group("eval", "evaluations: replay | live | demo | collab | oracle", {
             "replay": Word(_eval_replay, "replay-evaluate query-level routers on score files (no model runs)"),
             "live": Word(_eval_live, "run routes on a suite through a running gateway", keeps_word=True),
             "demo": Word(_eval_live, "start a gateway, run a small eval of its routes, write the report",
                          keeps_word=True),
             "collab": Word(_eval_collab, "measure a collaboration against its single models through the gateway"),
+            "oracle": Word(_eval_oracle, "the best any R2R / Arbitrage router could do with a pair (accuracy, "
+                                         "large-model share)"),
         }),
         Group("report", "HTML report of an eval run", other=_report),
         Group("zoo", "build or evaluate the model zoo", other=_zoo),

@@ -135,6 +135,33 @@ def test_train_r2r_different_labels_and_token_vectors(zoo: Path, tmp_path: Path,
         main([*args, "--labels", str(labels_file), "--out", str(tmp_path / "divergent.pt")])
 
 
+def test_train_r2r_oracle_labels(zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # --label oracle: samples along the oracle's answers, positive where the large model wrote; a positive is always
+    # a position where the small model's top token was not the token written; --along makes no sense with it
+    args = ["r2r", "--slm", "small", "--llm", "large", "--suite", "arithmetic", "--zoo", str(zoo),
+            "--max-tokens", "10", "--epochs", "2", "--quiet", "--limit", "4"]
+    labels_file, out = tmp_path / "oracle.labels", tmp_path / "oracle.pt"
+    res = train(capsys, *args, "--label", "oracle", "--labels", str(labels_file), "--out", str(out))
+    saved = torch.load(labels_file, weights_only=False)
+    assert saved["key"]["label"] == "oracle" and torch.load(out, weights_only=False)["label"] == "oracle"
+    assert res["train_positions"] + res["val_positions"] == len(saved["samples"]) > 0
+    small = HFModel("small", zoo / "small")
+    examples = tasks.task_examples("arithmetic", "train", 4)
+    by_example: dict[int, list] = {}
+    for s in saved["samples"]:
+        by_example.setdefault(s.example, []).append(s)
+    for ex_i, rows in by_example.items():
+        assert [s.position for s in rows] == list(range(len(rows)))
+        prompt = prompt_ids(small.tokenizer, examples[ex_i].prompt)
+        assert rows[0].signals.token_id == int(torch.argmax(small.next_logits(prompt)))
+    assert saved["key"]["split"] == "train"
+    with pytest.raises(SystemExit, match="labelled with other settings"):  # --split is part of the labels' key
+        main([*args, "--label", "oracle", "--split", "validation", "--labels", str(labels_file),
+              "--out", str(tmp_path / "v.pt")])
+    with pytest.raises(SystemExit, match="drop --along"):
+        main([*args, "--label", "oracle", "--along", str(out), "--out", str(tmp_path / "x.pt")])
+
+
 def test_train_arbitrage_end_to_end(zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "arb.pt"
     res = train(capsys, "arbitrage", "--slm", "small", "--llm", "large", "--suite", "units", "--out", str(out),
