@@ -19,9 +19,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from collab.features import DEFAULT_K, Signals, signals_from_logits
 from collab.labels import R2RSample, greedy_many
@@ -68,10 +68,9 @@ async def r2r_oracle(prompts: Sequence[list[int]], slm: LogitModel, llm: TokenMo
     prompt ``i``; ``batch``: prompts per batched large-model decode; ``k``: top logprobs kept in the signals."""
     stops = set(stop_ids)
     plans = await greedy_many(llm, [list(p) for p in prompts], [max_tokens] * len(prompts), list(stop_ids), batch)
-    scores = [score(i, plan) for i, plan in enumerate(plans)]
-    out = [OracleAnswer([], [], s, s) for s in scores]
+    out = [OracleAnswer([], [], s, s) for s in (score(i, plan) for i, plan in enumerate(plans))]
     active = [i for i, plan in enumerate(plans) if plan]
-    bar = _bar(len(prompts), progress)
+    bar = tqdm(total=len(prompts), desc="oracle", unit="ex", disable=not progress, file=sys.stderr)
     while active:
         drafts = {}
         for i in active:
@@ -87,20 +86,18 @@ async def r2r_oracle(prompts: Sequence[list[int]], slm: LogitModel, llm: TokenMo
         for i in active:
             cont = conts.get(i, []) if i in off else None
             cont_score = score(i, out[i].ids + [drafts[i]] + cont) if cont is not None else None
-            tok, writer, plans[i], scores[i] = plan_step(plans[i], scores[i], drafts[i], cont, cont_score)
+            # out[i].score is the plan's score until the answer is written out, then the answer's
+            tok, writer, plans[i], out[i].score = plan_step(plans[i], out[i].score, drafts[i], cont, cont_score)
             out[i].ids.append(tok)
             out[i].writers.append(writer)
             out[i].continuations += i in ask
             if plans[i] and tok not in stops and len(out[i].ids) < max_tokens:
                 still.append(i)
-            elif bar is not None:
+            else:
                 bar.update(1)
         active = still
-    for i, answer in enumerate(out):
-        answer.score = scores[i]
-    if bar is not None:
-        bar.update(len(prompts) - bar.n)
-        bar.close()
+    bar.update(len(prompts) - bar.n)  # the prompts with an empty plan
+    bar.close()
     return out
 
 
@@ -110,10 +107,3 @@ def oracle_labels(answers: Sequence[OracleAnswer]) -> list[R2RSample]:
     return [R2RSample(sig, int(writer == "large"), ex_i, pos)
             for ex_i, a in enumerate(answers) for pos, (sig, writer) in enumerate(zip(a.signals, a.writers, strict=True))]
 
-
-def _bar(n: int, progress: bool) -> Any:
-    if not progress:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=n, desc="oracle", unit="ex", file=sys.stderr)

@@ -12,16 +12,9 @@ from collab.inproc import HFModel
 from collab.oracle import oracle_labels, plan_step, r2r_oracle
 from evals import collab_tasks as tasks
 from evals.collab_oracle import r2r_summary
-from evals.zoo.paths import zoo_dir
 from evals.zoo.tokenizer import END_ID, decode, encode
 
 N, BUDGET = 8, 60
-
-
-@pytest.fixture(scope="module")
-def pair() -> tuple[HFModel, HFModel]:
-    zoo = zoo_dir()
-    return HFModel("small", zoo / "small"), HFModel("large", zoo / "large")
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +56,8 @@ def reference(prompt: list[int], slm: HFModel, llm: HFModel, score, budget: int)
     return ids, writers
 
 
-def test_lockstep_oracle_matches_the_reference_and_keeps_the_large_models_score(pair, items) -> None:
-    slm, llm = pair
+def test_lockstep_oracle_matches_the_reference_and_keeps_the_large_models_score(committed_zoo_pair, items) -> None:
+    slm, llm = committed_zoo_pair
     examples, prompts = items
 
     def score(i: int, ids: list[int]) -> float:
@@ -86,10 +79,10 @@ def test_lockstep_oracle_matches_the_reference_and_keeps_the_large_models_score(
     assert summary["tokens"] == sum(len([t for t in a.ids if t != END_ID]) for a in got)
 
 
-def test_exact_match_score_reproduces_the_large_answer_handing_over_every_difference(pair, items) -> None:
+def test_exact_match_score_reproduces_the_large_answer_handing_over_every_difference(committed_zoo_pair, items) -> None:
     """When only the large model's own answer scores, the oracle writes that answer, and the large model writes
     exactly the positions where the small model's teacher-forced top token differs (R2R's ``different`` label)."""
-    slm, llm = pair
+    slm, llm = committed_zoo_pair
     _, prompts = items
     own = [asyncio.run(llm.complete_ids(p, BUDGET, stop_ids=[END_ID])).token_ids for p in prompts]
     got = asyncio.run(r2r_oracle(prompts, slm, llm, score=lambda i, ids: float(ids == own[i]), max_tokens=BUDGET,

@@ -8,22 +8,14 @@ import json
 
 import pytest
 
-from collab.inproc import HFModel
 from collab.labels import arbitrage_labels
 from evals import collab_tasks as tasks
 from evals.collab_oracle import arbitrage_oracle, main
-from evals.zoo.paths import zoo_dir
 from evals.zoo.tokenizer import END_ID, decode, encode
 
 
-@pytest.fixture(scope="module")
-def pair() -> tuple[HFModel, HFModel]:
-    zoo = zoo_dir()
-    return HFModel("small", zoo / "small"), HFModel("large", zoo / "large")
-
-
-def test_arbitrage_oracle_follows_the_better_step_trajectory(pair) -> None:
-    slm, llm = pair
+def test_arbitrage_oracle_follows_the_better_step_trajectory(committed_zoo_pair) -> None:
+    slm, llm = committed_zoo_pair
     examples = tasks.task_examples("units", "test", 4)
     prompts = [encode(ex.prompt) for ex in examples]
     how = {"decode": decode, "delimiter": tasks.step_delimiter("units"), "stop_ids": [END_ID], "max_steps": 4,
