@@ -59,7 +59,9 @@ class R2RSample:
     position: int
 
 
-async def _state(model: LogitModel, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+async def small_state(model: LogitModel, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The small model's next-token logits after ``ids`` and its last hidden state where it gives one
+    (:class:`collab.protocol.StatefulModel`; else None), float32 on the CPU."""
     if isinstance(model, StatefulModel):
         logits, hidden = model.next_state(ids)
         return logits.float().cpu(), hidden.float().cpu()
@@ -102,7 +104,7 @@ async def _small_rows(slm: LogitModel, prompt: list[int], answer: list[int], k: 
     """The small model's signals and top token at every position of ``answer`` (teacher-forced)."""
     rows = []
     for i in range(len(answer)):
-        logits, hidden = await _state(slm, prompt + answer[:i])
+        logits, hidden = await small_state(slm, prompt + answer[:i])
         s_tok = int(torch.argmax(logits))
         rows.append((signals_from_logits(logits, s_tok, k, hidden), s_tok))
     return rows

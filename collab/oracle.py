@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from collab.features import DEFAULT_K, Signals, signals_from_logits
-from collab.labels import R2RSample, greedy_many
+from collab.labels import R2RSample, greedy_many, small_state
 from collab.protocol import LogitModel, TokenModel
 
 Score = Callable[[int, list[int]], float]  # (item index, answer ids) → the checker's score of that answer
@@ -42,7 +42,8 @@ class OracleAnswer:
     large_score: float
     continuations: int = 0
     signals: list[Signals] = field(default_factory=list)
-    """The small model's signals at each position (before the token there was written)."""
+    """The small model's signals at each position (before the token there was written), with its hidden state
+    where the small model gives one."""
 
 
 def plan_step(plan: list[int], plan_score: float, draft: int, continuation: list[int] | None,
@@ -74,9 +75,9 @@ async def r2r_oracle(prompts: Sequence[list[int]], slm: LogitModel, llm: TokenMo
     while active:
         drafts = {}
         for i in active:
-            logits = slm.next_logits(list(prompts[i]) + out[i].ids)
+            logits, hidden = await small_state(slm, list(prompts[i]) + out[i].ids)
             drafts[i] = int(torch.argmax(logits))
-            out[i].signals.append(signals_from_logits(logits, drafts[i], k))
+            out[i].signals.append(signals_from_logits(logits, drafts[i], k, hidden))
         off = [i for i in active if drafts[i] != plans[i][0]]
         ask = [i for i in off if drafts[i] not in stops and len(out[i].ids) + 1 < max_tokens]
         conts = dict(zip(ask, await greedy_many(

@@ -12,7 +12,9 @@ decision per position or step, no search over later ones) — the mark its route
   i.e. a router that knew each step's advantage. Its target-step share is the fewest target steps at that accuracy.
 
 ``tandem eval oracle --strategy r2r|arbitrage [--suite S] [--split test] [--n N] [--json]`` runs either on the pair
-and suite ``tandem eval collab`` would use (``evals.collab_defaults``), in process. What it leaves out: speed (an
+and suite ``tandem eval collab`` would use (``evals.collab_defaults``), in process. With ``--separability`` (R2R) it
+also ranks the oracle's hand-overs by a router's signals (``evals.oracle_separability``): how many positions a
+threshold must route to catch 80 / 90 / 95 % of them, beside the oracle's own share. What it leaves out: speed (an
 oracle runs the large model at every position; ``tandem eval collab`` measures the routers), sampling, and routers
 that look ahead more than one continuation.
 """
@@ -34,9 +36,11 @@ from collab.inproc import HFModel
 from collab.labels import better_step_trajectory
 from collab.oracle import OracleAnswer, r2r_oracle
 from collab.protocol import TokenModel
+from collab.r2r import R2RStrategy
 from evals import collab_tasks as tasks
-from evals.collab_defaults import DEFAULT_SUITE, default_pair, suite_budget
+from evals.collab_defaults import DEFAULT_SUITE, default_artifact, default_pair, suite_budget
 from evals.collab_train import model_dir, prompt_ids
+from evals.oracle_separability import separability
 
 
 def r2r_summary(answers: Sequence[OracleAnswer], stop_ids: Sequence[int] = ()) -> dict[str, Any]:
@@ -91,6 +95,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, help="answer budget (default: the suite's)")
     p.add_argument("--batch", type=int, default=16, help="R2R: prompts per batched large-model decode")
     p.add_argument("--max-step-tokens", type=int, default=64, help="Arbitrage: tokens per step at most")
+    p.add_argument("--separability", action="store_true", help="R2R: also rank the oracle's hand-overs by the router's "
+                   "signals, the same kind of router refit on them out of fold, and the large model's margin")
+    p.add_argument("--artifact", help="R2R --separability: the router file (default: the suite's committed one)")
+    p.add_argument("--folds", type=int, default=5, help="R2R --separability: item folds of the refit router")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -98,7 +106,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``tandem eval oracle …`` (see the module docstring)."""
-    args = parser().parse_args(list(argv) if argv is not None else None)
+    ap = parser()
+    args = ap.parse_args(list(argv) if argv is not None else None)
+    if args.separability and args.strategy != "r2r":
+        ap.error("--separability ranks R2R's hand-overs; use it with --strategy r2r")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     suite = args.suite or DEFAULT_SUITE[args.strategy]
     slm_name, llm_name = default_pair(suite)
@@ -119,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          max_tokens=budget, stop_ids=stops, batch=args.batch,
                                          progress=not args.quiet))
         summary = r2r_summary(answers, stops)
+        if args.separability:
+            router, _ = R2RStrategy.load_artifact(args.artifact or default_artifact("r2r", suite))
+            summary["separability"] = separability(answers, prompts, llm, router,
+                                                   slm.model.get_input_embeddings().weight, folds=args.folds)
     else:
         summary = asyncio.run(arbitrage_oracle(examples, prompts, slm, llm, step_score=tasks.check_step,
                                                outcome=tasks.check, decode=decode,
@@ -128,7 +143,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                "large": llm_name} | summary
     if args.json:
         print(json.dumps(summary))
-    else:
-        for key, value in summary.items():
-            print(f"{key:>22}: {value:.3f}" if isinstance(value, float) else f"{key:>22}: {value}")
+        return 0
+    sep = summary.pop("separability", None)
+    for key, value in summary.items():
+        print(f"{key:>22}: {value:.3f}" if isinstance(value, float) else f"{key:>22}: {value}")
+    if sep is not None:
+        print(f"{'positions':>22}: {sep['positions']} ({sep['hand_over_share']:.1%} hand-overs, "
+              f"{sep['harmless_difference_share']:.1%} harmless differences)")
+        for name, row in sep["scores"].items():
+            print(f"{name:>22}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()))
     return 0

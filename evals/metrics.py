@@ -8,7 +8,9 @@ What is here (each function's docstring gives its exact formula):
 - percentile bootstrap confidence intervals that tolerate infinite statistics;
 - the Pareto frontier and the non-decreasing concave upper hull of (cost, accuracy) points — the "zero router"
   (random mixing of the given routes) that every router must beat;
-- AIQ (RouterBench), PGR / APGR (RouteLLM), and TEP (EllieSQL's token elasticity of performance).
+- AIQ (RouterBench), PGR / APGR (RouteLLM), and TEP (EllieSQL's token elasticity of performance);
+- a position router's routed share at a recall (how much a threshold on its scores must route to catch a share of
+  the positives).
 
 What it leaves out: loading data (evals/replay_data.py), running routers (evals/replay.py), plotting and reports.
 NaN always means "missing" and is ignored where a formula says so; it is never treated as a score of 0.
@@ -33,6 +35,7 @@ __all__ = [
     "latency_percentiles",
     "pareto_frontier",
     "pgr",
+    "share_at_recall",
     "task_cost_of_pass",
     "tep",
     "upper_hull",
@@ -387,3 +390,22 @@ def tep(ex_base: float, ex_new: float, tokens_base: float, tokens_new: float) ->
             return math.nan
         return math.copysign(math.inf, rel_ex)
     return rel_ex / rel_t
+
+
+# ---------------------------------------------------------------- position routers
+
+
+def share_at_recall(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray, recall: float) -> float:
+    """The share of all items a threshold on ``scores`` routes when it is the highest one that catches ``recall`` of
+    the positives: ``t`` = the ⌈recall·P⌉-th largest positive score, share = mean(score ≥ t) (ties at ``t`` are all
+    routed). NaN without positives; ``recall`` in (0, 1]."""
+    if not 0.0 < recall <= 1.0:
+        raise ValueError(f"recall must be in (0, 1], got {recall}")
+    s, y = _as_float(scores), np.asarray(labels).astype(bool)
+    if s.shape != y.shape:
+        raise ValueError("one label per score")
+    pos = np.sort(s[y])[::-1]
+    if pos.size == 0:
+        return math.nan
+    t = pos[max(1, math.ceil(recall * pos.size - 1e-9)) - 1]
+    return float(np.mean(s >= t))

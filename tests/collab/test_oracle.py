@@ -74,6 +74,10 @@ def test_lockstep_oracle_matches_the_reference_and_keeps_the_large_models_score(
         answer = got[s.example]
         assert s.label == (answer.writers[s.position] == "large")
         assert (s.signals.token_id == answer.ids[s.position]) == (s.label == 0)  # the draft's token stood or not
+    first = got[0]  # the small model's hidden state rides with its signals (a router with --hidden reads it)
+    for pos in (0, len(first.ids) - 1):
+        hidden = slm.next_state(prompts[0] + first.ids[:pos])[1]
+        assert torch.allclose(first.signals[pos].hidden, hidden, atol=1e-5)
     summary = r2r_summary(got, [END_ID])
     assert summary["accuracy"] >= summary["large_accuracy"]
     assert summary["tokens"] == sum(len([t for t in a.ids if t != END_ID]) for a in got)

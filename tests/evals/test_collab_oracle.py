@@ -40,3 +40,18 @@ def test_unknown_strategy_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit) as e:
         main(["--strategy", "fusionroute"])
     assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_command_ranks_the_hand_overs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--suite", "sql", "--n", "12", "--max-tokens", "40", "--separability", "--folds", "2", "--json",
+                 "--quiet"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    sep = res["separability"]
+    assert sep["positions"] >= res["tokens"] and sep["hand_over_share"] > 0
+    assert {"router", "router_refit", "router_refit_hidden", "small_confidence", "large_margin"} == set(sep["scores"])
+
+
+def test_separability_is_for_r2r_only(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--strategy", "arbitrage", "--separability"])
+    assert e.value.code == 2 and "--strategy r2r" in capsys.readouterr().err

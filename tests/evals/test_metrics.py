@@ -20,6 +20,7 @@ from evals.metrics import (
     pareto_frontier,
     pgr,
     pgr_points,
+    share_at_recall,
     task_cost_of_pass,
     tep,
     upper_hull,
@@ -270,3 +271,39 @@ def test_tep() -> None:
     assert tep(0.5, 0.6, 100, 100) == math.inf
     assert math.isnan(tep(0.0, 0.6, 100, 150))
     assert tep(0.5, 0.45, 100, 200) == pytest.approx(-0.1)
+
+
+def _share_at_recall_reference(scores: list[float], labels: list[int], recall: float) -> float:
+    """Every threshold tried: the smallest routed share (score ≥ t) whose recall of the positives is ≥ ``recall``."""
+    n_pos = sum(labels)
+    best = math.inf
+    for t in set(scores):
+        routed = [s >= t for s in scores]
+        caught = sum(r and y for r, y in zip(routed, labels, strict=True))
+        if caught >= recall * n_pos - 1e-9:
+            best = min(best, sum(routed) / len(scores))
+    return best
+
+
+def test_share_at_recall_matches_every_threshold_tried() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        n = int(rng.integers(2, 40))
+        scores = [float(v) for v in rng.integers(0, 8, n)]  # few values: ties at the threshold
+        labels = [int(v) for v in rng.integers(0, 2, n)]
+        if not any(labels):
+            labels[0] = 1
+        for recall in (0.5, 0.8, 0.95, 1.0):
+            assert share_at_recall(scores, labels, recall) == pytest.approx(
+                _share_at_recall_reference(scores, labels, recall))
+
+
+def test_share_at_recall_hand_case_and_bad_input() -> None:
+    # positives at 0.9 and 0.4: recall 0.5 needs t = 0.9 (1 of 4 routed), recall 1 needs t = 0.4 (3 of 4)
+    assert share_at_recall([0.9, 0.7, 0.4, 0.1], [1, 0, 1, 0], 0.5) == 0.25
+    assert share_at_recall([0.9, 0.7, 0.4, 0.1], [1, 0, 1, 0], 1.0) == 0.75
+    assert math.isnan(share_at_recall([0.3, 0.2], [0, 0], 0.9))
+    with pytest.raises(ValueError):
+        share_at_recall([0.3], [1], 0.0)
+    with pytest.raises(ValueError):
+        share_at_recall([0.3, 0.1], [1], 0.9)
