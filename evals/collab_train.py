@@ -45,18 +45,17 @@ from collab.r2r import R2RRouter, R2RStrategy
 from collab.session import Session
 from evals import collab_tasks as tasks
 from evals.collab_defaults import REAL_MODELS, model_folder, suite_budget
+from evals.metrics import recall_threshold
 from evals.zoo.paths import model_dir as zoo_model_dir
 
 # ---- pure helpers ------------------------------------------------------------------------------------------------
 
 
 def choose_tau(probs: Sequence[float], labels: Sequence[int], recall: float = 0.95) -> float:
-    """The largest τ with recall(p ≥ τ) ≥ ``recall`` over the positives; 1.0 (never route) if there are none."""
-    pos = sorted((float(p) for p, y in zip(probs, labels, strict=True) if y), reverse=True)
-    if not pos:
-        return 1.0
-    need = max(1, math.ceil(recall * len(pos) - 1e-9))
-    return pos[need - 1]
+    """The largest τ with recall(p ≥ τ) ≥ ``recall`` over the positives (:func:`evals.metrics.recall_threshold`);
+    1.0 (never route) if there are none."""
+    tau = recall_threshold(probs, labels, recall)
+    return 1.0 if math.isnan(tau) else tau
 
 
 def positive_weight(labels: Sequence[int]) -> float:

@@ -35,6 +35,7 @@ __all__ = [
     "latency_percentiles",
     "pareto_frontier",
     "pgr",
+    "recall_threshold",
     "share_at_recall",
     "task_cost_of_pass",
     "tep",
@@ -395,10 +396,9 @@ def tep(ex_base: float, ex_new: float, tokens_base: float, tokens_new: float) ->
 # ---------------------------------------------------------------- position routers
 
 
-def share_at_recall(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray, recall: float) -> float:
-    """The share of all items a threshold on ``scores`` routes when it is the highest one that catches ``recall`` of
-    the positives: ``t`` = the ⌈recall·P⌉-th largest positive score, share = mean(score ≥ t) (ties at ``t`` are all
-    routed). NaN without positives; ``recall`` in (0, 1]."""
+def recall_threshold(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray, recall: float) -> float:
+    """The highest threshold ``t`` with recall(score ≥ t) ≥ ``recall`` over the positives: the ⌈recall·P⌉-th largest
+    positive score. NaN without positives; ``recall`` in (0, 1]."""
     if not 0.0 < recall <= 1.0:
         raise ValueError(f"recall must be in (0, 1], got {recall}")
     s, y = _as_float(scores), np.asarray(labels).astype(bool)
@@ -407,5 +407,11 @@ def share_at_recall(scores: Sequence[float] | np.ndarray, labels: Sequence[int] 
     pos = np.sort(s[y])[::-1]
     if pos.size == 0:
         return math.nan
-    t = pos[max(1, math.ceil(recall * pos.size - 1e-9)) - 1]
-    return float(np.mean(s >= t))
+    return float(pos[max(1, math.ceil(recall * pos.size - 1e-9)) - 1])
+
+
+def share_at_recall(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray, recall: float) -> float:
+    """The share of all items routed (score ≥ t, ties at ``t`` included) at :func:`recall_threshold`'s ``t``: how
+    much a threshold must route to catch ``recall`` of the positives. NaN without positives."""
+    t = recall_threshold(scores, labels, recall)
+    return math.nan if math.isnan(t) else float(np.mean(_as_float(scores) >= t))

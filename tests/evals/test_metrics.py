@@ -20,6 +20,7 @@ from evals.metrics import (
     pareto_frontier,
     pgr,
     pgr_points,
+    recall_threshold,
     share_at_recall,
     task_cost_of_pass,
     tep,
@@ -302,7 +303,9 @@ def test_share_at_recall_hand_case_and_bad_input() -> None:
     # positives at 0.9 and 0.4: recall 0.5 needs t = 0.9 (1 of 4 routed), recall 1 needs t = 0.4 (3 of 4)
     assert share_at_recall([0.9, 0.7, 0.4, 0.1], [1, 0, 1, 0], 0.5) == 0.25
     assert share_at_recall([0.9, 0.7, 0.4, 0.1], [1, 0, 1, 0], 1.0) == 0.75
+    assert recall_threshold([0.9, 0.7, 0.4, 0.1], [1, 0, 1, 0], 0.5) == 0.9
     assert math.isnan(share_at_recall([0.3, 0.2], [0, 0], 0.9))
+    assert math.isnan(recall_threshold([0.3, 0.2], [0, 0], 0.9))
     with pytest.raises(ValueError):
         share_at_recall([0.3], [1], 0.0)
     with pytest.raises(ValueError):
