@@ -95,6 +95,11 @@ class R2RRouter(SavedModule):
         return dense, toks, hid
 
     @torch.no_grad()
+    def probs(self, signals: list[Signals]) -> list[float]:
+        """p(divergent) of many positions in one batch (training's validation, offline scoring)."""
+        return torch.sigmoid(self.forward(*self.batch(signals))).tolist()
+
+    @torch.no_grad()
     def prob(self, signals: Signals) -> float:
         """p(divergent) of one position (:meth:`forward` on a batch of one, without stacking a list)."""
         dense = self.dense(signals).reshape(1, -1)

@@ -147,8 +147,7 @@ def train_r2r(samples: Sequence[R2RSample], vocab_size: int, *, hidden_size: int
         with torch.no_grad():
             router.tok.weight.copy_(proj(vectors))
         router.tok.weight.requires_grad_(True)
-    with torch.no_grad():
-        probs = torch.sigmoid(router(*router.batch([s.signals for s in val]))).tolist()
+    probs = router.probs([s.signals for s in val])
     yv = [s.label for s in val]
     tau = choose_tau(probs, yv, recall)
     flagged = [p >= tau for p in probs]

@@ -69,9 +69,7 @@ def out_of_fold(samples: Sequence[R2RSample], vocab_size: int, token_vectors: to
             continue
         router, _, _ = train_r2r(train, vocab_size, token_vectors=token_vectors, entropy="topk", epochs=epochs,
                                  val_frac=0.0, seed=seed, hidden_size=hidden_size)
-        with torch.no_grad():
-            p = torch.sigmoid(router(*router.batch([samples[i].signals for i in held]))).tolist()
-        for i, v in zip(held, p, strict=True):
+        for i, v in zip(held, router.probs([samples[i].signals for i in held]), strict=True):
             probs[i] = v
     return probs
 
@@ -99,10 +97,8 @@ def separability(answers: Sequence[OracleAnswer], prompts: Sequence[list[int]], 
         top, margin = large_argmax_and_margin(large, prompt, a)
         differs += [t != s.token_id for t, s in zip(top, a.signals, strict=True)]
         margins += margin
-    with torch.no_grad():
-        router_p = torch.sigmoid(router(*router.batch([s.signals for s in samples]))).tolist()
     vocab = router.config["vocab_size"]
-    scores = {"router": router_p,
+    scores = {"router": router.probs([s.signals for s in samples]),
               "router_refit": out_of_fold(samples, vocab, token_vectors, folds=folds, seed=seed)}
     hidden = samples[0].signals.hidden
     if hidden is not None:

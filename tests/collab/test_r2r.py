@@ -224,6 +224,7 @@ def test_router_prob_is_forward_on_one_row(hidden_size: int) -> None:
         with torch.no_grad():
             want = float(torch.sigmoid(router(*router.batch([sig])))[0])
         assert router.prob(sig) == want  # same ops, same numbers
+        assert router.probs([sig, sig]) == pytest.approx([want, want])
 
 
 class Recorder(R2RStrategy):

@@ -28,8 +28,11 @@ def sql_oracle(committed_zoo_pair):
     tok = slm.tokenizer
     prompts = [prompt_ids(tok, ex.prompt) for ex in examples]
     stops = sorted(slm.eos_ids | llm.eos_ids)
-    answers = asyncio.run(r2r_oracle(prompts, slm, llm, score=lambda i, ids: tasks.check(examples[i], tok.decode(ids, skip_special_tokens=True)),
-                                     max_tokens=40, stop_ids=stops))
+
+    def score(i: int, ids: list[int]) -> float:
+        return tasks.check(examples[i], tok.decode(ids, skip_special_tokens=True))
+
+    answers = asyncio.run(r2r_oracle(prompts, slm, llm, score=score, max_tokens=40, stop_ids=stops))
     return slm, llm, prompts, answers
 
 
